@@ -1,0 +1,28 @@
+"""msftnet: differentiable wide-angle scattering (MSFT) and physics-informed
+3D reconstruction of nanoparticles from single-shot FEL diffraction patterns.
+
+Method: Stielow & Scheel, Phys. Rev. E 103, 053312 (2021),
+doi:10.1103/PhysRevE.103.053312, arXiv:2101.09136.
+"""
+
+from msftnet import paper_io
+from msftnet.geometry import Geometry
+from msftnet.msft import PAPER_LOSS_EPS
+from msftnet.msft import absorb
+from msftnet.msft import intensity
+from msftnet.msft import log_pattern
+from msftnet.msft import msft
+from msftnet.msft import simulate_pattern
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Geometry",
+    "PAPER_LOSS_EPS",
+    "absorb",
+    "intensity",
+    "log_pattern",
+    "msft",
+    "paper_io",
+    "simulate_pattern",
+]

@@ -1,0 +1,242 @@
+"""The multi-slice Fourier transform (MSFT): voxel density -> wide-angle field.
+
+Model (Stielow & Scheel, Phys. Rev. E 103, 053312 (2021), eqs. 1-2, and the
+MSFT of Barke et al., Nat. Commun. 6, 6187 (2015)); ``../shared/docs/physics.md``:
+
+1. absorption: ``rho_eff[z] = rho[z] * exp(-mu dr sum_{z' <= z} rho[z'])``,
+   ``mu`` from :attr:`Geometry.amplitude_attenuation_per_nm`;
+2. ``F_z(q) = sum_{y, x} rho_eff[z, y, x] exp(-i (qy y + qx x))``,
+   ``x = (i - (N - 1) / 2) dr`` measured from the box centre (the in-plane
+   origin only sets the global phase of each pixel, not ``|E|``);
+3. ``E(q) = sum_z F_z(q) exp(+i qz(q) z dr)``, ``qz = k - sqrt(k^2 - q^2)``,
+   ``z = 0, 1, ..., N - 1`` (the beam travels along +z and enters at z = 0);
+4. ``E = 0`` where ``qx^2 + qy^2 >= k^2``.
+
+``E`` is a plain voxel sum (dimensionless, as in the paper's code); multiply by
+``dr^3`` for nm^3 units.
+
+Algorithm: an exact matrix DFT evaluated directly on the geometry's q grid (a
+zero-padded FFT cannot hit ``dq = 2 pi / 850 nm^-1`` from a 4.98 nm grid).
+The density is real and the in-plane grid symmetric about the box centre, so
+the cosine and sine transforms act only on the even and odd folds of the
+density along x and y, and the four sign quadrants ``(+-qy, +-qx)`` of the
+field are assembled from the same products; the curvature phase depends on
+``|q|`` only. The cost is ``N^2 n H + 2 n N H^2`` real multiply-adds
+(``n = (N + 1) // 2``, ``H = M // 2 + 1``), about 52 M at 64^3 -> 128^2,
+a sixth of a plain complex matrix DFT, all in two pairs of large matmuls.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from msftnet.geometry import Geometry
+
+__all__ = [
+    "msft",
+    "intensity",
+    "log_pattern",
+    "simulate_pattern",
+    "absorb",
+    "PAPER_LOSS_EPS",
+]
+
+#: The constant added before the log in the paper's loss (its code uses
+#: ``log(|E|^2 + 1e2)`` on the 64^3 grid).
+PAPER_LOSS_EPS = 100.0
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+@functools.lru_cache(maxsize=32)
+def _constants(geometry: Geometry, dtype_name: str):
+  """Folded DFT and phase matrices of the quadrant algorithm (numpy, cached)."""
+  g = geometry
+  n, m = g.n_voxels, g.detector_px
+  n_half = (n + 1) // 2                                # coordinates >= 0
+  q_pos = np.arange(m // 2 + 1) * float(g.q_step_per_nm)   # [H], q >= 0
+  r_pos = g.in_plane_nm[n - n_half:]                   # [n_half], >= 0
+  ph = np.outer(r_pos, q_pos)                          # [n_half, H]
+  cos, sin = np.cos(ph), np.sin(ph)
+  if n % 2:                                            # centre voxel is
+    cos[0] *= 0.5                                      # counted twice by
+  k = g.k_per_nm                                       # the even fold
+  qsq = q_pos[:, None] ** 2 + q_pos[None, :] ** 2      # [H(qy), H(qx)]
+  qz = np.where(qsq < k**2, k - np.sqrt(np.maximum(k**2 - qsq, 0.0)), 0.0)
+  ph_z = g.depth_nm[:, None, None] * qz.T[None]        # [N(z), H(qx), H(qy)]
+  dt = np.dtype(dtype_name)
+  return (cos.astype(dt), sin.astype(dt), np.cos(ph_z).astype(dt),
+          np.sin(ph_z).astype(dt), g.ewald_mask)
+
+
+def absorb(density: jax.Array, geometry: Geometry) -> jax.Array:
+  """Attenuate a density along the beam: the effective density of the MSFT.
+
+  Args:
+    density: ``[..., N, N, N]`` float, (z, y, x), beam along +z entering at
+      z index 0, values in [0, 1].
+    geometry: the experiment; its absorption length and convention are used.
+
+  Returns:
+    ``rho * exp(-mu dr cumsum_z(rho))`` (the cumulative sum includes the slice
+    itself, as the paper's code), same shape and dtype.
+  """
+  mu = geometry.amplitude_attenuation_per_nm
+  if mu == 0.0:
+    return density
+  # Cumulative sum along z as a matmul with a lower-triangular matrix of
+  # ones: exact, and 1.5-2x faster than the scan XLA emits for jnp.cumsum
+  # on CPU (also for its gradient).
+  n = density.shape[-3]
+  tri = jnp.asarray(np.tril(np.ones((n, n))), dtype=density.dtype)
+  depth = jnp.einsum("zw,...wyx->...zyx", tri, density, precision=_HIGHEST)
+  return density * jnp.exp(-(mu * geometry.voxel_nm) * depth)
+
+
+def _check_density(density, geometry: Geometry) -> jax.Array:
+  density = jnp.asarray(density)
+  n = geometry.n_voxels
+  if density.ndim < 3 or density.shape[-3:] != (n, n, n):
+    raise ValueError(
+        f"density must have shape [..., {n}, {n}, {n}] (z, y, x) to match "
+        f"Geometry.n_voxels={n}, got {tuple(density.shape)}.")
+  if not jnp.issubdtype(density.dtype, jnp.floating):
+    density = density.astype(jnp.float32)
+  elif density.dtype not in (jnp.float32, jnp.float64):
+    density = density.astype(jnp.float32)
+  return density
+
+
+def _fold(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+  """Even and odd parts of ``x`` about the grid centre along ``axis``.
+
+  Returns ``x(r) + x(-r)`` and ``x(r) - x(-r)`` for the ``(N + 1) // 2``
+  coordinates ``r >= 0`` (ascending).
+  """
+  n = x.shape[axis]
+  n_half = (n + 1) // 2
+  pos = jax.lax.slice_in_dim(x, n - n_half, n, axis=axis)
+  neg = jnp.flip(jax.lax.slice_in_dim(x, 0, n_half, axis=axis), axis=axis)
+  return pos + neg, pos - neg
+
+
+def _msft_unchecked(rho: jax.Array, geometry: Geometry) -> jax.Array:
+  """MSFT of ``rho [..., N, N, N]`` (float32/64) -> complex ``[..., M, M]``.
+
+  With ``C = cos(q r)``, ``S = sin(q r)`` for ``q, r >= 0`` and the even /
+  odd folds ``+`` / ``-`` of the real density about the box centre:
+  stage 1 (x): ``Ar = rho+ C``, ``Ai = -rho- S``; stage 2 (y):
+  ``CA = C A+``, ``SA = S A-``; the four sign quadrants of
+  ``F(+-qy, +-qx) = (C -+ iS)_y (Ar +- i Ai)`` then share the same products,
+  and the curvature phase ``P(|q|)`` is applied in stage 3.
+  """
+  cos, sin, p_re, p_im, mask = _constants(geometry, rho.dtype.name)
+  m = geometry.detector_px
+  half = m // 2
+  h = half + 1
+  rho = absorb(rho, geometry)
+  # Stage 1: contract x on the even / odd folds.  -> [..., z, y, 2H]
+  even, odd = _fold(rho, -1)
+  a_re = jnp.einsum("...zyx,xh->...zyh", even, cos, precision=_HIGHEST)
+  a_im = -jnp.einsum("...zyx,xh->...zyh", odd, sin, precision=_HIGHEST)
+  a = jnp.concatenate([a_re, a_im], axis=-1)
+  # Stage 2: contract y.  -> [..., z, 2H(re|im, qx), H(qy)]
+  even, odd = _fold(a, -2)
+  ca = jnp.einsum("yj,...zyc->...zcj", cos, even, precision=_HIGHEST)
+  sa = jnp.einsum("yj,...zyc->...zcj", sin, odd, precision=_HIGHEST)
+  # Stage 3: curvature phase, summed over z.  Each -> [..., H(qx), H(qy)].
+  def zsum(t, p):
+    return (jnp.sum(t[..., :h, :] * p, axis=-3),
+            jnp.sum(t[..., h:, :] * p, axis=-3))
+  ca_r_pr, ca_i_pr = zsum(ca, p_re)
+  sa_r_pr, sa_i_pr = zsum(sa, p_re)
+  ca_r_pi, ca_i_pi = zsum(ca, p_im)
+  sa_r_pi, sa_i_pi = zsum(sa, p_im)
+  # F(sy qy, sx qx) = (CA_r + sy sx SA_i) + i (sx CA_i - sy SA_r); E = sum F P.
+  def quadrant(sy, sx):
+    re = (ca_r_pr + sy * sx * sa_i_pr) - (sx * ca_i_pi - sy * sa_r_pi)
+    im = (ca_r_pi + sy * sx * sa_i_pi) + (sx * ca_i_pr - sy * sa_r_pr)
+    return jnp.swapaxes(jax.lax.complex(re, im), -1, -2)   # -> (qy, qx)
+  # Pixel m has q index j = m - M // 2: j < 0 uses the mirrored quadrant
+  # rows / columns |j| = M // 2 ... 1, j >= 0 uses 0 ... M - 1 - M // 2.
+  neg = slice(half, 0, -1)
+  pos = slice(0, m - half)
+  top = jnp.concatenate([quadrant(-1, -1)[..., neg, neg],
+                         quadrant(-1, 1)[..., neg, pos]], axis=-1)
+  bottom = jnp.concatenate([quadrant(1, -1)[..., pos, neg],
+                            quadrant(1, 1)[..., pos, pos]], axis=-1)
+  field = jnp.concatenate([top, bottom], axis=-2)
+  return field * mask
+
+
+def msft(density, geometry: Geometry, *, chunk_size: int | None = None
+         ) -> jax.Array:
+  """Wide-angle scattering field of a voxel density (multi-slice FT).
+
+  Pure and differentiable with respect to ``density``; jit it at the call
+  site with ``geometry`` static, e.g.
+  ``jax.jit(msft, static_argnums=1)``. Leading batch dimensions are mapped.
+
+  Args:
+    density: ``[..., N, N, N]`` float32 (or float64 with x64), (z, y, x),
+      beam along +z entering at z index 0, values in [0, 1].
+    geometry: a :class:`Geometry` with ``n_voxels == N``.
+    chunk_size: with batch dimensions, evaluate this many volumes at a time
+      (``jax.lax.map``) to bound memory, e.g. at 192^3.
+
+  Returns:
+    ``[..., M, M]`` complex64 (complex128 for float64 input); rows qy,
+    columns qx, pixel m at ``q = (m - M // 2) dq``; zero outside the Ewald
+    sphere.
+  """
+  rho = _check_density(density, geometry)
+  batch = rho.shape[:-3]
+  if chunk_size is None or not batch:
+    return _msft_unchecked(rho, geometry)
+  n, m = geometry.n_voxels, geometry.detector_px
+  flat = rho.reshape((-1, n, n, n))
+  out = jax.lax.map(lambda v: _msft_unchecked(v, geometry), flat,
+                    batch_size=int(chunk_size))
+  return out.reshape(batch + (m, m))
+
+
+def intensity(density, geometry: Geometry, *, chunk_size: int | None = None
+              ) -> jax.Array:
+  """Scattered intensity ``|E|^2``: ``[..., N, N, N]`` -> ``[..., M, M]`` float."""
+  field = msft(density, geometry, chunk_size=chunk_size)
+  return jnp.real(field) ** 2 + jnp.imag(field) ** 2
+
+
+def log_pattern(intensity_, eps=PAPER_LOSS_EPS, *, normalize: bool = True
+                ) -> jax.Array:
+  """The pattern the network sees: ``log(I + eps)``, min-max normalised.
+
+  Args:
+    intensity_: ``[..., M, M]`` non-negative intensity (voxel-sum units).
+    eps: constant added before the log, scalar or broadcastable to
+      ``[..., 1, 1]``; the paper's loss uses 100 at 64^3, its stored patterns
+      a random dark offset per sample.
+    normalize: scale each ``[M, M]`` pattern to [0, 1] (a constant pattern
+      maps to zeros).
+
+  Returns:
+    ``[..., M, M]`` float, in [0, 1] when normalised.
+  """
+  logs = jnp.log(intensity_ + jnp.asarray(eps, dtype=intensity_.dtype))
+  if not normalize:
+    return logs
+  lo = jnp.min(logs, axis=(-2, -1), keepdims=True)
+  hi = jnp.max(logs, axis=(-2, -1), keepdims=True)
+  span = hi - lo
+  safe = jnp.where(span > 0, span, 1.0)
+  return jnp.where(span > 0, (logs - lo) / safe, 0.0)
+
+
+def simulate_pattern(density, geometry: Geometry, eps=PAPER_LOSS_EPS, *,
+                     chunk_size: int | None = None) -> jax.Array:
+  """Density ``[..., N, N, N]`` -> normalised log pattern ``[..., M, M]`` in [0, 1]."""
+  return log_pattern(intensity(density, geometry, chunk_size=chunk_size), eps)
