@@ -27,6 +27,7 @@ from msftnet import Geometry
 from msftnet import intensity
 from msftnet import log_pattern
 from msftnet import paper_io
+from msftnet.solids import example_density
 
 _DENSITY = flags.DEFINE_string("density", None,
                             "Volume to simulate: .npy [N, N, N] or the paper's "
@@ -46,33 +47,13 @@ _EPS = flags.DEFINE_float("eps", 100.0,
                           "loss uses 100 at 64^3).")
 
 
-def builtin_object(n: int = 64) -> np.ndarray:
-  """A truncated, slightly elongated octahedron, tilted, radius ~0.3 box.
-
-  Anti-aliased by 3^3 supersampling; returned as ``[n, n, n]`` float32.
-  """
-  s = 3
-  c = ((np.arange(n * s) + 0.5) / s - n / 2) / n          # box units [-.5, .5]
-  z, y, x = np.meshgrid(c, c, c, indexing="ij", sparse=True)
-  a, b = 0.35, 0.5                                         # tilt angles (rad)
-  xr = np.cos(a) * x - np.sin(a) * z
-  zr = np.sin(a) * x + np.cos(a) * z
-  yr = np.cos(b) * y - np.sin(b) * zr
-  zr = np.sin(b) * y + np.cos(b) * zr
-  zr = zr / 1.3                                            # stretch along z'
-  octa = np.abs(xr) + np.abs(yr) + np.abs(zr) <= 0.33
-  cube = np.maximum(np.maximum(np.abs(xr), np.abs(yr)), np.abs(zr)) <= 0.22
-  occ = (octa & cube).astype(np.float32)
-  return occ.reshape(n, s, n, s, n, s).mean(axis=(1, 3, 5))
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   start = time.perf_counter()
   try:
     if _DENSITY.value is None:
-      density, source = builtin_object(64), "built-in truncated octahedron"
+      density, source = example_density(64), "built-in truncated octahedron"
     else:
       density, source = paper_io.read_density(_DENSITY.value), _DENSITY.value
       if density.min() < 0 or density.max() > 1:

@@ -173,20 +173,32 @@ def _msft_unchecked(rho: jax.Array, geometry: Geometry) -> jax.Array:
   return field * mask
 
 
+def _default_chunk(batch_size: int) -> int:
+  """Volumes per step when mapping over a batch.
+
+  On CPU one volume at a time is fastest by far (measured 2.5-3x over the
+  fully batched contraction at 64^3: its intermediates stay in cache); on
+  accelerators the whole batch goes through at once.
+  """
+  return 1 if jax.default_backend() == "cpu" else batch_size
+
+
 def msft(density, geometry: Geometry, *, chunk_size: int | None = None
          ) -> jax.Array:
   """Wide-angle scattering field of a voxel density (multi-slice FT).
 
   Pure and differentiable with respect to ``density``; jit it at the call
-  site with ``geometry`` static, e.g.
-  ``jax.jit(msft, static_argnums=1)``. Leading batch dimensions are mapped.
+  site with ``geometry`` static, e.g. ``jax.jit(msft, static_argnums=1)``.
+  Leading batch dimensions are mapped; pass a batch directly rather than
+  ``jax.vmap``-ing this function, so that the batch is evaluated in chunks.
 
   Args:
     density: ``[..., N, N, N]`` float32 (or float64 with x64), (z, y, x),
       beam along +z entering at z index 0, values in [0, 1].
     geometry: a :class:`Geometry` with ``n_voxels == N``.
-    chunk_size: with batch dimensions, evaluate this many volumes at a time
-      (``jax.lax.map``) to bound memory, e.g. at 192^3.
+    chunk_size: with batch dimensions, the number of volumes evaluated per
+      step (``jax.lax.map``); bounds memory, e.g. at 192^3. Default: 1 on CPU
+      (fastest there), the whole batch on accelerators.
 
   Returns:
     ``[..., M, M]`` complex64 (complex128 for float64 input); rows qy,
@@ -195,12 +207,23 @@ def msft(density, geometry: Geometry, *, chunk_size: int | None = None
   """
   rho = _check_density(density, geometry)
   batch = rho.shape[:-3]
-  if chunk_size is None or not batch:
+  if not batch:
     return _msft_unchecked(rho, geometry)
   n, m = geometry.n_voxels, geometry.detector_px
   flat = rho.reshape((-1, n, n, n))
-  out = jax.lax.map(lambda v: _msft_unchecked(v, geometry), flat,
-                    batch_size=int(chunk_size))
+  b = flat.shape[0]
+  chunk = _default_chunk(b) if chunk_size is None else int(chunk_size)
+  if chunk < 1:
+    raise ValueError(f"msft: chunk_size must be >= 1, got {chunk_size}.")
+  one = lambda v: _msft_unchecked(v, geometry)
+  if b == 1:              # XLA:CPU picks a slow dot for a size-1 batch axis
+    out = one(flat[0])[None]
+  elif chunk >= b:
+    out = one(flat)
+  elif chunk == 1:
+    out = jax.lax.map(one, flat)
+  else:
+    out = jax.lax.map(one, flat, batch_size=chunk)
   return out.reshape(batch + (m, m))
 
 

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from experiments.simulate import builtin_object
+from msftnet.solids import example_density
 from msftnet import paper_io
 
 ROOT = pathlib.Path(__file__).parent.parent
@@ -18,8 +18,8 @@ def _run(*args):
                         cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def test_builtin_object_is_a_solid_inside_the_box():
-  obj = builtin_object(32)
+def test_example_density_is_a_solid_inside_the_box():
+  obj = example_density(32)
   assert obj.shape == (32, 32, 32) and obj.min() == 0 and obj.max() == 1
   assert 0.02 < obj.mean() < 0.2
   assert obj[0].max() == 0 and obj[:, :, -1].max() == 0
