@@ -224,9 +224,13 @@ def random_filter(key, pattern) -> tuple[Array, Array]:
 
 
 def random_filter_batch(key, patterns) -> tuple[Array, Array]:
-  """``[B, M, M]`` -> one independent random filter per sample."""
+  """``[B, M, M]`` -> one independent random filter per sample.
+
+  Mapped with ``lax.map`` so each sample runs only its chosen filter (under
+  ``vmap`` the choice becomes a select over all ten).
+  """
   keys = jax.random.split(key, patterns.shape[0])
-  return jax.vmap(random_filter)(keys, patterns)
+  return jax.lax.map(lambda a: random_filter(*a), (keys, patterns))
 
 
 def apply_filter_batch(name: str, key, patterns) -> tuple[Array, Array]:

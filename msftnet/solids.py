@@ -440,7 +440,7 @@ class SolidParams:
         kwargs["stretch_dir"] = tuple(vec)
       kwargs["axis"] = ""
     elif name == "Potato":
-      kwargs["points"] = _potato_points(np.random.default_rng(seed or 0))
+      kwargs["points"] = potato_points(seed or 0)
     elif axis:
       kwargs["stretch_dir"] = tuple(axis_labels(name)[axis][0])
     cut = row.get("cut")
@@ -533,7 +533,11 @@ def volume(params: SolidParams) -> float:
 
 
 # ---------------------------------------------------------------- sampling
-def _potato_points(rng: np.random.Generator) -> tuple:
+def potato_points(seed: int) -> tuple:
+  """The potato of ``seed``: 50 points uniform in a ball, centred on their
+  hull's vertex mean, circumradius 1 (a stream of its own, so the CSV's
+  ``seed`` column regenerates it)."""
+  rng = np.random.default_rng([int(seed), 1])
   pts = rng.normal(size=(POTATO_POINTS, 3))
   pts /= np.linalg.norm(pts, axis=1, keepdims=True)
   pts *= rng.uniform(0, 1, size=(POTATO_POINTS, 1)) ** (1 / 3)
@@ -584,7 +588,7 @@ def sample_solid(key_or_seed, *, test_set: bool = False,
                   phi=float(rng.uniform(-np.pi, np.pi)),
                   alpha=float(rng.uniform(-np.pi, np.pi)))
   if name == "Potato":
-    kwargs["points"] = _potato_points(rng)
+    kwargs["points"] = potato_points(seed)
   elif name != "Sphere":
     labels = axis_labels(name)
     label = sorted(labels)[int(rng.integers(len(labels)))]
