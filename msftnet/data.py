@@ -14,6 +14,8 @@ Each batch is a dict of numpy arrays::
     pattern  [B, M, M] float32 in [0, 1]  (network input, augmented in training)
     valid    [B, M, M] bool                (False where a filter destroyed data)
     target   [B, M, M] float32 in [0, 1]  (the clean pattern of the target)
+    loss_target [B, M, M] float32          (the 64^3 target's pattern at the
+                                            paper's loss eps = 100)
     density  [B, N, N, N] float32 in [0, 1], (z, y, x), the 64^3 target
     label    [B] int32                     (index into solids.CLASSES)
     index    [B] int64                     (sample index)
@@ -40,6 +42,7 @@ from msftnet import paper_io
 from msftnet import raster
 from msftnet import solids
 from msftnet.geometry import Geometry
+from msftnet.msft import PAPER_LOSS_EPS
 from msftnet.msft import intensity
 from msftnet.msft import log_pattern
 
@@ -146,6 +149,9 @@ def _simulate(normals, offsets, quadrics, indices, epochs, *,
     b, n = vols.shape[0], config.target_voxels
     vols = vols.reshape(b, n, factor, n, factor, n, factor).mean((2, 4, 6))
     vols = (vols > 0.5).astype(jnp.float32)
+    inten = intensity(vols, g.replace(n_voxels=n))
+  # The physics loss compares 64^3 patterns at the paper's eps.
+  loss_target = log_pattern(inten, eps=PAPER_LOSS_EPS)
   if augmented:
     aug_keys = jax.vmap(lambda i, e: sample_key(config.seed, i, e))(
         indices, epochs)
@@ -155,7 +161,7 @@ def _simulate(normals, offsets, quadrics, indices, epochs, *,
                                  (aug_keys, target))
   else:
     pattern, valid = target, jnp.ones(target.shape, bool)
-  return pattern, valid, target, vols
+  return pattern, valid, target, vols, loss_target
 
 
 def simulate_batch(config: DataConfig, params: list[solids.SolidParams],
@@ -170,7 +176,7 @@ def simulate_batch(config: DataConfig, params: list[solids.SolidParams],
   indices = np.asarray(indices, np.int64)
   epochs = (np.zeros_like(indices) if epochs is None
             else np.asarray(epochs, np.int64))
-  pattern, valid, target, vols = _simulate(
+  pattern, valid, target, vols, loss_target = _simulate(
       normals, offsets, quadrics, indices.astype(np.uint32),
       epochs.astype(np.uint32), config=config, augmented=augmented)
   return {
@@ -178,6 +184,7 @@ def simulate_batch(config: DataConfig, params: list[solids.SolidParams],
       "valid": np.asarray(valid, bool),
       "target": np.asarray(target, np.float32),
       "density": np.asarray(vols, np.float32),
+      "loss_target": np.asarray(loss_target, np.float32),
       "label": np.array([solids.CLASSES.index(p.polyhedron) for p in params],
                         np.int32),
       "index": indices,

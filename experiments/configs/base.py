@@ -1,0 +1,34 @@
+"""Fields shared by all training configs (see paper.py, cpu.py, test.py)."""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # Model (msftnet.model.ReconstructionNet).
+  c.width = 64
+  c.dropout_rate = 0.2
+  c.bfloat16 = False
+  # Loss: "physics" (eq. 3 + 0.1 eq. 4), "supervised" (BCE) or "hybrid".
+  c.loss = "physics"
+  c.binary_weight = 0.1
+  c.bce_weight = 1.0
+  # Optimiser: "adam" (the paper) or "sgd".
+  c.optimizer = "adam"
+  c.learning_rate = 1e-3
+  c.batch_size = 32                 # global batch, over all devices
+  c.total_steps = 1000
+  # Procedural data (msftnet.data): 5:1 train/validation split of n_samples.
+  c.n_samples = 140_000
+  c.data_seed = 0
+  c.resolution = 64                 # 192: simulate at 192^3 as the paper
+  c.augment = True
+  c.data_threads = 1
+  # Bookkeeping.
+  c.seed = 0
+  c.log_every = 50
+  c.eval_every = 1000
+  c.eval_batches = 16
+  c.checkpoint_every = 1000
+  c.keep_checkpoints = 3
+  return c

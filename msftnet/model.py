@@ -1,0 +1,182 @@
+"""The reconstruction network of Stielow & Scheel (2021), Fig. 3 / section III.
+
+``ReconstructionNet(width)``: pattern ``[B, 128, 128, 1]`` -> density
+``[B, 64, 64, 64, 1]`` in [0, 1] (axes ``(z, y, x)`` as everywhere).
+
+* Encoder (2D): a 7x7 stride-2 pick-up convolution with ``width`` filters and
+  3x3 stride-2 max pooling (128 -> 32 px); five residual blocks, each two 3x3
+  convolutions (the first with stride 2) plus a strided 1x1 shortcut, summed,
+  doubling the filters and halving the size (32 -> 1 px, ``32 width``
+  filters).
+* A dense latent layer of ``32 width`` units (2048 at the paper's width 64).
+* Decoder (3D): reshape to ``1^3``, six stages of 2x2x2 nearest-neighbour
+  upsampling followed by two 3x3x3 convolutions, with ``16 width, 8 width,
+  ..., width / 2`` filters (1 -> 64 voxels); a final 1x1x1 convolution with a
+  sigmoid.
+* Every convolution (and the latent layer) is followed by batch norm, leaky
+  ReLU (slope 0.01) and dropout (rate 0.2 in the paper). Batch norm uses the
+  two-pass variance: the one-pass ``E[x^2] - E[x]^2`` cancels badly in float32
+  at the 1-pixel stages (measured: 0.4% gradient differences between 1 and 2
+  devices from summation order alone).
+
+At width 64 this has about 200 million parameters, as the paper states
+(:func:`count_params` with ``jax.eval_shape``, no allocation).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["ReconstructionNet", "PRESETS", "count_params", "build"]
+
+#: Width presets: the paper's, CPU-sized ones, and the tiny one of the tests.
+PRESETS = {"paper": 64, "small": 8, "cpu": 2, "tiny": 2}
+
+
+def shifted_conv3d(x, kernel):
+  """'SAME' 3x3x3 convolution as 27 shifted channel matmuls.
+
+  Same result and parameter layout as ``nn.Conv`` (kernel ``[3, 3, 3, I,
+  O]``); on XLA:CPU it is 3-9x faster than its native 3D convolution for
+  thin layers (I x O <= 16), measured at 64^3 forward and backward.
+  """
+  n0, n1, n2 = x.shape[1:4]
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (1, 1), (0, 0)))
+  out = 0
+  for a in range(3):
+    for b in range(3):
+      for c in range(3):
+        out = out + jnp.einsum("bzyxi,io->bzyxo",
+                               xp[:, a:a + n0, b:b + n1, c:c + n2, :],
+                               kernel[a, b, c])
+  return out
+
+
+class _Conv3x3x3(nn.Module):
+  """A bias-free 'SAME' 3x3x3 convolution, ``nn.Conv``-compatible parameters."""
+
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (3, 3, 3, x.shape[-1], self.features))
+    kernel = kernel.astype(self.dtype)
+    x = x.astype(self.dtype)
+    if x.shape[-1] * self.features <= 16:
+      return shifted_conv3d(x, kernel)
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1, 1, 1), "SAME",
+        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+
+
+class _ConvBlock(nn.Module):
+  """Convolution -> batch norm -> leaky ReLU -> dropout (2D or 3D)."""
+
+  features: int
+  kernel: tuple[int, ...]
+  strides: tuple[int, ...] | None = None
+  dropout_rate: float = 0.2
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    if self.kernel == (3, 3, 3) and self.strides is None:
+      x = _Conv3x3x3(self.features, dtype=self.dtype, name="Conv_0")(x)
+    else:
+      x = nn.Conv(self.features, self.kernel, strides=self.strides,
+                  padding="SAME", use_bias=False, dtype=self.dtype)(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.99,
+                     use_fast_variance=False,
+                     dtype=self.dtype)(x)
+    x = nn.leaky_relu(x, negative_slope=0.01)
+    return nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+
+
+class _ResidualBlock(nn.Module):
+  features: int
+  dropout_rate: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    kw = dict(dropout_rate=self.dropout_rate, dtype=self.dtype)
+    y = _ConvBlock(self.features, (3, 3), (2, 2), **kw)(x, train)
+    y = _ConvBlock(self.features, (3, 3), **kw)(y, train)
+    shortcut = _ConvBlock(self.features, (1, 1), (2, 2), **kw)(x, train)
+    return y + shortcut
+
+
+class ReconstructionNet(nn.Module):
+  """Pattern -> density encoder-decoder (see the module docstring).
+
+  Attributes:
+    width: filters of the pick-up convolution (64 in the paper).
+    dropout_rate: after every convolution (0.2 in the paper).
+    dtype: computation dtype (parameters stay float32).
+  """
+
+  width: int = 64
+  dropout_rate: float = 0.2
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, patterns, train: bool = False):
+    """``[B, 128, 128, 1]`` (or ``[B, 128, 128]``) -> ``[B, 64, 64, 64, 1]``."""
+    x = jnp.asarray(patterns, self.dtype)
+    if x.ndim == 3:
+      x = x[..., None]
+    if x.shape[1:] != (128, 128, 1):
+      raise ValueError(f"ReconstructionNet expects patterns [B, 128, 128, 1], "
+                       f"got {tuple(patterns.shape)}.")
+    w, kw = self.width, dict(dropout_rate=self.dropout_rate, dtype=self.dtype)
+    x = _ConvBlock(w, (7, 7), (2, 2), **kw)(x, train)              # 64 px
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")    # 32 px
+    for k in range(1, 6):                                         # -> 1 px
+      x = _ResidualBlock(w * 2**k, **kw)(x, train)
+    x = x.reshape((x.shape[0], -1))
+    x = nn.Dense(32 * w, dtype=self.dtype)(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.99,
+                     use_fast_variance=False,
+                     dtype=self.dtype)(x)
+    x = nn.leaky_relu(x, negative_slope=0.01)
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = x.reshape((x.shape[0], 1, 1, 1, x.shape[-1]))
+    for k in range(6):                                            # 1 -> 64
+      x = jnp.repeat(jnp.repeat(jnp.repeat(x, 2, 1), 2, 2), 2, 3)
+      features = max(1, (16 * w) >> k)
+      x = _ConvBlock(features, (3, 3, 3), **kw)(x, train)
+      x = _ConvBlock(features, (3, 3, 3), **kw)(x, train)
+    x = nn.Conv(1, (1, 1, 1), dtype=self.dtype)(x)
+    return nn.sigmoid(x.astype(jnp.float32))
+
+
+def build(width: int | str = 64, dropout_rate: float = 0.2,
+          dtype=jnp.float32) -> ReconstructionNet:
+  """A network by width or preset name (``"paper"``, ``"cpu"``, ``"tiny"``)."""
+  if isinstance(width, str):
+    if width not in PRESETS:
+      raise ValueError(f"unknown width preset {width!r}; expected one of "
+                       f"{sorted(PRESETS)} or an integer.")
+    width = PRESETS[width]
+  if int(width) < 1:
+    raise ValueError(f"width must be >= 1, got {width}.")
+  return ReconstructionNet(width=int(width), dropout_rate=dropout_rate,
+                           dtype=dtype)
+
+
+def count_params(model: ReconstructionNet) -> dict[str, int]:
+  """Parameter and batch-statistic counts via ``jax.eval_shape`` (no allocation)."""
+  shapes = jax.eval_shape(
+      lambda: model.init({"params": jax.random.key(0)},
+                         jnp.zeros((1, 128, 128, 1)), train=False))
+  count = lambda tree: int(sum(np.prod(x.shape) for x in
+                               jax.tree_util.tree_leaves(tree)))
+  return {"params": count(shapes["params"]),
+          "batch_stats": count(shapes.get("batch_stats", {}))}
