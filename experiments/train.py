@@ -41,6 +41,8 @@ def main(argv):
   if _CONFIG.value is None:
     raise app.UsageError("--config=experiments/configs/NAME.py is required.")
   if _COORDINATOR.value or _NUM_PROCESSES.value:
+    # CPU processes exchange gradients over gloo (GPUs use NCCL regardless).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)

@@ -173,6 +173,19 @@ def _global_batch(batch: dict, mesh: Mesh) -> dict:
   return out
 
 
+def _replicate(tree, mesh: Mesh):
+  """Place a host pytree replicated on every device of the mesh (any host)."""
+  sharding = NamedSharding(mesh, P())
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+
+  def put(x):
+    if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)))
+    return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+  return jax.tree_util.tree_map(put, tree)
+
+
 def _checkpoint_manager(workdir, config) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       max_to_keep=config.keep_checkpoints, create=True,
@@ -253,9 +266,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     raise ValueError(f"config.batch_size={config.batch_size} must be divisible "
                      f"by the {n_dev} devices.")
   geometry = Geometry(n_voxels=64)
-  replicated = NamedSharding(mesh, P())
-  state = create_train_state(config, jax.random.key(config.seed))
-  state = jax.device_put(state, replicated)
+  state = _replicate(create_train_state(config, jax.random.key(config.seed)),
+                     mesh)
 
   train_ds = data_lib.procedural_dataset(
       data_config(config), "train", config.batch_size // n_proc,
@@ -270,7 +282,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     restored = mngr.restore(start, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(_state_tree(state)),
         data=ocp.args.JsonRestore()))
-    state = jax.device_put(_with_tree(state, restored["state"]), replicated)
+    state = _replicate(jax.device_get(_with_tree(state, restored["state"])),
+                       mesh)
     train_iter.set_state(restored["data"])
     _truncate_metrics(metrics_path, start)
     logging.info("Resumed from step %d in %s.", start, workdir)

@@ -156,3 +156,4 @@ def test_launcher_writes_metrics_and_reports_bad_config(tmp_path):
                             "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
   assert res.returncode == 1
   assert "must be divisible by the 2 devices" in res.stderr.splitlines()[-1]
+
