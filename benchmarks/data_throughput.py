@@ -15,7 +15,6 @@ solid at a time (no batching). Target: >= 30 samples/s at 64^3 on 2 CPU cores.
 
 from __future__ import annotations
 
-import json
 import time
 
 from absl import app
@@ -24,8 +23,8 @@ import grain
 import jax
 import numpy as np
 
+from benchmarks.jsonlines import Report
 from msftnet import data
-from msftnet import paper_io
 from msftnet import raster
 from msftnet import simulate_pattern
 from msftnet import solids
@@ -66,7 +65,7 @@ def _time_unbatched(config, n):
 
 def main(argv):
   del argv
-  lines = []
+  report = Report()
   b, nb = _BATCH.value, _BATCHES.value
   for resolution in (64, 192):
     config = data.DataConfig(n_samples=60_000, seed=0, resolution=resolution)
@@ -76,17 +75,12 @@ def main(argv):
              "target_voxels": 64, "augmented": augmented, "batch": b,
              "samples_per_s": round(rate, 2),
              "first_batch_s": round(first, 2), "timed_samples": b * nb}
-      lines.append(rec)
-      print(json.dumps(rec), flush=True)
+      report.add(rec)
     rate = _time_unbatched(config, 16 if resolution == 64 else 4)
     rec = {"pipeline": "unbatched_baseline", "resolution": resolution,
            "augmented": False, "batch": 1, "samples_per_s": round(rate, 2)}
-    lines.append(rec)
-    print(json.dumps(rec), flush=True)
-  if _JSON_OUT.value:
-    with paper_io.atomic_write(_JSON_OUT.value, "w") as f:
-      for rec in lines:
-        f.write(json.dumps(rec) + "\n")
+    report.add(rec)
+  report.write(_JSON_OUT.value)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 
+
 from absl import app
 from absl import flags
 import grain
@@ -28,10 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
+from benchmarks.jsonlines import Report
+from msftnet.paper_io import atomic_write
 from msftnet import Geometry
 from msftnet import data
 from msftnet import losses
-from msftnet import paper_io
 from msftnet import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -39,6 +41,37 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", "workdirs/cpu", "Training workdir.")
 _BATCHES = flags.DEFINE_integer("batches", 32, "Validation batches.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
+_CURVE_OUT = flags.DEFINE_string("curve_out", None,
+                                 "Also draw the learning curve (PNG) from "
+                                 "WORKDIR/metrics.jsonl with the baselines.")
+
+
+def learning_curve(metrics_path, baselines: dict, out: str) -> None:
+  """Train (running mean) and validation scatter loss against step."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  with open(metrics_path) as f:
+    recs = [json.loads(line) for line in f]
+  tr = [(r["step"], r["scatter"]) for r in recs if r["split"] == "train"]
+  va = [(r["step"], r["scatter"]) for r in recs if r["split"] == "validation"]
+  fig, ax = plt.subplots(figsize=(6.4, 4))
+  steps, vals = np.array(tr).T
+  k = 8
+  smooth = np.convolve(vals, np.ones(k) / k, mode="valid")
+  ax.plot(steps, vals, color="0.8", lw=0.8, label="train (logged steps)")
+  ax.plot(steps[k - 1:], smooth, color="C0", label=f"train, mean of {k}")
+  if va:
+    ax.plot(*np.array(va).T, "o-", color="C1", label="validation")
+  for (name, value), c in zip(baselines.items(), ("C3", "C2", "C4")):
+    ax.axhline(value, ls="--", color=c, label=f"{name} (validation)")
+  ax.set_xlabel("step")
+  ax.set_ylabel("scatter loss (eq. 3)")
+  ax.legend(fontsize=8)
+  ax.set_title("CPU config: physics-informed training")
+  fig.tight_layout()
+  with atomic_write(out) as f:
+    fig.savefig(f, format="png", dpi=110)
 
 
 def _metrics(pred, batch, geometry) -> dict:
@@ -84,7 +117,7 @@ def main(argv):
       "mean_density_binary": lambda b: np.broadcast_to(
           (mean > 0.5).astype(np.float32), b["density"].shape),
   }
-  lines = []
+  report = Report()
   for name, fn in models.items():
     per = [_metrics(fn(b), b, geometry) for b in batches]
     rec = {"model": name, "step": int(trained.step) if name == "trained" else 0,
@@ -92,16 +125,16 @@ def main(argv):
            **{k: float(np.mean([m[k] for m in per])) for k in per[0]},
            "scatter_sem": float(np.std([m["scatter"] for m in per]) /
                                 np.sqrt(len(per)))}
-    lines.append(rec)
-    print(json.dumps(rec), flush=True)
+    report.add(rec)
   print("\n| model | validation scatter loss | IoU@0.5 | BCE |\n|---|---|---|---|")
-  for r in lines:
+  for r in report.records:
     print(f"| {r['model']} | {r['scatter']:.5f} +- {r['scatter_sem']:.5f} | "
           f"{r['iou']:.3f} | {r['bce']:.3f} |")
-  if _JSON_OUT.value:
-    with paper_io.atomic_write(_JSON_OUT.value, "w") as f:
-      for rec in lines:
-        f.write(json.dumps(rec) + "\n")
+  report.write(_JSON_OUT.value)
+  if _CURVE_OUT.value:
+    learning_curve(f"{_WORKDIR.value}/metrics.jsonl",
+                   {r["model"]: r["scatter"] for r in report.records
+                    if r["model"] != "trained"}, _CURVE_OUT.value)
 
 
 if __name__ == "__main__":

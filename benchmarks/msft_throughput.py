@@ -22,7 +22,6 @@ JAX, and tracemalloc's peak for numpy. Runtime: ~5 min with the defaults on
 
 from __future__ import annotations
 
-import json
 import time
 import tracemalloc
 
@@ -32,9 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.jsonlines import Report
 from msftnet import Geometry
 from msftnet import intensity
-from msftnet import paper_io
 
 _SIZES = flags.DEFINE_list("sizes", ["64", "192"], "Grid sizes N.")
 _BATCHES = flags.DEFINE_list("batches", ["1", "8", "32"], "Batch sizes.")
@@ -120,7 +119,7 @@ def _jax_case(fn, g, rho, mode):
 
 def main(argv):
   del argv
-  lines = []
+  report = Report()
   rng = np.random.default_rng(0)
   for n in map(int, _SIZES.value):
     g = Geometry(n_voxels=n)
@@ -147,12 +146,8 @@ def main(argv):
                  "patterns_per_s": round(b / sec, 2), "peak_bytes": peak,
                  "reps": reps, "backend": jax.default_backend(),
                  "devices": jax.device_count()}
-          lines.append(rec)
-          print(json.dumps(rec), flush=True)
-  if _JSON_OUT.value:
-    with paper_io.atomic_write(_JSON_OUT.value, "w") as f:
-      for rec in lines:
-        f.write(json.dumps(rec) + "\n")
+          report.add(rec)
+  report.write(_JSON_OUT.value)
 
 
 if __name__ == "__main__":

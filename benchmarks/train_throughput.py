@@ -15,21 +15,19 @@ figure: 50 epochs of 3 645 steps (batch 32) in 63 h on four RTX 2080 Ti, i.e.
 from __future__ import annotations
 
 import importlib
-import json
 import time
 
 from absl import app
 from absl import flags
 import grain
 import jax
-import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from benchmarks.jsonlines import Report
 from msftnet import Geometry
 from msftnet import data
 from msftnet import model as model_lib
-from msftnet import paper_io
 from msftnet import train
 
 _CONFIGS = flags.DEFINE_list("configs", ["test", "cpu", "paper"], "Configs.")
@@ -41,7 +39,7 @@ _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
 
 def main(argv):
   del argv
-  lines = []
+  report = Report()
   for name in _CONFIGS.value:
     config = importlib.import_module(f"experiments.configs.{name}").get_config()
     if name == "paper":
@@ -74,12 +72,8 @@ def main(argv):
            "first_step_s": round(first, 1), "timed_steps": _STEPS.value,
            "backend": jax.default_backend(), "devices": jax.device_count(),
            "loss": float(m["loss"])}
-    lines.append(rec)
-    print(json.dumps(rec), flush=True)
-  if _JSON_OUT.value:
-    with paper_io.atomic_write(_JSON_OUT.value, "w") as f:
-      for rec in lines:
-        f.write(json.dumps(rec) + "\n")
+    report.add(rec)
+  report.write(_JSON_OUT.value)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ import time
 
 from absl import app
 from absl import flags
-import numpy as np
 
 _OUT = flags.DEFINE_string("out", None, "Output folder.", required=True)
 _N = flags.DEFINE_integer("n", 1000, "Number of samples.")

@@ -12,7 +12,6 @@ import pytest
 from msftnet import Geometry
 from msftnet import data
 from msftnet import intensity
-from msftnet import paper_io
 from msftnet import solids
 from msftnet.metrics import best_offset_correlation
 

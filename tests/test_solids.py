@@ -2,7 +2,6 @@
 
 import csv
 import io
-import itertools
 import math
 import pathlib
 
