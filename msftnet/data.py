@@ -6,8 +6,9 @@ batched in grain -> one jit-compiled call per batch rasterises the solids,
 simulates the MSFT and the log pattern with a random dark offset, and
 (training only) applies one random detector filter per sample:
 
-    grain.MapDataset.range(n) -> [shard by process] -> shuffle(seed) per epoch
-      -> map(params) -> batch -> map(simulate [+ augment]) -> iterator
+    grain.MapDataset.range(n) -> [shard by process] -> shuffle(seed) -> repeat
+      (a new permutation each epoch) -> map(params) -> batch
+      -> map(simulate [+ augment]) -> iterator
 
 Each batch is a dict of numpy arrays::
 
@@ -51,6 +52,7 @@ __all__ = [
     "sample_params",
     "simulate_batch",
     "procedural_dataset",
+    "index_dataset",
     "split_sizes",
     "PaperSource",
     "paper_dataset",
@@ -191,25 +193,14 @@ def simulate_batch(config: DataConfig, params: list[solids.SolidParams],
   }
 
 
-def procedural_dataset(config: DataConfig, split: str, batch_size: int, *,
-                       shuffle: bool | None = None, augmented: bool | None = None,
-                       shard_index: int | None = None,
-                       shard_count: int | None = None,
-                       drop_remainder: bool = True) -> grain.MapDataset:
-  """A grain ``MapDataset`` of simulated batches for ``split``.
+def index_dataset(config: DataConfig, split: str, *,
+                  shuffle: bool | None = None, shard_index: int | None = None,
+                  shard_count: int | None = None) -> grain.MapDataset:
+  """The ``(index, epoch)`` stream behind :func:`procedural_dataset`.
 
-  Args:
-    config: what to simulate.
-    split: ``"train"`` (first 5/6 of the indices; shuffled each epoch and
-      augmented by default) or ``"validation"`` (the rest; in order, clean).
-    batch_size: per-process batch size.
-    shard_index, shard_count: this process's shard (default: JAX process
-      index and count), for multi-host training.
-
-  Returns:
-    An infinite (train) or one-epoch (validation) ``MapDataset`` of batch
-    dicts; use ``.to_iter_dataset()`` and save the iterator state with the
-    checkpoint.
+  Training: this process's shard of the first ``5n/6`` indices, a new
+  permutation every epoch (shuffle, then repeat), endless. Validation: the
+  rest, in order, once.
   """
   n_train, n_val = split_sizes(config.n_samples)
   if split == "train":
@@ -220,22 +211,47 @@ def procedural_dataset(config: DataConfig, split: str, batch_size: int, *,
     raise ValueError(f"split must be 'train' or 'validation', got {split!r}.")
   is_train = split == "train"
   shuffle = is_train if shuffle is None else shuffle
-  augmented = is_train if augmented is None else augmented
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
   ds = grain.MapDataset.range(start, start + count)
   if shard_count > 1:
     ds = ds[shard_index::shard_count]
-  if len(ds) < batch_size and drop_remainder:
-    raise ValueError(f"{split}: {len(ds)} samples per process, fewer than "
-                     f"batch_size={batch_size}.")
   per_epoch = len(ds)
-  if is_train:
-    ds = ds.repeat()
   if shuffle:
     ds = ds.seed(config.seed).shuffle()
-  ds = ds.map_with_index(lambda pos, i: (int(i), pos // per_epoch,
-                                         sample_params(config, int(i))))
+  if is_train:
+    ds = ds.repeat()
+  return ds.map_with_index(lambda pos, i: (int(i), pos // per_epoch))
+
+
+def procedural_dataset(config: DataConfig, split: str, batch_size: int, *,
+                       shuffle: bool | None = None, augmented: bool | None = None,
+                       shard_index: int | None = None,
+                       shard_count: int | None = None,
+                       drop_remainder: bool = True) -> grain.MapDataset:
+  """A grain ``MapDataset`` of simulated batches for ``split``.
+
+  Args:
+    config: what to simulate.
+    split: ``"train"`` (first 5/6 of the indices; a new permutation every
+      epoch, augmented by default) or ``"validation"`` (the rest; in order,
+      clean).
+    batch_size: per-process batch size.
+    shard_index, shard_count: this process's shard (default: JAX process
+      index and count), for multi-host training.
+
+  Returns:
+    An infinite (train) or one-epoch (validation) ``MapDataset`` of batch
+    dicts; use ``.to_iter_dataset()`` and save the iterator state with the
+    checkpoint.
+  """
+  ds = index_dataset(config, split, shuffle=shuffle, shard_index=shard_index,
+                     shard_count=shard_count)
+  augmented = (split == "train") if augmented is None else augmented
+  if split == "validation" and len(ds) < batch_size and drop_remainder:
+    raise ValueError(f"{split}: {len(ds)} samples per process, fewer than "
+                     f"batch_size={batch_size}.")
+  ds = ds.map(lambda ie: (ie[0], ie[1], sample_params(config, ie[0])))
   ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=list)
   return ds.map(lambda items: simulate_batch(
       config, [p for _, _, p in items], [i for i, _, _ in items],

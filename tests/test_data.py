@@ -76,6 +76,19 @@ def test_deterministic_and_resumable(train_batches):
     np.testing.assert_array_equal(resumed[key], after[key])
 
 
+def test_every_epoch_is_a_new_permutation_of_the_training_split():
+  stream = data.index_dataset(CONFIG, "train")
+  n_train = data.split_sizes(CONFIG.n_samples)[0]
+  items = [stream[k] for k in range(3 * n_train)]
+  epochs = [[i for i, e in items if e == k] for k in range(3)]
+  for k, idx in enumerate(epochs):
+    assert sorted(idx) == list(range(n_train))
+    assert items[k * n_train][1] == k
+  assert epochs[0] != epochs[1] != epochs[2]
+  val = data.index_dataset(CONFIG, "validation")
+  assert [val[k] for k in range(len(val))] == [(i, 0) for i in range(40, 48)]
+
+
 def test_split_shards_and_epochs():
   assert data.split_sizes(140_000) == (116_666, 23_334)
   shards = [data.procedural_dataset(CONFIG, "validation", 2, shard_index=k,
