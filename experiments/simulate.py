@@ -70,8 +70,7 @@ def main(argv):
   pattern = np.asarray(log_pattern(inten, eps=_EPS.value))
   paper_io.write_pattern(_OUT.value, pattern)
   if _INTENSITY_OUT.value:
-    with paper_io.atomic_write(_INTENSITY_OUT.value) as f:
-      np.save(f, inten.astype(np.float32))
+    paper_io.save_npy(_INTENSITY_OUT.value, inten.astype(np.float32))
   print(f"simulated {source}: {density.shape[0]}^3 voxels of "
         f"{geometry.voxel_nm:.3f} nm, fill {density.mean():.3f} -> "
         f"{geometry.detector_px}^2 pattern, max |E|^2 = {inten.max():.4g}; "

@@ -37,6 +37,7 @@ __all__ = [
     "downsample",
     "tile_grid",
     "atomic_write",
+    "save_npy",
 ]
 
 # Tiles per row of the flattened volume, by edge length (the paper: 192 -> 16).
@@ -69,6 +70,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
     with contextlib.suppress(OSError):
       os.unlink(tmp)
     raise
+
+
+def save_npy(path, array) -> None:
+  """Write ``array`` to a ``.npy`` file atomically (float32 as given)."""
+  with atomic_write(path) as f:
+    np.save(f, np.asarray(array))
 
 
 def _open_image(path) -> np.ndarray:
@@ -177,8 +184,7 @@ def write_density(path, density, *, bits: int = 16) -> None:
                      f"density, got shape {vol.shape}.")
   _check_finite(vol, path, "density")
   if path.endswith(".npy"):
-    with atomic_write(path) as f:
-      np.save(f, vol)
+    save_npy(path, vol)
     return
   if bits not in (8, 16):
     raise ValueError(f"write_density({path}): bits must be 8 or 16, got {bits}.")
@@ -259,8 +265,7 @@ def write_pattern(path, pattern, *, bits: int = 8) -> None:
                      f"{pat.shape}.")
   _check_finite(pat, path, "pattern")
   if path.endswith(".npy"):
-    with atomic_write(path) as f:
-      np.save(f, pat)
+    save_npy(path, pat)
     return
   if pat.min() < 0 or pat.max() > 1:
     raise ValueError(f"write_pattern({path}): PNG patterns must lie in [0, 1], "

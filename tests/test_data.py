@@ -173,3 +173,14 @@ def test_make_dataset_round_trip_and_resume(tmp_path):
   assert res.returncode == 0, res.stderr
   (out / "real" / "1" / ".tmp-junk.png").unlink()
   assert _files(out) == files
+
+
+def test_make_dataset_refuses_a_file_as_output_folder(tmp_path):
+  target = tmp_path / "not_a_folder"
+  target.write_text("x")
+  res = subprocess.run(
+      [sys.executable, "-m", "experiments.make_dataset", f"--out={target}",
+       "--n=2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert res.returncode == 1
+  assert res.stderr.strip().splitlines()[-1] == (
+      f"error: --out={target} is a file, expected a folder.")
