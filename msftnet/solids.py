@@ -579,7 +579,7 @@ def sample_solid(key_or_seed, *, test_set: bool = False,
   name = classes[int(rng.integers(len(classes)))]
   size = float(rng.uniform(0.2, 1.0))
   stretch = float(np.interp(rng.uniform(), np.linspace(0, 1, 21),
-                            _stretch_quantiles()))
+                            _STRETCH_Q))
   kwargs = dict(polyhedron=name, size=size, seed=seed)
   if name == "Sphere":
     kwargs.update(stretch=stretch, stretch_dir=tuple(_unit(rng)))
@@ -610,10 +610,6 @@ def sample_solid(key_or_seed, *, test_set: bool = False,
 def _unit(rng) -> np.ndarray:
   v = rng.normal(size=3)
   return v / np.linalg.norm(v)
-
-
-def _stretch_quantiles() -> np.ndarray:
-  return np.asarray(_STRETCH_Q)
 
 
 # The paper's stretch distribution (its generator is unpublished): the 0, 5,

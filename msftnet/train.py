@@ -48,6 +48,7 @@ from msftnet import data as data_lib
 from msftnet import losses
 from msftnet import model as model_lib
 from msftnet.geometry import Geometry
+from msftnet.paper_io import atomic_write
 
 __all__ = [
     "TrainState", "create_train_state", "train_step", "eval_step",
@@ -232,7 +233,6 @@ def _truncate_metrics(path, step):
     return
   with open(path) as f:
     keep = [line for line in f if json.loads(line)["step"] <= step]
-  from msftnet.paper_io import atomic_write
   with atomic_write(path, "w") as f:
     f.writelines(keep)
 
