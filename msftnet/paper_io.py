@@ -62,6 +62,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb"):
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
                              suffix=os.path.splitext(path)[1])
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(tmp, 0o666 & ~umask)           # mkstemp's 0600 -> usual mode
   try:
     with os.fdopen(fd, mode) as f:
       yield f

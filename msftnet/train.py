@@ -21,7 +21,9 @@ supervised / hybrid comparisons), following the flax examples and big_vision:
 * a non-finite loss stops the run with a clear message, the last good
   checkpoint left intact;
 * progress (rate, ETA) on the console; metrics to ``WORKDIR/metrics.jsonl``,
-  one JSON object per logged step (``step``, ``split``, ``loss``, ...).
+  one JSON object per logged step (``step``, ``split``, ``loss``, ...); the
+  config to ``WORKDIR/config.json`` (``msftnet.pretrained.load_model`` reads
+  a work directory with it).
 """
 
 from __future__ import annotations
@@ -260,6 +262,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> TrainState:
   """Train (or resume) in ``workdir``; returns the final state."""
   os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:          # msftnet.pretrained.load_model reads it
+    with atomic_write(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json(indent=2) + "\n")
   mesh = make_mesh()
   n_dev, n_proc = mesh.size, jax.process_count()
   if config.batch_size % n_dev:

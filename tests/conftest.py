@@ -18,3 +18,20 @@ import jax  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+  """An untrained width-2 network saved as a model directory."""
+  import jax.numpy as jnp
+  from msftnet import model as model_lib
+  from msftnet import pretrained
+  net = model_lib.build(2)
+  variables = net.init({"params": jax.random.key(0)},
+                       jnp.zeros((1, 128, 128, 1)), train=False)
+  path = tmp_path_factory.mktemp("models") / "tiny"
+  pretrained.save_model(path, variables, {"width": 2}, "# tiny test model\n")
+  return str(path)

@@ -1,0 +1,136 @@
+r"""Reconstruct particles from single patterns: network + MSFT refinement.
+
+  python -m experiments.reconstruct --out=DIR PATTERN [PATTERN ...]
+      [--checkpoint=DIR] [--refine_steps=N] [--experimental] [--mask=FILE]
+      [--mesh] [--batch=8]
+
+Inputs: PNG (RGB channel 1; 8/16-bit grayscale), ``.npy`` ``[128, 128]``,
+HDF5/CXI (``entry_1/data_1/data``, mask ``entry_1/data_1/mask`` if present).
+``--experimental``: undo the colour map of the paper's experimental images and
+take zero pixels as invalid. ``--mask``: a PNG/npy whose non-zero pixels are
+valid (applies to every input). ``--checkpoint``: a model directory
+(``msftnet/models/default`` by default) or a training work directory.
+
+For each input ``STEM`` writes ``DIR/STEM_density.npy`` (float32 [64]^3,
+(z, y, x), beam +z, 318.75 nm box), ``DIR/STEM.json`` (losses before/after
+refinement, masked and in the paper's protocol), ``DIR/STEM.png`` (input with
+mask outline, depth map, three views, simulated pattern) and with ``--mesh``
+``DIR/STEM.obj``. An input that cannot be used gets one line on stderr and
+the others are still processed; the exit status is 1 if any failed.
+Runtime on 2 CPU cores: about 15 s start-up and compilation, then about
+2 s per pattern with 150 refinement steps (benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from msftnet import measured
+from msftnet import pretrained
+from msftnet import reconstruct as recon
+from msftnet import report
+
+_OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "Model directory or training work directory "
+    "(default: the bundled model).")
+_STEPS = flags.DEFINE_integer("refine_steps", recon.RefineConfig.steps,
+                              "Refinement steps (0: the network alone).")
+_START = flags.DEFINE_enum("start", "auto", ["auto", "network", "sphere"],
+                           "Refinement start (msftnet.reconstruct).")
+_EXPERIMENTAL = flags.DEFINE_bool(
+    "experimental", False, "Undo the paper's experimental colour map; zero "
+    "pixels invalid.")
+_MASK = flags.DEFINE_string("mask", None, "Valid-pixel mask (PNG/npy, "
+                            "non-zero = valid) for every input.")
+_MESH = flags.DEFINE_bool("mesh", False, "Also write DIR/STEM.obj.")
+_BATCH = flags.DEFINE_integer("batch", 8, "Patterns refined together.")
+
+
+def main(argv):
+  logging.set_verbosity(logging.WARNING)
+  paths = argv[1:]
+  if not paths:
+    raise app.UsageError("give at least one PATTERN file.")
+  if _STEPS.value < 0 or _BATCH.value < 1:
+    raise app.UsageError("--refine_steps must be >= 0 and --batch >= 1.")
+  if os.path.exists(_OUT.value) and not os.path.isdir(_OUT.value):
+    print(f"error: --out={_OUT.value} is a file, expected a directory.",
+          file=sys.stderr)
+    sys.exit(1)
+  try:
+    model = pretrained.load_model(_CHECKPOINT.value)
+  except ValueError as e:
+    print(f"error: --checkpoint: {e}", file=sys.stderr)
+    sys.exit(1)
+  good, bad = measured.load_many(paths, mask=_MASK.value,
+                          experimental=_EXPERIMENTAL.value)
+  for path, err in bad:
+    print(f"error: {err}", file=sys.stderr)
+  config = recon.RefineConfig(steps=_STEPS.value, start=_START.value)
+  t0 = time.perf_counter()
+  done = 0
+  for i in range(0, len(good), _BATCH.value):
+    chunk = good[i:i + _BATCH.value]
+    pats = np.stack([c[2] for c in chunk])
+    vals = np.stack([c[3] for c in chunk])
+    t = time.perf_counter()
+    out = recon.reconstruct(pats, vals, model=model, refine_steps=_STEPS.value,
+                            config=config)
+    seconds = (time.perf_counter() - t) / len(chunk)
+    for j, (stem, path, pattern, valid) in enumerate(chunk):
+      metrics = {
+          "input": os.path.abspath(path),
+          "model": model.path, "refine_steps": _STEPS.value,
+          "start": recon.start_label(out.start[j], config),
+          "experimental": _EXPERIMENTAL.value,
+          "valid_fraction": float(valid.mean()),
+          "loss_network": float(out.network_paper_loss[j]),
+          "loss_start": float(out.paper_loss_before[j]),
+          "loss_refined": float(out.paper_loss_after[j]),
+          "masked_loss_network": float(out.network_loss[j]),
+          "masked_loss_start": float(out.loss_before[j]),
+          "masked_loss_refined": float(out.loss_after[j]),
+          "dark_level_log10": float(out.dark_level[j]),
+          "volume_nm3": float(out.density[j].sum()
+                              * (318.75 / 64) ** 3),
+          "seconds": seconds,
+          "loss_protocol": "mean over all 128x128 pixels of the squared "
+                           "difference of normalised log patterns, zero "
+                           "outside the valid region (Stielow & Scheel 2021, "
+                           "Fig. 11)",
+      }
+      title = (f"{stem}: loss {metrics['loss_network']:.2e} (network), "
+               f"{metrics['loss_start']:.2e} ({metrics['start']} start) -> "
+               f"{metrics['loss_refined']:.2e} (refined, "
+               f"{_STEPS.value} steps)")
+      try:
+        report.write_result(_OUT.value, stem, density=out.density[j],
+                            pattern=pattern, valid=valid,
+                            simulated=out.pattern[j], metrics=metrics,
+                            title=title, mesh=_MESH.value)
+      except ValueError as e:
+        bad.append((path, str(e)))
+        print(f"error: {path}: {e}", file=sys.stderr)
+        continue
+      done += 1
+      print(f"{stem}: loss {metrics['loss_network']:.3e} (network), "
+            f"{metrics['loss_start']:.3e} ({metrics['start']} start) -> "
+            f"{metrics['loss_refined']:.3e} ("
+            f"{seconds:.1f} s); wrote {_OUT.value}/{stem}.*", flush=True)
+  print(f"reconstructed {done} of {len(paths)} inputs in "
+        f"{time.perf_counter() - t0:.1f} s")
+  if bad:
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)

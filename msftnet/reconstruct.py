@@ -1,0 +1,391 @@
+"""One measured pattern -> the particle's 3D density: network, then refinement.
+
+``reconstruct(patterns, valid)`` runs the trained network (the paper's
+reconstruction, sections IV-V) and then refines its prediction against the
+input with the same differentiable MSFT, inside the detector's valid pixels:
+
+* parameters: voxel logits ``[B, 64, 64, 64]`` (density ``sigmoid(logits)``,
+  so it stays in [0, 1]) and one dark-level parameter per pattern ``u``: the
+  simulated pattern is ``normalise(log(I + eps))`` with ``eps = max(I) 10^u``
+  (a measured pattern's dark/background level relative to its peak is unknown;
+  the training data draw it from ``msftnet.data.DARK_OFFSET_LOG10``). ``u`` is
+  initialised by a grid search on the network's prediction;
+* objective: the masked pattern loss (mean over valid pixels of the squared
+  difference of normalised log patterns; pixels outside the mask have no
+  influence) + ``binary_weight`` times the binary penalty (eq. 4, as in
+  training) + ``tv_weight`` times the total variation of the density;
+* priors, and why: (1) *support*: density outside a ball of radius 0.49 box
+  (the largest circumradius of the training solids) is held at zero, so the
+  object cannot spread to the box edges where the voxel grid aliases, and the
+  pattern's missing phase cannot be traded for density far away;
+  (2) *shrink-wrap* (Marchesini et al., PRB 68, 140101 (2003)): every
+  ``shrinkwrap_every`` steps the support shrinks to where the blurred
+  density exceeds a threshold; without it the refinement explains fine
+  details of the pattern with a faint, unphysical haze of density around
+  the particle (seen on barke5.png); (3) *total variation* (smoothed isotropic |grad rho|): it penalises surface
+  area, so among densities that explain the valid pixels the refinement
+  prefers compact, solid bodies without speckle or voids inside (the particles
+  are single crystals or twinned crystals, i.e. solid); (4) *binary* (eq. 4):
+  the material is either there or not;
+* starting points (``RefineConfig.start``): ``"network"`` (the prediction),
+  ``"sphere"`` (homogeneous spheres of ``sphere_radii``), or ``"auto"``
+  (default): both; every start is refined (all in one batch) and, per
+  pattern, the one with the lowest final objective is kept, reported in
+  ``Reconstruction.start`` (0: network, k: the k-th sphere). Measured: a
+  start far from the right size is a local minimum the refinement does not
+  leave (a ball too large does not shrink to the particle), so a network
+  that has not learned the size well needs the sphere starts;
+* optimiser: Adam (optax), ``steps`` iterations in one ``lax.scan`` under
+  ``jax.jit``; the whole batch is refined at once.
+
+Losses are reported both as the masked mean (the refinement's objective) and
+in the paper's protocol (``msftnet.metrics.pattern_mse``: mean over *all*
+pixels, zero difference outside the valid region).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from msftnet import losses
+from msftnet.geometry import Geometry
+from msftnet.msft import intensity
+from msftnet.msft import log_pattern
+
+__all__ = ["RefineConfig", "Reconstruction", "reconstruct", "refine",
+           "support_mask", "fit_dark_level", "simulate_with_dark_level",
+           "sphere_density", "start_label"]
+
+_U_GRID = tuple(np.linspace(-8.0, 0.0, 33).tolist())
+
+
+@dataclasses.dataclass(frozen=True)
+class RefineConfig:
+  """Refinement settings (hashable: a static argument of the jitted step).
+
+  Attributes:
+    steps: Adam iterations (0: network only).
+    learning_rate: Adam step on the logits and on ``u``.
+    binary_weight: weight of eq. 4.
+    tv_weight: weight of the total variation prior.
+      The defaults (binary 1.0, TV 0.2, shrink-wrap threshold 0.3) were
+      chosen on six simulated-experiment test-set patterns (data seed 5, not
+      used for any reported evaluation): against binary 0.1 / TV 0.02 /
+      threshold 0.1 the mean aligned IoU rose from 0.21 to 0.51. With noisy
+      data the true particle's masked loss is *higher* than that of
+      over-fitted densities, so the priors must carry weight.
+    support_radius: radius of the support ball, in box units (0.49).
+    logit_clip: the network's densities are clipped to
+      ``[sigmoid(-c), sigmoid(c)]`` before taking logits.
+    start: ``"auto"``, ``"network"`` or ``"sphere"`` (module docstring).
+    sphere_radii: radii (box units) of the sphere starts.
+    shrinkwrap_every: every this many steps the support becomes the voxels
+      where the density blurred by a Gaussian (sigma 1 voxel) exceeds
+      ``shrinkwrap_threshold`` (within the ball); 0 disables it.
+  """
+
+  steps: int = 150
+  learning_rate: float = 0.1
+  binary_weight: float = 1.0
+  tv_weight: float = 0.2
+  support_radius: float = 0.49
+  logit_clip: float = 4.0
+  start: str = "auto"
+  sphere_radii: tuple[float, ...] = (0.1, 0.17, 0.24, 0.31)
+  shrinkwrap_every: int = 20
+  shrinkwrap_threshold: float = 0.3
+
+  def __post_init__(self):
+    if self.start not in ("auto", "network", "sphere"):
+      raise ValueError(f"RefineConfig.start must be auto, network or sphere, "
+                       f"got {self.start!r}.")
+    if self.steps < 0:
+      raise ValueError(f"RefineConfig.steps must be >= 0, got {self.steps}.")
+
+
+class Reconstruction(NamedTuple):
+  """Output of :func:`reconstruct` / :func:`refine` (numpy, batched)."""
+
+  density: np.ndarray          # [B, N, N, N] refined density in [0, 1]
+  initial_density: np.ndarray  # [B, N, N, N] the starting point
+  pattern: np.ndarray          # [B, M, M] simulated pattern of `density`
+  initial_pattern: np.ndarray  # [B, M, M] simulated pattern of the start
+  loss_before: np.ndarray      # [B] masked loss of the start
+  loss_after: np.ndarray       # [B] masked loss after refinement
+  paper_loss_before: np.ndarray  # [B] paper protocol (metrics.pattern_mse)
+  paper_loss_after: np.ndarray   # [B]
+  dark_level: np.ndarray       # [B] fitted u (eps = max(I) 10^u)
+  start: np.ndarray            # [B] 0: network, k >= 1: sphere_radii[k-1]
+  network_loss: np.ndarray     # [B] masked loss of the network's prediction
+  network_paper_loss: np.ndarray  # [B] the same in the paper's protocol
+  history: np.ndarray          # [steps, B] objective per step
+
+
+def support_mask(n: int, radius: float = 0.49) -> jax.Array:
+  """``[N, N, N]`` float: 1 inside the ball ``|r| <= radius`` (box units)."""
+  c = (jnp.arange(n, dtype=jnp.float32) - (n - 1) / 2) / n
+  r2 = c[:, None, None] ** 2 + c[None, :, None] ** 2 + c[None, None, :] ** 2
+  return (r2 <= radius**2).astype(jnp.float32)
+
+
+def simulate_with_dark_level(density, geometry: Geometry, u) -> jax.Array:
+  """Normalised log pattern with ``eps = max(I) 10^u`` per sample: ``[B, M, M]``."""
+  inten = intensity(density, geometry)
+  peak = jnp.max(inten, axis=(-2, -1), keepdims=True)
+  eps = peak * 10.0 ** jnp.reshape(u, u.shape + (1, 1))
+  return log_pattern(inten, eps=jnp.maximum(eps, 1e-30))
+
+
+def _masked_mse(sim, pattern, valid):
+  valid = valid.astype(sim.dtype)
+  return (jnp.sum(valid * (sim - pattern) ** 2, axis=(-2, -1))
+          / jnp.maximum(jnp.sum(valid, axis=(-2, -1)), 1.0))
+
+
+def _paper_mse(sim, pattern, valid):
+  valid = valid.astype(sim.dtype)
+  return jnp.mean(valid * (sim - pattern) ** 2, axis=(-2, -1))
+
+
+def _dark_table(inten, pattern, valid):
+  """Masked loss for every ``u`` of the grid: ``[U, ...]``."""
+  peak = jnp.max(inten, axis=(-2, -1), keepdims=True)
+  grid = jnp.asarray(_U_GRID, jnp.float32)
+
+  def loss_at(u):
+    sim = log_pattern(inten, eps=jnp.maximum(peak * 10.0**u, 1e-30))
+    return _masked_mse(sim, pattern, valid)
+  return jax.lax.map(loss_at, grid)
+
+
+def fit_dark_level(density, pattern, valid, geometry: Geometry
+                   ) -> tuple[jax.Array, jax.Array]:
+  """Grid search of ``u`` in [-8, 0] (33 values) per sample.
+
+  Returns ``(u [B], masked loss at u [B])``.
+  """
+  table = _dark_table(intensity(density, geometry), pattern, valid)  # [U, B]
+  i = jnp.argmin(table, axis=0)
+  return (jnp.asarray(_U_GRID, jnp.float32)[i],
+          jnp.take_along_axis(table, i[None], axis=0)[0])
+
+
+def sphere_density(n: int, radius) -> jax.Array:
+  """Anti-aliased ball(s) of ``radius`` (box units, scalar or [R]): ``[..., N, N, N]``."""
+  c = (jnp.arange(n, dtype=jnp.float32) - (n - 1) / 2) / n
+  r = jnp.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2
+               + c[None, None, :] ** 2)
+  radius = jnp.asarray(radius, jnp.float32)[..., None, None, None]
+  return jnp.clip(0.5 - (r - radius) * n, 0.0, 1.0)
+
+
+def start_label(index: int, config: RefineConfig = RefineConfig()) -> str:
+  """``Reconstruction.start`` value -> ``"network"`` or ``"sphere r=0.17 box"``."""
+  index = int(index)
+  if index == 0:
+    return "network"
+  return f"sphere r={config.sphere_radii[index - 1]:g} box"
+
+
+def _blur(rho):
+  """Separable Gaussian blur, sigma 1 voxel (5 taps), on the last 3 axes."""
+  w = jnp.exp(-0.5 * jnp.arange(-2.0, 3.0) ** 2)
+  w = w / w.sum()
+  for axis in (-3, -2, -1):
+    pad = [(0, 0)] * rho.ndim
+    pad[axis] = (2, 2)
+    x = jnp.pad(rho, pad)
+    n = rho.shape[axis]
+    rho = sum(w[k] * jax.lax.slice_in_dim(x, k, k + n, axis=axis % rho.ndim)
+              for k in range(5))
+  return rho
+
+
+def _tv(rho):
+  dz = jnp.diff(rho, axis=-3)[..., :, :-1, :-1]
+  dy = jnp.diff(rho, axis=-2)[..., :-1, :, :-1]
+  dx = jnp.diff(rho, axis=-1)[..., :-1, :-1, :]
+  return jnp.mean(jnp.sqrt(dz**2 + dy**2 + dx**2 + 1e-4), axis=(-3, -2, -1))
+
+
+@functools.partial(jax.jit, static_argnames=("geometry", "config"))
+def _refine(init_density, pattern, valid, *, geometry: Geometry,
+            config: RefineConfig):
+  n = geometry.n_voxels
+  b = pattern.shape[0]
+  support = support_mask(n, config.support_radius)
+  c = config.logit_clip
+  net = init_density * support
+  u_net, _ = fit_dark_level(net, pattern, valid, geometry)
+  # Starts [B, S, N, N, N]: the network's prediction and/or spheres.
+  starts = []
+  if config.start in ("auto", "network"):
+    starts.append(net[:, None])
+  if config.start in ("auto", "sphere"):
+    balls = sphere_density(n, jnp.asarray(config.sphere_radii)) * support
+    starts.append(jnp.broadcast_to(balls[None], (b,) + balls.shape))
+  x0 = jnp.concatenate(starts, axis=1)
+  s_count = x0.shape[1]
+  x0 = x0.reshape((b * s_count, n, n, n))
+  pats = jnp.repeat(pattern, s_count, axis=0)
+  vals = jnp.repeat(valid, s_count, axis=0)
+  u0, _ = fit_dark_level(x0, pats, vals, geometry)
+  p0 = jnp.clip(x0, jax.nn.sigmoid(-c), jax.nn.sigmoid(c))
+  params = {"logits": jnp.log(p0) - jnp.log1p(-p0), "u": u0}
+
+  def density_of(p, supp):
+    return jax.nn.sigmoid(p["logits"]) * supp
+
+  def objective(p, supp):
+    rho = density_of(p, supp)
+    sim = simulate_with_dark_level(rho, geometry, p["u"])
+    data = _masked_mse(sim, pats, vals)
+    bin_ = jnp.mean(rho**2 * (1 - rho) ** 2, axis=(-3, -2, -1))
+    per_start = (data + config.binary_weight * bin_
+                 + config.tv_weight * _tv(rho))
+    return jnp.sum(per_start), per_start
+
+  tx = optax.adam(config.learning_rate)
+  every = config.shrinkwrap_every
+
+  def step(carry, i):
+    p, s, supp = carry
+    if every:
+      wrapped = support * (_blur(density_of(p, supp))
+                           > config.shrinkwrap_threshold)
+      supp = jnp.where((i > 0) & (i % every == 0), wrapped, supp)
+      supp = jax.lax.stop_gradient(supp)
+    (_, per_start), grads = jax.value_and_grad(objective, has_aux=True)(
+        p, supp)
+    updates, s = tx.update(grads, s, p)
+    return (optax.apply_updates(p, updates), s, supp), per_start
+
+  supp0 = jnp.broadcast_to(support, x0.shape)
+  (params, _, supp), history = jax.lax.scan(
+      step, (params, tx.init(params), supp0), jnp.arange(config.steps))
+  rho = density_of(params, supp) if config.steps else x0
+  sim0 = simulate_with_dark_level(x0, geometry, u0)
+  sim = simulate_with_dark_level(rho, geometry, params["u"])
+  # Keep, per pattern, the start with the lowest final objective (data term
+  # plus priors: with noisy data the data term alone favours over-fitting).
+  final = _masked_mse(sim, pats, vals).reshape(b, s_count)
+  if config.steps:
+    _, total = objective(params, supp)
+  else:
+    total = final.reshape(-1)
+  pick = jnp.argmin(total.reshape(b, s_count), axis=1)
+  rows = jnp.arange(b) * s_count + pick
+  sim_net = simulate_with_dark_level(net, geometry, u_net)
+  history = history.reshape(config.steps, b, s_count)
+  return dict(density=rho[rows], initial_density=x0[rows], pattern=sim[rows],
+              initial_pattern=sim0[rows],
+              loss_before=_masked_mse(sim0, pats, vals)[rows],
+              loss_after=final[jnp.arange(b), pick],
+              paper_loss_before=_paper_mse(sim0, pats, vals)[rows],
+              paper_loss_after=_paper_mse(sim, pats, vals)[rows],
+              dark_level=params["u"][rows],
+              start=pick if config.start != "sphere" else pick + 1,
+              network_loss=_masked_mse(sim_net, pattern, valid),
+              network_paper_loss=_paper_mse(sim_net, pattern, valid),
+              history=jnp.take_along_axis(history, pick[None, :, None],
+                                          axis=2)[..., 0])
+
+
+def _as_batch(pattern, valid, m: int):
+  pattern = jnp.asarray(pattern, jnp.float32)
+  single = pattern.ndim == 2
+  if single:
+    pattern = pattern[None]
+  if pattern.ndim != 3 or pattern.shape[1:] != (m, m):
+    raise ValueError(f"reconstruct: patterns must be [{m}, {m}] or "
+                     f"[B, {m}, {m}], got shape {tuple(pattern.shape)}.")
+  if not bool(jnp.all(jnp.isfinite(pattern))):
+    raise ValueError("reconstruct: the pattern contains NaN or infinite "
+                     "values, expected finite numbers in [0, 1].")
+  if valid is None:
+    valid = jnp.ones(pattern.shape, bool)
+  else:
+    valid = jnp.asarray(valid, bool)
+    if valid.ndim == 2 and valid.shape == pattern.shape[1:]:
+      valid = jnp.broadcast_to(valid, pattern.shape)
+    if valid.shape != pattern.shape:
+      raise ValueError(f"reconstruct: the valid mask has shape "
+                       f"{tuple(valid.shape)}, expected {tuple(pattern.shape)}.")
+  empty = ~jnp.any(valid, axis=(-2, -1))
+  if bool(jnp.any(empty)):
+    raise ValueError(f"reconstruct: the valid mask of pattern(s) "
+                     f"{np.flatnonzero(np.asarray(empty)).tolist()} leaves no "
+                     "pixel, expected at least one valid pixel.")
+  return jnp.where(valid, pattern, 0.0), valid, single
+
+
+def refine(init_density, pattern, valid=None, *,
+           geometry: Geometry | None = None,
+           config: RefineConfig = RefineConfig()) -> Reconstruction:
+  """Refine densities against patterns (see the module docstring).
+
+  Args:
+    init_density: ``[B, N, N, N]`` (or ``[N, N, N]``) starting densities.
+    pattern: ``[B, M, M]`` (or ``[M, M]``) normalised log patterns in [0, 1].
+    valid: optional bool mask, same shape or ``[M, M]``; default all valid.
+    geometry: the MSFT geometry (default ``Geometry()``: 64^3 -> 128^2).
+    config: :class:`RefineConfig`.
+  """
+  geometry = Geometry() if geometry is None else geometry
+  pattern, valid, single = _as_batch(pattern, valid, geometry.detector_px)
+  init = jnp.asarray(init_density, jnp.float32)
+  if init.ndim == 3:
+    init = init[None]
+  n = geometry.n_voxels
+  if init.shape != (pattern.shape[0], n, n, n):
+    raise ValueError(f"refine: init_density must be [{pattern.shape[0]}, {n}, "
+                     f"{n}, {n}], got {tuple(init.shape)}.")
+  out = jax.device_get(_refine(init, pattern, valid, geometry=geometry,
+                               config=config))
+  out = {k: np.asarray(v) for k, v in out.items()}
+  if single:
+    out = {k: (v if k == "history" else v[0]) for k, v in out.items()}
+    out["history"] = out["history"][:, 0]
+  return Reconstruction(**out)
+
+
+def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
+                = None, config: RefineConfig = RefineConfig()
+                ) -> Reconstruction:
+  """Pattern(s) ``[128, 128]`` or ``[B, 128, 128]`` -> ``Reconstruction``.
+
+  Args:
+    pattern: normalised log pattern(s) in [0, 1] (``msftnet.measured``
+      reads files).
+    valid: optional valid-pixel mask (True = valid); pixels outside it are
+      zeroed before the network and ignored by the refinement.
+    model: a :class:`msftnet.pretrained.Predictor` or a model directory
+      (default: the bundled model).
+    refine_steps: overrides ``config.steps`` (0: the network alone, whatever
+      ``config.start`` says).
+  """
+  from msftnet import pretrained
+  if model is None or isinstance(model, str):
+    model = pretrained.load_model(model)
+  if refine_steps is not None:
+    if refine_steps < 0:
+      raise ValueError(f"reconstruct: refine_steps must be >= 0, got "
+                       f"{refine_steps}.")
+    config = dataclasses.replace(config, steps=int(refine_steps))
+  if config.steps == 0:                 # the network alone
+    config = dataclasses.replace(config, start="network")
+  geometry = Geometry()
+  pat, val, single = _as_batch(pattern, valid, geometry.detector_px)
+  init = model(pat)
+  out = refine(init, pat, val, geometry=geometry, config=config)
+  if single:
+    out = Reconstruction(*[v[0] if k != "history" else v[:, 0]
+                           for k, v in out._asdict().items()])
+  return out

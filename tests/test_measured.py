@@ -1,0 +1,110 @@
+"""Tests of reading measured patterns (msftnet.measured)."""
+
+import h5py
+import numpy as np
+from PIL import Image
+import pytest
+
+from msftnet import measured
+
+
+def _png(path, arr, mode=None):
+  Image.fromarray(arr, mode=mode).save(path)
+  return str(path)
+
+
+def _bytes(path, content):
+  path.write_bytes(content)
+  return path
+
+
+def test_png_8_and_16_bit_and_npy_read_alike(tmp_path):
+  rng = np.random.default_rng(0)
+  v = rng.integers(0, 256, (128, 128)).astype(np.uint8)
+  p8, v8 = measured.load_measurement(_png(tmp_path / "a.png", v))
+  p16, _ = measured.load_measurement(
+      _png(tmp_path / "b.png", (v.astype(np.uint16) * 257)))
+  np.save(tmp_path / "c.npy", v.astype(np.float32) / 255)
+  pn, _ = measured.load_measurement(tmp_path / "c.npy")
+  assert v8.all()
+  np.testing.assert_allclose(p8, v / 255, atol=1e-7)
+  np.testing.assert_allclose(p16, p8, atol=1e-6)
+  np.testing.assert_allclose(pn, p8, atol=1e-7)
+
+
+def test_hdf5_cxi_with_its_mask_and_an_extra_mask(tmp_path):
+  data = np.random.default_rng(1).uniform(0, 50, (1, 128, 128))
+  bad = np.zeros((128, 128), np.uint8)
+  bad[:10] = 1                                  # CXI: non-zero = bad pixel
+  path = tmp_path / "shot.cxi"
+  with h5py.File(path, "w") as f:
+    f["entry_1/data_1/data"] = data
+    f["entry_1/data_1/mask"] = bad
+  extra = np.ones((128, 128), np.uint8)
+  extra[:, :5] = 0
+  np.save(tmp_path / "m.npy", extra)
+  pat, valid = measured.load_measurement(path, mask=str(tmp_path / "m.npy"))
+  assert pat.min() == 0 and pat.max() <= 1          # rescaled into [0, 1]
+  assert not valid[:10].any() and not valid[:, :5].any()
+  assert valid[10:, 5:].all()
+  assert (pat[~valid] == 0).all()
+
+
+def test_experimental_colormap_and_zero_pixels():
+  x = np.array([0.0, 0.15, 0.3, 0.6, 0.88, 0.94, 1.0])
+  y = measured.undo_colormap(x)
+  np.testing.assert_allclose(y[[0, 2, 4, 6]], [0.0, 0.38, 0.7425, 1.0],
+                             atol=1e-6)
+  assert np.all(np.diff(y) > 0)                     # monotone, continuous
+  eps = 1e-6
+  for knot in (0.3, 0.88):
+    lo, hi = measured.undo_colormap(np.array([knot - eps, knot + eps]))
+    assert abs(hi - lo) < 1e-4
+
+
+def test_experimental_fixture(tmp_path):
+  import pathlib
+  path = pathlib.Path(__file__).parent / "fixtures" / "experiment" / "barke5.png"
+  pat, valid = measured.load_measurement(path, experimental=True)
+  raw = np.asarray(Image.open(path), np.float32) / 255
+  np.testing.assert_array_equal(valid, raw > 0)
+  assert 0.2 < valid.mean() < 0.26
+  np.testing.assert_allclose(pat[valid], measured.undo_colormap(raw[valid]),
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize("make, expect", [
+    (lambda d: _bytes(d / "empty.png", b""), "empty"),
+    (lambda d: _bytes(d / "junk.png", b"not a png"), "not a readable image"),
+    (lambda d: d / "missing.png", "no such file"),
+    (lambda d: _png(d / "small.png", np.zeros((64, 64), np.uint8)),
+     "expected (128, 128)"),
+    (lambda d: np.save(d / "nan.npy", np.full((128, 128), np.nan))
+     or d / "nan.npy", "NaN"),
+    (lambda d: _png(d / "black.png", np.zeros((128, 128), np.uint8)),
+     "leaves no pixel"),
+])
+def test_bad_inputs_get_one_clear_sentence(tmp_path, make, expect):
+  path = make(tmp_path)
+  with pytest.raises(ValueError, match=None) as err:
+    measured.load_measurement(path, experimental="black" in str(path))
+  msg = str(err.value)
+  assert expect in msg and str(path) in msg and "\n" not in msg
+
+
+def test_hdf5_without_the_dataset(tmp_path):
+  path = tmp_path / "x.h5"
+  with h5py.File(path, "w") as f:
+    f["other"] = np.zeros((128, 128))
+  with pytest.raises(ValueError, match="entry_1/data_1/data"):
+    measured.load_measurement(path)
+
+
+def test_load_many_keeps_going_and_rejects_duplicate_stems(tmp_path):
+  good = _png(tmp_path / "a.png", np.full((128, 128), 9, np.uint8))
+  (tmp_path / "sub").mkdir()
+  dup = _png(tmp_path / "sub" / "a.png", np.full((128, 128), 9, np.uint8))
+  ok, bad = measured.load_many([good, tmp_path / "nope.png", dup])
+  assert [o[0] for o in ok] == ["a"]
+  assert len(bad) == 2 and "no such file" in bad[0][1]
+  assert "overwrite" in bad[1][1]

@@ -1,0 +1,193 @@
+"""Tests of reconstruction (msftnet.reconstruct, msftnet.pretrained,
+experiments.reconstruct, experiments.demo)."""
+
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from msftnet import Geometry
+from msftnet import losses
+from msftnet import metrics
+from msftnet import pretrained
+from msftnet import reconstruct as recon
+from msftnet import solids
+from msftnet.raster import rasterize
+
+ROOT = pathlib.Path(__file__).parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "experiment" / "barke5.png"
+SMALL = Geometry(n_voxels=32, detector_px=64)
+FAST = recon.RefineConfig(steps=25, start="network", shrinkwrap_every=10)
+
+
+def _solid(name, size, n=32, **kw):
+  p = solids.SolidParams(name, size=size, **kw)
+  return np.asarray(rasterize(*solids.half_spaces(p), n))
+
+
+@pytest.fixture(scope="module")
+def cube_problem():
+  truth = _solid("Cube", 0.5, theta=0.4, phi=0.2, alpha=0.7)
+  pattern = np.asarray(recon.simulate_with_dark_level(
+      jnp.asarray(truth)[None], SMALL, jnp.asarray([-3.0])))[0]
+  valid = np.ones_like(pattern, bool)
+  valid[:, :20] = False                          # a detector edge is missing
+  start = np.asarray(recon.sphere_density(32, 0.2))
+  return truth, pattern, valid, start
+
+
+def test_refinement_lowers_the_masked_loss(cube_problem):
+  truth, pattern, valid, start = cube_problem
+  out = recon.refine(start, pattern, valid, geometry=SMALL, config=FAST)
+  assert out.density.shape == (32, 32, 32) and out.pattern.shape == (64, 64)
+  assert 0 <= out.density.min() and out.density.max() <= 1
+  assert out.loss_after < 0.85 * out.loss_before
+  assert out.history[-1] < out.history[0]
+  assert out.history.shape == (25,)
+  # The paper's protocol: mean over all pixels, zero outside the mask.
+  assert out.paper_loss_after == pytest.approx(
+      metrics.pattern_mse(out.pattern, pattern, valid), rel=1e-4)
+
+
+def test_pixels_outside_the_mask_have_no_influence(cube_problem):
+  truth, pattern, valid, start = cube_problem
+  noisy = pattern.copy()
+  noisy[~valid] = np.random.default_rng(0).uniform(size=(~valid).sum())
+  a = recon.refine(start, pattern, valid, geometry=SMALL, config=FAST)
+  b = recon.refine(start, noisy, valid, geometry=SMALL, config=FAST)
+  np.testing.assert_array_equal(a.density, b.density)
+  assert a.loss_after == b.loss_after
+  # And the masked loss's gradient with respect to those pixels is zero.
+  g = jax.grad(lambda p: losses.masked_pattern_loss(
+      jnp.asarray(truth)[None], p, jnp.asarray(valid)[None], SMALL))(
+          jnp.asarray(noisy)[None])
+  assert float(jnp.abs(g[0][~valid]).max()) == 0.0
+  assert float(jnp.abs(g[0][valid]).max()) > 0.0
+
+
+def test_multi_start_keeps_the_best_start(cube_problem):
+  truth, pattern, valid, _ = cube_problem
+  too_big = np.asarray(recon.sphere_density(32, 0.45))
+  config = dataclasses.replace(FAST, start="auto", steps=15)
+  out = recon.refine(too_big, pattern, valid, geometry=SMALL, config=config)
+  alone = recon.refine(too_big, pattern, valid, geometry=SMALL,
+                       config=dataclasses.replace(config, start="network"))
+  assert out.start >= 1                     # a sphere start won
+  assert recon.start_label(out.start, config).startswith("sphere r=")
+  # The kept start has the lowest final objective (data term + priors).
+  assert out.history[-1] < alone.history[-1]
+  assert out.network_loss == pytest.approx(alone.network_loss, rel=1e-5)
+
+
+def test_reconstruct_batch_and_single_agree(tiny_model_dir):
+  model = pretrained.load_model(tiny_model_dir)
+  rng = np.random.default_rng(0)
+  pats = rng.uniform(size=(2, 128, 128)).astype(np.float32)
+  valid = np.ones((128, 128), bool)
+  valid[60:68, 60:68] = False
+  batch = recon.reconstruct(pats, valid, model=model, refine_steps=2)
+  single = recon.reconstruct(pats[1], valid, model=model, refine_steps=2)
+  assert batch.density.shape == (2, 64, 64, 64)
+  assert single.density.shape == (64, 64, 64)
+  np.testing.assert_allclose(single.density, batch.density[1], atol=2e-4)
+  net_only = recon.reconstruct(pats, valid, model=model, refine_steps=0)
+  assert (net_only.start == 0).all()
+  np.testing.assert_allclose(net_only.density * 1.0,
+                             np.asarray(model(np.where(valid, pats, 0)))
+                             * np.asarray(recon.support_mask(64)), atol=1e-6)
+
+
+@pytest.mark.parametrize("pattern, valid, expect", [
+    (np.zeros((64, 64)), None, "must be \\[128, 128\\]"),
+    (np.full((128, 128), np.nan), None, "NaN"),
+    (np.zeros((128, 128)), np.zeros((128, 128), bool), "leaves no pixel"),
+    (np.zeros((128, 128)), np.ones((64, 64), bool), "valid mask has shape"),
+])
+def test_reconstruct_rejects_bad_input(tiny_model_dir, pattern, valid, expect):
+  with pytest.raises(ValueError, match=expect):
+    recon.reconstruct(pattern, valid, model=tiny_model_dir, refine_steps=1)
+
+
+def test_model_directory_round_trip_and_errors(tiny_model_dir, tmp_path):
+  m = pretrained.load_model(tiny_model_dir)
+  pretrained.save_model(tmp_path / "copy", m.variables, m.info, "# card\n")
+  m2 = pretrained.load_model(tmp_path / "copy")
+  x = np.random.default_rng(1).uniform(size=(1, 128, 128))
+  np.testing.assert_array_equal(np.asarray(m(x)), np.asarray(m2(x)))
+  assert (tmp_path / "copy" / "MODEL_CARD.md").read_text() == "# card\n"
+  with pytest.raises(ValueError, match="no config.json"):
+    pretrained.load_model(tmp_path)
+  with pytest.raises(ValueError, match="no such model directory"):
+    pretrained.load_model(tmp_path / "nothing")
+
+
+def test_bundled_model_is_small_and_documented():
+  root = pathlib.Path(pretrained.DEFAULT_MODEL_DIR)
+  size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+  assert size < 20 * 2**20
+  card = (root / "MODEL_CARD.md").read_text()
+  for fact in ("experiments.train", "steps", "validation", "IoU"):
+    assert fact in card
+  info = json.loads((root / "config.json").read_text())
+  assert info["step"] > 0 and "validation" in info
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_reconstruct_launcher_outputs_and_errors(tmp_path, tiny_model_dir):
+  bad = tmp_path / "bad.npy"
+  np.save(bad, np.zeros((32, 32)))
+  out = tmp_path / "out"
+  res = _run("experiments.reconstruct", f"--out={out}",
+             f"--checkpoint={tiny_model_dir}", "--refine_steps=2",
+             "--experimental", "--mesh", str(FIXTURE), str(bad))
+  assert res.returncode == 1
+  errors = [l for l in res.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "bad.npy" in errors[0] and "(128, 128)" in errors[0]
+  dens = np.load(out / "barke5_density.npy")
+  assert dens.shape == (64, 64, 64) and dens.dtype == np.float32
+  rec = json.loads((out / "barke5.json").read_text())
+  assert rec["experimental"] and 0.2 < rec["valid_fraction"] < 0.26
+  assert rec["loss_refined"] <= rec["masked_loss_refined"]
+  assert (out / "barke5.png").stat().st_size > 10_000
+  if dens.max() > 0.5 > dens.min():
+    assert (out / "barke5.obj").read_text().count("\nf ") > 10
+  assert not list(out.glob(".tmp-*"))
+  assert not (out / "bad.json").exists()
+
+
+def test_reconstruct_launcher_bad_checkpoint(tmp_path):
+  res = _run("experiments.reconstruct", f"--out={tmp_path}",
+             f"--checkpoint={tmp_path}", str(FIXTURE))
+  assert res.returncode == 1 and "no config.json" in res.stderr
+
+
+def test_demo_end_to_end_with_a_tiny_model(tmp_path, tiny_model_dir):
+  from experiments import demo
+  rec = demo.run(str(tmp_path), seed=1, steps=2, checkpoint=tiny_model_dir)
+  for name in ("demo.png", "demo.json", "demo_density.npy"):
+    assert (tmp_path / name).exists()
+  saved = json.loads((tmp_path / "demo.json").read_text())
+  assert saved["solid"]["cut"] == rec["solid"]["cut"]
+  assert 0 <= saved["aligned_iou_refined"] <= 1
+  assert saved["aligned_iou_refined"] >= saved["iou_refined"] - 1e-9
+
+
+def test_aligned_iou_sees_through_translation_and_inversion():
+  cube = _solid("Tetrahedron", 0.5)
+  moved = np.roll(cube, (3, -2, 4), axis=(0, 1, 2))
+  assert metrics.iou(moved, cube) < 0.8
+  assert metrics.aligned_iou(moved, cube) == pytest.approx(1.0)
+  assert metrics.aligned_iou(cube[::-1, ::-1, ::-1], cube) == pytest.approx(1.0)
+  small = _solid("Tetrahedron", 0.3)
+  assert 0 < metrics.aligned_iou(small, cube) < 0.5
