@@ -191,3 +191,31 @@ def test_aligned_iou_sees_through_translation_and_inversion():
   assert metrics.aligned_iou(cube[::-1, ::-1, ::-1], cube) == pytest.approx(1.0)
   small = _solid("Tetrahedron", 0.3)
   assert 0 < metrics.aligned_iou(small, cube) < 0.5
+
+
+def test_evaluate_experiment_study(tmp_path, tiny_model_dir):
+  exp = tmp_path / "exp"
+  exp.mkdir()
+  (exp / "barke5.png").write_bytes(FIXTURE.read_bytes())
+  (exp / "labels.csv").write_text(
+      '"nr","scatter","polyhedron"\n5,"./barke5.png","Icosahedron"\n')
+  results = tmp_path / "results.md"
+  args = ["experiments.evaluate", f"--out={tmp_path / 'eval'}",
+          f"--model={tiny_model_dir}", "--studies=experiment",
+          f"--experiment_dir={exp}", f"--results={results}",
+          "--fit_classes=Icosahedron", "--fit_starts=1", "--fit_steps=2",
+          "--refine_steps=2"]
+  res = _run(*args)
+  assert res.returncode == 0, res.stderr[-2000:]
+  rec = json.loads((tmp_path / "eval" / "experiment" / "barke5.json")
+                   .read_text())
+  assert rec["fit_class"] == "Icosahedron" and rec["published_class"] == \
+      "Icosahedron"
+  assert rec["fit_loss_published_class"] == rec["fit_loss"]
+  text = results.read_text()
+  assert "| barke5 | Icosahedron | Icosahedron" in text and "4.63e-03" in text
+  # Resumable: the forward fit is cached and not repeated.
+  fit_file = tmp_path / "eval" / "experiment" / "fits" / "barke5.npz"
+  stamp = fit_file.stat().st_mtime_ns
+  assert _run(*args).returncode == 0
+  assert fit_file.stat().st_mtime_ns == stamp
