@@ -44,7 +44,7 @@ _CHECKPOINT = flags.DEFINE_string(
     "(default: the bundled model).")
 _STEPS = flags.DEFINE_integer("refine_steps", recon.RefineConfig.steps,
                               "Refinement steps (0: the network alone).")
-_START = flags.DEFINE_enum("start", "auto", ["auto", "network", "sphere"],
+_START = flags.DEFINE_enum("start", "network", ["auto", "network", "sphere"],
                            "Refinement start (msftnet.reconstruct).")
 _EXPERIMENTAL = flags.DEFINE_bool(
     "experimental", False, "Undo the paper's experimental colour map; zero "
