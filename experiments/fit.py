@@ -90,7 +90,8 @@ def main(argv):
   for path, err in bad:
     print(f"error: {err}", file=sys.stderr)
   t0 = time.perf_counter()
-  for n, (stem, path, pattern, valid) in enumerate(good):
+  done = 0
+  for stem, path, pattern, valid in good:
     t = time.perf_counter()
 
     def progress(i, total, cf, t=t, stem=stem):
@@ -112,9 +113,10 @@ def main(argv):
       bad.append((path, str(e)))
       print(f"error: {path}: {e}", file=sys.stderr)
       continue
+    done += 1
     print(f"{title} ({seconds:.0f} s); wrote {_OUT.value}/{stem}.*",
           flush=True)
-  print(f"fitted {len(good)} of {len(paths)} inputs in "
+  print(f"fitted {done} of {len(paths)} inputs in "
         f"{time.perf_counter() - t0:.0f} s")
   if bad:
     sys.exit(1)

@@ -18,7 +18,7 @@ mask outline, depth map, three views, simulated pattern) and with ``--mesh``
 ``DIR/STEM.obj``. An input that cannot be used gets one line on stderr and
 the others are still processed; the exit status is 1 if any failed.
 Runtime on 2 CPU cores: about 15 s start-up and compilation, then about
-2 s per pattern with 150 refinement steps (benchmarks/RESULTS.md).
+1.4 s per pattern with 150 refinement steps (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
