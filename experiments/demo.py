@@ -23,7 +23,6 @@ Runtime on 2 CPU cores: measured 26 s wall (imports and compilation included).
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -109,9 +108,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
-  if os.path.exists(_OUT.value) and not os.path.isdir(_OUT.value):
-    print(f"error: --out={_OUT.value} is a file, expected a directory.",
-          file=sys.stderr)
+  try:
+    report.check_out_dir(_OUT.value)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   try:
     run(_OUT.value, _SEED.value, _STEPS.value, _CHECKPOINT.value)

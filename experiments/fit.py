@@ -81,9 +81,10 @@ def main(argv):
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-  if os.path.exists(_OUT.value) and not os.path.isdir(_OUT.value):
-    print(f"error: --out={_OUT.value} is a file, expected a directory.",
-          file=sys.stderr)
+  try:
+    report.check_out_dir(_OUT.value)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   good, bad = measured.load_many(paths, mask=_MASK.value,
                           experimental=_EXPERIMENTAL.value)

@@ -23,7 +23,6 @@ Runtime on 2 CPU cores: about 15 s start-up and compilation, then about
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import time
@@ -62,9 +61,10 @@ def main(argv):
     raise app.UsageError("give at least one PATTERN file.")
   if _STEPS.value < 0 or _BATCH.value < 1:
     raise app.UsageError("--refine_steps must be >= 0 and --batch >= 1.")
-  if os.path.exists(_OUT.value) and not os.path.isdir(_OUT.value):
-    print(f"error: --out={_OUT.value} is a file, expected a directory.",
-          file=sys.stderr)
+  try:
+    report.check_out_dir(_OUT.value)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   try:
     model = pretrained.load_model(_CHECKPOINT.value)

@@ -38,6 +38,7 @@ import numpy as np
 import optax
 from scipy.spatial.transform import Rotation
 
+from msftnet import losses
 from msftnet import raster
 from msftnet import reconstruct as recon
 from msftnet import solids
@@ -157,23 +158,23 @@ def _fit_class(body_n, body_d, is_sphere, theta0, pattern, valid, *,
   def per_start(t):
     rho = vol(t)
     sim = recon.simulate_with_dark_level(rho, geometry, t["u"])
-    return recon._masked_mse(sim, pats, vals), sim
+    return losses.masked_mse(sim, pats, vals), sim
 
   tx = optax.adam(config.learning_rate)
 
   def step(carry, _):
     t, s = carry
-    (_, losses), grads = jax.value_and_grad(
+    (_, per), grads = jax.value_and_grad(
         lambda t: (jnp.sum(per_start(t)[0]), per_start(t)[0]),
         has_aux=True)(t)
     updates, s = tx.update(grads, s, t)
-    return (optax.apply_updates(t, updates), s), jnp.min(losses)
+    return (optax.apply_updates(t, updates), s), jnp.min(per)
 
   (theta, _), history = jax.lax.scan(step, (theta, tx.init(theta)), None,
                                      length=config.steps)
-  losses, sims = per_start(theta)
+  final, sims = per_start(theta)
   paper = jnp.mean(vals * (sims - pats) ** 2, axis=(-2, -1))
-  return theta, losses, paper, history
+  return theta, final, paper, history
 
 
 def _starts(config: FitConfig, class_index: int) -> dict:
@@ -199,16 +200,16 @@ def fit_class(name: str, pattern, valid=None, *, config: FitConfig = FitConfig()
     raise ValueError(f"fit_class: {name!r} cannot be fitted; expected one of "
                      f"{', '.join(FIT_CLASSES)}.")
   body_n, body_d = _body_planes(name)
-  theta, losses, paper, _ = jax.device_get(_fit_class(
+  theta, final, paper, _ = jax.device_get(_fit_class(
       body_n, body_d, jnp.asarray(name == "Sphere"),
       _starts(config, FIT_CLASSES.index(name)), pat[0], val[0],
       geometry=geometry, config=config))
-  i = int(np.argmin(losses))
+  i = int(np.argmin(final))
   best = {k: np.asarray(v[i]) for k, v in theta.items()}
   a, radius, stretch, d = jax.device_get(_linear_map(best))
   rot = np.asarray(_rotvec_matrix(jnp.asarray(best["rot"])))
   return ClassFit(
-      polyhedron=name, loss=float(losses[i]), paper_loss=float(paper[i]),
+      polyhedron=name, loss=float(final[i]), paper_loss=float(paper[i]),
       circumradius_nm=float(radius) * geometry.box_nm,
       stretch=float(stretch), stretch_dir=tuple(float(x) for x in d),
       rotation=tuple(tuple(float(x) for x in row) for row in rot),

@@ -27,7 +27,7 @@ from msftnet.msft import simulate_pattern
 
 __all__ = [
     "scatter_loss", "binary_loss", "physics_loss", "bce_loss", "hybrid_loss",
-    "masked_pattern_loss", "iou",
+    "masked_pattern_loss", "masked_mse", "iou",
 ]
 
 
@@ -96,11 +96,14 @@ def masked_pattern_loss(pred, pattern, valid, geometry: Geometry, *,
     pattern: ``[B, M, M]`` the (measured) input patterns in [0, 1].
     valid: ``[B, M, M]`` bool, pixels that carry information.
   """
-  sim = pattern_of(pred, geometry, eps)
+  return jnp.mean(masked_mse(pattern_of(pred, geometry, eps), pattern, valid))
+
+
+def masked_mse(sim, pattern, valid) -> jax.Array:
+  """Per-pattern mean over valid pixels of ``(sim - pattern)^2``: ``[...]``."""
   valid = jnp.asarray(valid, sim.dtype)
-  per_sample = (jnp.sum(valid * (sim - pattern) ** 2, axis=(-2, -1))
-                / jnp.maximum(jnp.sum(valid, axis=(-2, -1)), 1.0))
-  return jnp.mean(per_sample)
+  return (jnp.sum(valid * (sim - pattern) ** 2, axis=(-2, -1))
+          / jnp.maximum(jnp.sum(valid, axis=(-2, -1)), 1.0))
 
 
 def iou(pred, target, threshold: float = 0.5) -> jax.Array:

@@ -149,12 +149,6 @@ def simulate_with_dark_level(density, geometry: Geometry, u) -> jax.Array:
   return log_pattern(inten, eps=jnp.maximum(eps, 1e-30))
 
 
-def _masked_mse(sim, pattern, valid):
-  valid = valid.astype(sim.dtype)
-  return (jnp.sum(valid * (sim - pattern) ** 2, axis=(-2, -1))
-          / jnp.maximum(jnp.sum(valid, axis=(-2, -1)), 1.0))
-
-
 def _paper_mse(sim, pattern, valid):
   valid = valid.astype(sim.dtype)
   return jnp.mean(valid * (sim - pattern) ** 2, axis=(-2, -1))
@@ -167,7 +161,7 @@ def _dark_table(inten, pattern, valid):
 
   def loss_at(u):
     sim = log_pattern(inten, eps=jnp.maximum(peak * 10.0**u, 1e-30))
-    return _masked_mse(sim, pattern, valid)
+    return losses.masked_mse(sim, pattern, valid)
   return jax.lax.map(loss_at, grid)
 
 
@@ -252,7 +246,7 @@ def _refine(init_density, pattern, valid, *, geometry: Geometry,
   def objective(p, supp):
     rho = density_of(p, supp)
     sim = simulate_with_dark_level(rho, geometry, p["u"])
-    data = _masked_mse(sim, pats, vals)
+    data = losses.masked_mse(sim, pats, vals)
     bin_ = jnp.mean(rho**2 * (1 - rho) ** 2, axis=(-3, -2, -1))
     per_start = (data + config.binary_weight * bin_
                  + config.tv_weight * _tv(rho))
@@ -281,7 +275,7 @@ def _refine(init_density, pattern, valid, *, geometry: Geometry,
   sim = simulate_with_dark_level(rho, geometry, params["u"])
   # Keep, per pattern, the start with the lowest final objective (data term
   # plus priors: with noisy data the data term alone favours over-fitting).
-  final = _masked_mse(sim, pats, vals).reshape(b, s_count)
+  final = losses.masked_mse(sim, pats, vals).reshape(b, s_count)
   if config.steps:
     _, total = objective(params, supp)
   else:
@@ -292,13 +286,13 @@ def _refine(init_density, pattern, valid, *, geometry: Geometry,
   history = history.reshape(config.steps, b, s_count)
   return dict(density=rho[rows], initial_density=x0[rows], pattern=sim[rows],
               initial_pattern=sim0[rows],
-              loss_before=_masked_mse(sim0, pats, vals)[rows],
+              loss_before=losses.masked_mse(sim0, pats, vals)[rows],
               loss_after=final[jnp.arange(b), pick],
               paper_loss_before=_paper_mse(sim0, pats, vals)[rows],
               paper_loss_after=_paper_mse(sim, pats, vals)[rows],
               dark_level=params["u"][rows],
               start=pick if config.start != "sphere" else pick + 1,
-              network_loss=_masked_mse(sim_net, pattern, valid),
+              network_loss=losses.masked_mse(sim_net, pattern, valid),
               network_paper_loss=_paper_mse(sim_net, pattern, valid),
               history=jnp.take_along_axis(history, pick[None, :, None],
                                           axis=2)[..., 0])

@@ -27,7 +27,13 @@ from msftnet.paper_io import atomic_write  # noqa: E402
 from msftnet.paper_io import save_npy  # noqa: E402
 
 __all__ = ["reconstruction_figure", "write_result", "write_json",
-           "isosurface_obj", "save_figure"]
+           "isosurface_obj", "save_figure", "check_out_dir"]
+
+
+def check_out_dir(path) -> None:
+  """Raise ``ValueError`` if ``path`` exists and is not a directory."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ValueError(f"--out={path} is a file, expected a directory.")
 
 
 def save_figure(fig, path) -> None:

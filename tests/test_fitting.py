@@ -12,6 +12,7 @@ import pytest
 
 from msftnet import Geometry
 from msftnet import fitting
+from msftnet import losses
 from msftnet import reconstruct as recon
 from msftnet import solids
 from msftnet.raster import rasterize
@@ -64,7 +65,7 @@ def test_gradients_are_finite_and_reach_every_parameter():
   def loss(t):
     rho = fitting.solid_density(t, n, d, False, 32)[None]
     sim = recon.simulate_with_dark_level(rho, SMALL, jnp.asarray([-3.0]))
-    return jnp.mean(recon._masked_mse(sim, pattern, valid))
+    return jnp.mean(losses.masked_mse(sim, pattern, valid))
   g = jax.grad(loss)(_theta(0.2, stretch_b=0.3))
   for k in ("a", "rot", "b", "dir"):
     assert np.all(np.isfinite(np.asarray(g[k]))), k

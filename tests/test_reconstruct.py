@@ -3,7 +3,6 @@ experiments.reconstruct, experiments.demo)."""
 
 import dataclasses
 import json
-import os
 import pathlib
 import subprocess
 import sys
