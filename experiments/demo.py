@@ -110,10 +110,6 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   try:
     report.check_out_dir(_OUT.value)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  try:
     run(_OUT.value, _SEED.value, _STEPS.value, _CHECKPOINT.value)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)

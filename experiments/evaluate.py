@@ -250,8 +250,7 @@ def study_experiment(model):
       labels[measured.stem_of(row["scatter"])] = row["polyhedron"]
   paths = [os.path.join(_EXP_DIR.value, s + ".png") for s in sorted(labels)]
   good, bad = measured.load_many(paths, experimental=True)
-  for path, err in bad:
-    print(f"error: {err}", file=sys.stderr)
+  report.print_errors(bad)
   config = fitting.FitConfig(starts=_FIT_STARTS.value, steps=_FIT_STEPS.value,
                              classes=tuple(_FIT_CLASSES.value))
   fits_dir = os.path.join(out, "fits")
@@ -423,12 +422,17 @@ def main(argv):
   unknown = set(_STUDIES.value) - {"testset", "crop", "experiment"}
   if unknown:
     raise app.UsageError(f"unknown studies {sorted(unknown)}.")
-  os.makedirs(_OUT.value, exist_ok=True)
-  model = pretrained.load_model(_MODEL.value)
-  for study in _STUDIES.value:
-    print(f"== {study}", flush=True)
-    {"testset": study_testset, "crop": study_crop,
-     "experiment": study_experiment}[study](model)
+  try:
+    report.check_out_dir(_OUT.value)
+    os.makedirs(_OUT.value, exist_ok=True)
+    model = pretrained.load_model(_MODEL.value)
+    for study in _STUDIES.value:
+      print(f"== {study}", flush=True)
+      {"testset": study_testset, "crop": study_crop,
+       "experiment": study_experiment}[study](model)
+  except (ValueError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
   text = results_markdown(model)
   with atomic_write(_RESULTS.value, "w") as f:
     f.write(text)

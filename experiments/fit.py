@@ -26,6 +26,7 @@ from absl import logging
 
 from msftnet import fitting
 from msftnet import measured
+from msftnet import metrics
 from msftnet import report
 
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
@@ -63,9 +64,7 @@ def fit_record(result: fitting.FitResult, path: str, valid, seconds) -> dict:
                                    "stretch": f.stretch}
                     for f in result.per_class},
       "seconds": seconds,
-      "loss_protocol": "mean over all 128x128 pixels of the squared "
-                       "difference of normalised log patterns, zero outside "
-                       "the valid region (Stielow & Scheel 2021, Fig. 11)",
+      "loss_protocol": metrics.PAPER_PROTOCOL,
   }
 
 
@@ -87,9 +86,8 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   good, bad = measured.load_many(paths, mask=_MASK.value,
-                          experimental=_EXPERIMENTAL.value)
-  for path, err in bad:
-    print(f"error: {err}", file=sys.stderr)
+                                 experimental=_EXPERIMENTAL.value)
+  report.print_errors(bad)
   t0 = time.perf_counter()
   done = 0
   for stem, path, pattern, valid in good:
@@ -105,14 +103,10 @@ def main(argv):
     b = result.best
     title = (f"{stem}: best fit {b.polyhedron}, R {b.circumradius_nm:.0f} nm, "
              f"stretch {b.stretch:.2f}, loss {b.paper_loss:.2e}")
-    try:
-      report.write_result(_OUT.value, stem, density=result.density,
-                          pattern=pattern, valid=valid,
-                          simulated=result.pattern, metrics=record,
-                          title=title, mesh=_MESH.value)
-    except ValueError as e:
-      bad.append((path, str(e)))
-      print(f"error: {path}: {e}", file=sys.stderr)
+    if not report.try_write_result(
+        _OUT.value, stem, path, bad, density=result.density,
+        pattern=pattern, valid=valid, simulated=result.pattern,
+        metrics=record, title=title, mesh=_MESH.value):
       continue
     done += 1
     print(f"{title} ({seconds:.0f} s); wrote {_OUT.value}/{stem}.*",

@@ -33,9 +33,11 @@ from absl import logging
 import numpy as np
 
 from msftnet import measured
+from msftnet import metrics as metrics_lib
 from msftnet import pretrained
 from msftnet import reconstruct as recon
 from msftnet import report
+from msftnet.geometry import Geometry
 
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
 _CHECKPOINT = flags.DEFINE_string(
@@ -72,9 +74,9 @@ def main(argv):
     print(f"error: --checkpoint: {e}", file=sys.stderr)
     sys.exit(1)
   good, bad = measured.load_many(paths, mask=_MASK.value,
-                          experimental=_EXPERIMENTAL.value)
-  for path, err in bad:
-    print(f"error: {err}", file=sys.stderr)
+                                 experimental=_EXPERIMENTAL.value)
+  report.print_errors(bad)
+  voxel_nm3 = Geometry().voxel_nm ** 3
   config = recon.RefineConfig(steps=_STEPS.value, start=_START.value)
   t0 = time.perf_counter()
   done = 0
@@ -100,32 +102,22 @@ def main(argv):
           "masked_loss_start": float(out.loss_before[j]),
           "masked_loss_refined": float(out.loss_after[j]),
           "dark_level_log10": float(out.dark_level[j]),
-          "volume_nm3": float(out.density[j].sum()
-                              * (318.75 / 64) ** 3),
+          "volume_nm3": float(out.density[j].sum() * voxel_nm3),
           "seconds": seconds,
-          "loss_protocol": "mean over all 128x128 pixels of the squared "
-                           "difference of normalised log patterns, zero "
-                           "outside the valid region (Stielow & Scheel 2021, "
-                           "Fig. 11)",
+          "loss_protocol": metrics_lib.PAPER_PROTOCOL,
       }
       title = (f"{stem}: loss {metrics['loss_network']:.2e} (network), "
                f"{metrics['loss_start']:.2e} ({metrics['start']} start) -> "
                f"{metrics['loss_refined']:.2e} (refined, "
                f"{_STEPS.value} steps)")
-      try:
-        report.write_result(_OUT.value, stem, density=out.density[j],
-                            pattern=pattern, valid=valid,
-                            simulated=out.pattern[j], metrics=metrics,
-                            title=title, mesh=_MESH.value)
-      except ValueError as e:
-        bad.append((path, str(e)))
-        print(f"error: {path}: {e}", file=sys.stderr)
+      if not report.try_write_result(
+          _OUT.value, stem, path, bad, density=out.density[j],
+          pattern=pattern, valid=valid, simulated=out.pattern[j],
+          metrics=metrics, title=title, mesh=_MESH.value):
         continue
       done += 1
-      print(f"{stem}: loss {metrics['loss_network']:.3e} (network), "
-            f"{metrics['loss_start']:.3e} ({metrics['start']} start) -> "
-            f"{metrics['loss_refined']:.3e} ("
-            f"{seconds:.1f} s); wrote {_OUT.value}/{stem}.*", flush=True)
+      print(f"{title} ({seconds:.1f} s); wrote {_OUT.value}/{stem}.*",
+            flush=True)
   print(f"reconstructed {done} of {len(paths)} inputs in "
         f"{time.perf_counter() - t0:.1f} s")
   if bad:

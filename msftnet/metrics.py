@@ -19,7 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["pearson_r", "best_offset_correlation", "pattern_mse", "iou",
+#: One-line description of :func:`pattern_mse`, stored with reported losses.
+PAPER_PROTOCOL = ("mean over all 128x128 pixels of the squared difference of "
+                  "normalised log patterns, zero outside the valid region "
+                  "(Stielow & Scheel 2021, Fig. 11)")
+
+__all__ = ["PAPER_PROTOCOL", "pearson_r", "best_offset_correlation", "pattern_mse", "iou",
            "aligned_iou"]
 
 

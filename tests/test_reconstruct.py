@@ -218,3 +218,13 @@ def test_evaluate_experiment_study(tmp_path, tiny_model_dir):
   stamp = fit_file.stat().st_mtime_ns
   assert _run(*args).returncode == 0
   assert fit_file.stat().st_mtime_ns == stamp
+
+
+def test_evaluate_bad_model_is_one_line(tmp_path):
+  res = _run("experiments.evaluate", f"--out={tmp_path / 'eval'}",
+             f"--model={tmp_path}", "--studies=experiment",
+             f"--results={tmp_path / 'r.md'}")
+  assert res.returncode == 1
+  errors = [l for l in res.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "no config.json" in errors[0]
+  assert not (tmp_path / "r.md").exists()
