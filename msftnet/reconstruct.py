@@ -141,12 +141,16 @@ def support_mask(n: int, radius: float = 0.49) -> jax.Array:
   return (r2 <= radius**2).astype(jnp.float32)
 
 
+def _log_with_dark(inten, u):
+  """``normalise(log(I + max(I) 10^u))``; ``u`` broadcasts to ``[..., 1, 1]``."""
+  peak = jnp.max(inten, axis=(-2, -1), keepdims=True)
+  return log_pattern(inten, eps=jnp.maximum(peak * 10.0**u, 1e-30))
+
+
 def simulate_with_dark_level(density, geometry: Geometry, u) -> jax.Array:
   """Normalised log pattern with ``eps = max(I) 10^u`` per sample: ``[B, M, M]``."""
-  inten = intensity(density, geometry)
-  peak = jnp.max(inten, axis=(-2, -1), keepdims=True)
-  eps = peak * 10.0 ** jnp.reshape(u, u.shape + (1, 1))
-  return log_pattern(inten, eps=jnp.maximum(eps, 1e-30))
+  return _log_with_dark(intensity(density, geometry),
+                        jnp.reshape(u, u.shape + (1, 1)))
 
 
 def _paper_mse(sim, pattern, valid):
@@ -156,13 +160,9 @@ def _paper_mse(sim, pattern, valid):
 
 def _dark_table(inten, pattern, valid):
   """Masked loss for every ``u`` of the grid: ``[U, ...]``."""
-  peak = jnp.max(inten, axis=(-2, -1), keepdims=True)
-  grid = jnp.asarray(_U_GRID, jnp.float32)
-
-  def loss_at(u):
-    sim = log_pattern(inten, eps=jnp.maximum(peak * 10.0**u, 1e-30))
-    return losses.masked_mse(sim, pattern, valid)
-  return jax.lax.map(loss_at, grid)
+  return jax.lax.map(
+      lambda u: losses.masked_mse(_log_with_dark(inten, u), pattern, valid),
+      jnp.asarray(_U_GRID, jnp.float32))
 
 
 def fit_dark_level(density, pattern, valid, geometry: Geometry
@@ -349,11 +349,14 @@ def refine(init_density, pattern, valid=None, *,
                      f"{n}, {n}], got {tuple(init.shape)}.")
   out = jax.device_get(_refine(init, pattern, valid, geometry=geometry,
                                config=config))
-  out = {k: np.asarray(v) for k, v in out.items()}
-  if single:
-    out = {k: (v if k == "history" else v[0]) for k, v in out.items()}
-    out["history"] = out["history"][:, 0]
-  return Reconstruction(**out)
+  out = Reconstruction(**{k: np.asarray(v) for k, v in out.items()})
+  return _first(out) if single else out
+
+
+def _first(out: Reconstruction) -> Reconstruction:
+  """The single pattern of a batch of one (``history`` is ``[steps, B]``)."""
+  return Reconstruction(**{k: v[:, 0] if k == "history" else v[0]
+                           for k, v in out._asdict().items()})
 
 
 def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
@@ -385,7 +388,4 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
   pat, val, single = _as_batch(pattern, valid, geometry.detector_px)
   init = model(pat)
   out = refine(init, pat, val, geometry=geometry, config=config)
-  if single:
-    out = Reconstruction(*[v[0] if k != "history" else v[:, 0]
-                           for k, v in out._asdict().items()])
-  return out
+  return _first(out) if single else out
