@@ -1,15 +1,16 @@
 r"""Reconstruction latency and throughput: network alone vs with refinement.
 
-  python -m benchmarks.reconstruct_latency [--model=DIR] [--batches=1,8]
-      [--steps=150] [--repeats=3] [--json_out=FILE]
+  python -m benchmarks.reconstruct_latency [--model=DIR] [--batches=1]
+      [--repeats=2] [--json_out=FILE]
 
 For each batch size: the network alone (the paper's reconstruction, the
-baseline), the default refinement from the network's prediction
-(``start="network"``, one start) and the multi-start refinement
-(``start="auto"``: network + 4 spheres), all through ``msftnet.reconstruct.reconstruct`` on
-random-noise patterns with a central-hole mask. Compilation is timed apart
-(first call); the median of ``--repeats`` warm calls is reported as latency
-per call and patterns/s.
+baseline), the free-voxel refinement from the network's prediction
+(``method="voxels"``, 150 steps, the previous default) and the default
+polytope refinement (``method="polytope"``: centre search, sphere scan, 10
+starts coarse, 2 fine), all through ``msftnet.reconstruct.reconstruct`` on
+a simulated pattern of a truncated solid with a central-hole mask.
+Compilation is timed apart (first call); the median of ``--repeats`` warm
+calls is reported as latency per call and patterns/s.
 """
 
 from __future__ import annotations
@@ -24,14 +25,13 @@ import jax
 import numpy as np
 
 from benchmarks.jsonlines import Report
+from msftnet import data as data_lib
 from msftnet import pretrained
 from msftnet import reconstruct as recon
 
 _MODEL = flags.DEFINE_string("model", None, "Model directory (default bundled).")
-_BATCHES = flags.DEFINE_list("batches", ["1", "8"], "Batch sizes.")
-_STEPS = flags.DEFINE_integer("steps", recon.RefineConfig.steps,
-                              "Refinement steps.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Warm calls per setting.")
+_BATCHES = flags.DEFINE_list("batches", ["1"], "Batch sizes.")
+_REPEATS = flags.DEFINE_integer("repeats", 2, "Warm calls per setting.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
 
 
@@ -40,18 +40,18 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   model = pretrained.load_model(_MODEL.value)
   report = Report()
-  rng = np.random.default_rng(0)
   m = 128
   yy, xx = np.mgrid[:m, :m] - m // 2
   valid = (yy**2 + xx**2) >= 8**2
-  base = recon.RefineConfig(steps=_STEPS.value, start="network")
+  cfg = data_lib.DataConfig(n_samples=64, seed=4321, test_set=True)
+  sample = data_lib.simulate_batch(cfg, [data_lib.sample_params(cfg, 0)], [0])
+  base = recon.RefineConfig()
   variants = [("network alone (baseline)", 0, base),
-              ("refine, network start", _STEPS.value,
-               dataclasses.replace(base, start="network")),
-              ("refine, network + 4 sphere starts", _STEPS.value,
-               dataclasses.replace(base, start="auto"))]
+              ("voxels, network start", 150,
+               dataclasses.replace(base, method="voxels", steps=150)),
+              ("polytope (default)", base.steps, base)]
   for b in (int(x) for x in _BATCHES.value):
-    pats = rng.uniform(size=(b, m, m)).astype(np.float32)
+    pats = np.repeat(sample["pattern"], b, axis=0)
     vals = np.broadcast_to(valid, (b, m, m))
     for name, steps, config in variants:
       run = lambda: recon.reconstruct(pats, vals, model=model,
@@ -66,8 +66,7 @@ def main(argv):
         times.append(time.perf_counter() - t)
       sec = float(np.median(times))
       report.add({"variant": name, "batch": b, "refine_steps": steps,
-                  "starts": 1 if config.start == "network" or steps == 0
-                  else 1 + len(config.sphere_radii),
+                  "method": "network" if steps == 0 else config.method,
                   "latency_s": round(sec, 4),
                   "patterns_per_s": round(b / sec, 3),
                   "first_call_s": round(first, 1),

@@ -1,6 +1,6 @@
 r"""The main job, end to end on a CPU: simulate a measurement, reconstruct it.
 
-  python -m experiments.demo [--out=demo] [--seed=3] [--refine_steps=150]
+  python -m experiments.demo [--out=demo] [--seed=3] [--refine_steps=100]
       [--checkpoint=DIR]
 
 1. samples a truncated solid from the paper's test-set distribution
@@ -10,15 +10,17 @@ r"""The main job, end to end on a CPU: simulate a measurement, reconstruct it.
    and applies the paper's simulated-experiment filter (shot noise, shifts,
    blind spot, saturation, central hole, crop), which also gives the valid
    mask;
-3. reconstructs it with the bundled network plus MSFT refinement
-   (``msftnet.reconstruct``);
+3. reconstructs it (``msftnet.reconstruct``): centre estimate, the bundled
+   network, then coarse-to-fine refinement of convex polytopes with free
+   planes from several starts (the lowest loss wins);
 4. writes ``OUT/demo.png`` (input with mask outline, reconstruction and
    truth as depth maps and three views, simulated pattern),
    ``OUT/demo.json`` (pattern losses of network and refinement, IoU and
    aligned IoU against the truth, class and parameters of the solid) and
    ``OUT/demo_density.npy``.
 
-Runtime on 2 CPU cores: measured 26 s wall (imports and compilation included).
+Runtime: see the README (it is measured there, imports and compilation
+included).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None,
                                   "Model directory (default: bundled).")
 
 
-def run(out_dir: str, seed: int, steps: int, checkpoint=None) -> dict:
+def run(out_dir: str, seed: int, steps: int, checkpoint=None,
+        config: recon.RefineConfig = recon.RefineConfig()) -> dict:
   t0 = time.perf_counter()
   model = pretrained.load_model(checkpoint)
   cfg = data_lib.DataConfig(n_samples=1000, seed=seed, test_set=True)
@@ -62,13 +65,14 @@ def run(out_dir: str, seed: int, steps: int, checkpoint=None) -> dict:
         f"{solid.polyhedron} (size {solid.size:.2f}, stretch "
         f"{solid.stretch:.2f}, cut {solid.cut:.2f}); "
         f"{valid.mean():.0%} of the pixels valid", flush=True)
-  out = recon.reconstruct(pattern, valid, model=model, refine_steps=steps)
+  out = recon.reconstruct(pattern, valid, model=model, refine_steps=steps,
+                          config=config)
   print(f"[{time.perf_counter() - t0:5.1f} s] reconstructed: pattern loss "
         f"{out.network_paper_loss:.2e} (network) -> {out.paper_loss_after:.2e}"
         f" (refined, {steps} steps)", flush=True)
   truth = batch["density"][0]
   g = Geometry()
-  net = np.asarray(model(pattern[None]))[0]
+  net = out.initial_density
   clean = batch["loss_target"][:1]
   scatter = lambda v: float(losses.scatter_loss(v[None], g,
                                                 target_pattern=clean))
@@ -77,7 +81,9 @@ def run(out_dir: str, seed: int, steps: int, checkpoint=None) -> dict:
       "valid_fraction": float(valid.mean()),
       "model": model.path,
       "refine_steps": steps,
-      "start": recon.start_label(out.start),
+      "method": config.method,
+      "start": str(out.start_name),
+      "centre_shift_px": [int(x) for x in out.centre_shift],
       "loss_network": float(out.network_paper_loss),
       "loss_refined": float(out.paper_loss_after),
       "scatter_loss_vs_clean_truth_network": scatter(net),

@@ -1,8 +1,8 @@
 r"""Reconstruct particles from single patterns: network + MSFT refinement.
 
   python -m experiments.reconstruct --out=DIR PATTERN [PATTERN ...]
-      [--checkpoint=DIR] [--refine_steps=N] [--experimental] [--mask=FILE]
-      [--mesh] [--batch=8]
+      [--checkpoint=DIR] [--method=polytope|voxels] [--refine_steps=N]
+      [--coarse_steps=N] [--experimental] [--mask=FILE] [--mesh] [--batch=8]
 
 Inputs: PNG (RGB channel 1; 8/16-bit grayscale), ``.npy`` ``[128, 128]``,
 HDF5/CXI (``entry_1/data_1/data``, mask ``entry_1/data_1/mask`` if present).
@@ -17,8 +17,9 @@ refinement, masked and in the paper's protocol), ``DIR/STEM.png`` (input with
 mask outline, depth map, three views, simulated pattern) and with ``--mesh``
 ``DIR/STEM.obj``. An input that cannot be used gets one line on stderr and
 the others are still processed; the exit status is 1 if any failed.
-Runtime on 2 CPU cores: about 15 s start-up and compilation, then about
-1.4 s per pattern with 150 refinement steps (benchmarks/RESULTS.md).
+``STEM.json`` also lists the ranked candidates (start, objective) and the
+estimated offset of the pattern centre; ``--mesh`` meshes the best
+candidate. Runtimes: benchmarks/RESULTS.md and docs/results.md.
 """
 
 from __future__ import annotations
@@ -46,7 +47,12 @@ _CHECKPOINT = flags.DEFINE_string(
 _STEPS = flags.DEFINE_integer("refine_steps", recon.RefineConfig.steps,
                               "Refinement steps (0: the network alone).")
 _START = flags.DEFINE_enum("start", "network", ["auto", "network", "sphere"],
-                           "Refinement start (msftnet.reconstruct).")
+                           "Voxel refinement: start (msftnet.reconstruct).")
+_METHOD = flags.DEFINE_enum("method", recon.RefineConfig.method,
+                            ["polytope", "voxels"],
+                            "Refinement: convex polytopes or free voxels.")
+_COARSE = flags.DEFINE_integer("coarse_steps", recon.RefineConfig.coarse_steps,
+                               "Polytope refinement: coarse-stage steps.")
 _EXPERIMENTAL = flags.DEFINE_bool(
     "experimental", False, "Undo the paper's experimental colour map; zero "
     "pixels invalid.")
@@ -77,7 +83,9 @@ def main(argv):
                                  experimental=_EXPERIMENTAL.value)
   report.print_errors(bad)
   voxel_nm3 = Geometry().voxel_nm ** 3
-  config = recon.RefineConfig(steps=_STEPS.value, start=_START.value)
+  config = recon.RefineConfig(steps=_STEPS.value, start=_START.value,
+                              method=_METHOD.value,
+                              coarse_steps=_COARSE.value)
   t0 = time.perf_counter()
   done = 0
   for i in range(0, len(good), _BATCH.value):
@@ -91,8 +99,13 @@ def main(argv):
     for j, (stem, path, pattern, valid) in enumerate(chunk):
       metrics = {
           "input": os.path.abspath(path),
-          "model": model.path, "refine_steps": _STEPS.value,
-          "start": recon.start_label(out.start[j], config),
+          "model": model.path, "method": config.method,
+          "refine_steps": _STEPS.value,
+          "start": str(out.start_name[j]),
+          "centre_shift_px": [int(x) for x in out.centre_shift[j]],
+          "candidates": [{"start": str(name), "loss": float(loss)}
+                         for name, loss in zip(out.candidate_name[j],
+                                               out.candidate_loss[j])],
           "experimental": _EXPERIMENTAL.value,
           "valid_fraction": float(valid.mean()),
           "loss_network": float(out.network_paper_loss[j]),

@@ -27,7 +27,7 @@ from msftnet.msft import simulate_pattern
 
 __all__ = [
     "scatter_loss", "binary_loss", "physics_loss", "bce_loss", "hybrid_loss",
-    "masked_pattern_loss", "masked_mse", "iou",
+    "masked_pattern_loss", "masked_mse", "affine_masked_mse", "iou",
 ]
 
 
@@ -104,6 +104,28 @@ def masked_mse(sim, pattern, valid) -> jax.Array:
   valid = jnp.asarray(valid, sim.dtype)
   return (jnp.sum(valid * (sim - pattern) ** 2, axis=(-2, -1))
           / jnp.maximum(jnp.sum(valid, axis=(-2, -1)), 1.0))
+
+
+def affine_masked_mse(logs, pattern, valid) -> jax.Array:
+  """Per-pattern ``min_{a, b}`` mean over valid pixels of ``(a logs + b - pattern)^2``.
+
+  The normalisation of a measured log pattern is not known exactly: its
+  min-max scaling depends on single (noisy, hot, saturated or masked) pixels,
+  and noise filters rescale it. This loss fits the scale ``a`` and offset
+  ``b`` of the simulated log pattern ``logs`` (e.g. ``log(I + eps)``) to
+  ``pattern`` by least squares inside the valid pixels, in closed form
+  (``var(pattern) (1 - r^2)`` with the masked Pearson ``r``), so only the
+  *shape* of the log pattern is compared. Shapes ``[..., M, M]`` -> ``[...]``.
+  """
+  v = jnp.asarray(valid, logs.dtype)
+  nv = jnp.maximum(jnp.sum(v, axis=(-2, -1)), 1.0)
+  mean = lambda x: jnp.sum(x * v, axis=(-2, -1)) / nv
+  ds = (logs - mean(logs)[..., None, None]) * v
+  dt = (pattern - mean(pattern)[..., None, None]) * v
+  cov = jnp.sum(ds * dt, axis=(-2, -1))
+  var_s = jnp.sum(ds * ds, axis=(-2, -1))
+  var_t = jnp.sum(dt * dt, axis=(-2, -1))
+  return (var_t - cov**2 / jnp.maximum(var_s, 1e-20)) / nv
 
 
 def iou(pred, target, threshold: float = 0.5) -> jax.Array:

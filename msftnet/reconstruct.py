@@ -58,12 +58,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from msftnet import centre
 from msftnet import losses
+from msftnet import polytope
 from msftnet.geometry import Geometry
 from msftnet.msft import intensity
 from msftnet.msft import log_pattern
 
 __all__ = ["RefineConfig", "Reconstruction", "reconstruct", "refine",
+           "polytope_starts", "pattern_losses",
            "support_mask", "fit_dark_level", "simulate_with_dark_level",
            "sphere_density", "start_label"]
 
@@ -75,8 +78,12 @@ class RefineConfig:
   """Refinement settings (hashable: a static argument of the jitted step).
 
   Attributes:
-    steps: Adam iterations (0: network only).
-    learning_rate: Adam step on the logits and on ``u``.
+    method: ``"polytope"`` (default: convex polytopes with free planes,
+      module docstring) or ``"voxels"`` (free voxel logits with support,
+      shrink-wrap, TV and binary priors).
+    steps: Adam iterations of the final (full-resolution) stage; 0: the
+      network alone.
+    learning_rate: (voxels) Adam step on the logits and on ``u``.
     binary_weight: weight of eq. 4.
     tv_weight: weight of the total variation prior.
       The defaults (binary 1.0, TV 0.2, shrink-wrap threshold 0.3) were
@@ -95,9 +102,19 @@ class RefineConfig:
     shrinkwrap_every: every this many steps the support becomes the voxels
       where the density blurred by a Gaussian (sigma 1 voxel) exceeds
       ``shrinkwrap_threshold`` (within the ball); 0 disables it.
+    planes: (polytope) planes per polytope.
+    coarse_steps: (polytope) Adam iterations of the coarse stage (N/2 voxels,
+      the central M/2 pixels), where every start is refined.
+    keep: (polytope) coarse candidates refined at full resolution.
+    radius_bands: (polytope) sphere radii (box units) are scanned and the
+      best radius of each band seeds three starts (sphere, prolate and oblate
+      along the beam).
+    centre_search: (both) largest offset (px) of the pattern centre searched
+      by :func:`msftnet.centre.find_centre`; 0 trusts the pixel ``M // 2``.
   """
 
-  steps: int = 150
+  method: str = "polytope"
+  steps: int = 100
   learning_rate: float = 0.1
   binary_weight: float = 1.0
   tv_weight: float = 0.2
@@ -107,8 +124,20 @@ class RefineConfig:
   sphere_radii: tuple[float, ...] = (0.1, 0.17, 0.24, 0.31)
   shrinkwrap_every: int = 20
   shrinkwrap_threshold: float = 0.3
+  planes: int = 32
+  coarse_steps: int = 150
+  keep: int = 2
+  radius_bands: tuple[tuple[float, float], ...] = ((0.04, 0.11), (0.11, 0.22),
+                                                   (0.22, 0.45))
+  centre_search: int = 10
 
   def __post_init__(self):
+    if self.method not in ("polytope", "voxels"):
+      raise ValueError(f"RefineConfig.method must be polytope or voxels, got "
+                       f"{self.method!r}.")
+    if self.planes < 4 or self.keep < 1 or self.coarse_steps < 0:
+      raise ValueError("RefineConfig: planes must be >= 4, keep >= 1 and "
+                       "coarse_steps >= 0.")
     if self.start not in ("auto", "network", "sphere"):
       raise ValueError(f"RefineConfig.start must be auto, network or sphere, "
                        f"got {self.start!r}.")
@@ -132,6 +161,11 @@ class Reconstruction(NamedTuple):
   network_loss: np.ndarray     # [B] masked loss of the network's prediction
   network_paper_loss: np.ndarray  # [B] the same in the paper's protocol
   history: np.ndarray          # [steps, B] objective per step
+  start_name: np.ndarray       # [B] str, the winning start
+  centre_shift: np.ndarray     # [B, 2] int, pattern centre - M // 2 (px)
+  candidate_density: np.ndarray  # [B, C, N, N, N] ranked candidates
+  candidate_loss: np.ndarray   # [B, C] their objective, ascending
+  candidate_name: np.ndarray   # [B, C] str, their starts
 
 
 def support_mask(n: int, radius: float = 0.49) -> jax.Array:
@@ -326,17 +360,41 @@ def _as_batch(pattern, valid, m: int):
   return jnp.where(valid, pattern, 0.0), valid, single
 
 
+def _with_fields(out: dict, b: int, names) -> dict:
+  """Voxel refinement: the polytope-only fields, filled in."""
+  out = dict(out)
+  out["start_name"] = np.asarray(names, dtype=object)
+  out["centre_shift"] = np.zeros((b, 2), np.int64)
+  out["candidate_density"] = np.asarray(out["density"])[:, None]
+  out["candidate_loss"] = np.asarray(out["loss_after"])[:, None]
+  out["candidate_name"] = out["start_name"][:, None]
+  return out
+
+
+def _stack(rows: list[dict]) -> Reconstruction:
+  """Per-pattern dicts (leading axis 1) -> one batched Reconstruction."""
+  keys = Reconstruction._fields
+  out = {}
+  for k in keys:
+    axis = 1 if k == "history" else 0
+    out[k] = np.concatenate([np.asarray(r[k]) for r in rows], axis=axis)
+  return Reconstruction(**out)
+
+
 def refine(init_density, pattern, valid=None, *,
            geometry: Geometry | None = None,
            config: RefineConfig = RefineConfig()) -> Reconstruction:
-  """Refine densities against patterns (see the module docstring).
+  """Refine densities against patterns by their voxels (``method="voxels"``).
 
   Args:
     init_density: ``[B, N, N, N]`` (or ``[N, N, N]``) starting densities.
     pattern: ``[B, M, M]`` (or ``[M, M]``) normalised log patterns in [0, 1].
     valid: optional bool mask, same shape or ``[M, M]``; default all valid.
     geometry: the MSFT geometry (default ``Geometry()``: 64^3 -> 128^2).
-    config: :class:`RefineConfig`.
+    config: :class:`RefineConfig` (its voxel fields).
+
+  Each pattern is refined on its own (the same compiled function for every
+  pattern), so a pattern's result does not depend on the batch it came in.
   """
   geometry = Geometry() if geometry is None else geometry
   pattern, valid, single = _as_batch(pattern, valid, geometry.detector_px)
@@ -347,9 +405,14 @@ def refine(init_density, pattern, valid=None, *,
   if init.shape != (pattern.shape[0], n, n, n):
     raise ValueError(f"refine: init_density must be [{pattern.shape[0]}, {n}, "
                      f"{n}, {n}], got {tuple(init.shape)}.")
-  out = jax.device_get(_refine(init, pattern, valid, geometry=geometry,
-                               config=config))
-  out = Reconstruction(**{k: np.asarray(v) for k, v in out.items()})
+  rows = []
+  for i in range(pattern.shape[0]):
+    one = jax.device_get(_refine(init[i:i + 1], pattern[i:i + 1],
+                                 valid[i:i + 1], geometry=geometry,
+                                 config=config))
+    start = int(np.asarray(one["start"])[0])
+    rows.append(_with_fields(one, 1, [start_label(start, config)]))
+  out = _stack(rows)
   return _first(out) if single else out
 
 
@@ -359,10 +422,115 @@ def _first(out: Reconstruction) -> Reconstruction:
                            for k, v in out._asdict().items()})
 
 
+def _coarse_problem(pattern, valid, geometry: Geometry):
+  """The coarse stage's geometry (N/2 voxels, the central M/2 pixels on the
+  same q grid) and the pattern's central crop."""
+  m = geometry.detector_px
+  coarse = geometry.replace(n_voxels=max(geometry.n_voxels // 2, 4),
+                            detector_px=m // 2)
+  o = m // 2 - (m // 2) // 2
+  return coarse, pattern[o:o + m // 2, o:o + m // 2], valid[o:o + m // 2,
+                                                            o:o + m // 2]
+
+
+@functools.partial(jax.jit, static_argnames=("geometry",))
+def _sphere_scan(radii, pattern, valid, *, geometry: Geometry):
+  """Affine-invariant loss of balls of ``radii`` (best dark level): ``[R]``."""
+  balls = sphere_density(geometry.n_voxels, radii)
+  inten = intensity(balls, geometry)
+  peak = jnp.max(inten, axis=(-2, -1), keepdims=True)
+  pats = jnp.broadcast_to(pattern, inten.shape)
+  vals = jnp.broadcast_to(valid, inten.shape)
+  table = jax.lax.map(lambda u: losses.affine_masked_mse(
+      jnp.log(inten + jnp.maximum(peak * 10.0**u, 1e-30)), pats, vals),
+      jnp.asarray(_U_GRID, jnp.float32))
+  return jnp.min(table, axis=0)
+
+
+_SCAN_RADII = tuple(np.geomspace(0.04, 0.45, 24).tolist())
+_START_SHAPES = (("sphere", (1.0, 1.0, 1.0)), ("prolate", (1.4, 0.85, 0.85)),
+                 ("oblate", (0.7, 1.2, 1.2)))
+
+
+def polytope_starts(network_density, pattern, valid, geometry: Geometry,
+                    config: RefineConfig = RefineConfig()):
+  """The starts of the polytope refinement for one (centred) pattern.
+
+  The hull of the network's prediction (its support function along
+  ``config.planes`` directions) and, for the best sphere radius of each of
+  ``config.radius_bands`` (scanned on the coarse problem), a sphere and an
+  ellipsoid elongated and one flattened along the beam.
+
+  Returns ``(normals [S, K, 3], offsets [S, K], names [S])``.
+  """
+  dirs = polytope.fibonacci_directions(config.planes)
+  coarse, crop, crop_valid = _coarse_problem(pattern, valid, geometry)
+  if crop_valid.sum() < 16:            # nothing near the centre: use all
+    crop_valid = np.ones_like(crop_valid)
+  scan = np.asarray(_sphere_scan(jnp.asarray(_SCAN_RADII, jnp.float32),
+                                 jnp.asarray(crop), jnp.asarray(crop_valid),
+                                 geometry=coarse))
+  radii = np.asarray(_SCAN_RADII)
+  offsets = [polytope.support_offsets(
+      polytope.centre_density(np.asarray(network_density)), dirs)]
+  names = ["network"]
+  for lo, hi in config.radius_bands:
+    band = np.flatnonzero((radii >= lo) & (radii < hi))
+    if not len(band):
+      continue
+    r = float(radii[band[np.argmin(scan[band])]])
+    for shape, scale in _START_SHAPES:
+      offsets.append(polytope.ellipsoid_offsets(dirs, r, scale))
+      names.append(f"{shape} r={r:.2f} box")
+  offsets = np.stack(offsets)
+  normals = np.broadcast_to(dirs, offsets.shape + (3,)).copy()
+  return normals, offsets, names
+
+
+def _polytope_one(network_density, pattern, valid, geometry: Geometry,
+                  config: RefineConfig) -> dict:
+  """Coarse-to-fine polytope refinement of one centred pattern."""
+  n = geometry.n_voxels
+  normals, offsets, names = polytope_starts(network_density, pattern, valid,
+                                            geometry, config)
+  coarse, crop, crop_valid = _coarse_problem(pattern, valid, geometry)
+  if crop_valid.sum() < 16:
+    coarse, crop, crop_valid = geometry, pattern, valid
+  p, loss, _ = polytope.refine_polytopes(
+      jnp.asarray(normals), jnp.asarray(offsets), jnp.asarray(crop),
+      jnp.asarray(crop_valid), geometry=coarse, steps=config.coarse_steps)
+  top = np.argsort(np.asarray(loss), kind="stable")[:config.keep]
+  p, loss, history = polytope.refine_polytopes(
+      p["n"][top], p["h"][top], jnp.asarray(pattern), jnp.asarray(valid),
+      geometry=geometry, steps=config.steps)
+  loss = np.asarray(loss)
+  order = np.argsort(loss, kind="stable")
+  dens = np.asarray(polytope.polytope_density(p["n"], p["h"], n))[order]
+  return dict(density=dens, loss=loss[order], u=np.asarray(p["u"])[order],
+              names=[names[top[i]] for i in order],
+              history=np.asarray(history)[:, order[0]])
+
+
+def pattern_losses(density, pattern, valid, geometry: Geometry):
+  """Min-max normalised pattern with the grid-fitted dark level, its masked
+  and paper-protocol losses: ``(sim [M, M], masked, paper, u)``."""
+  rho = jnp.asarray(density, jnp.float32)[None]
+  pat, val = jnp.asarray(pattern)[None], jnp.asarray(valid)[None]
+  u, _ = fit_dark_level(rho, pat, val, geometry)
+  sim = simulate_with_dark_level(rho, geometry, u)
+  return (np.asarray(sim[0]), float(losses.masked_mse(sim, pat, val)[0]),
+          float(_paper_mse(sim, pat, val)[0]), float(u[0]))
+
+
 def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
                 = None, config: RefineConfig = RefineConfig()
                 ) -> Reconstruction:
   """Pattern(s) ``[128, 128]`` or ``[B, 128, 128]`` -> ``Reconstruction``.
+
+  Per pattern: find its centre (``config.centre_search``) and move it to
+  pixel ``M // 2``; run the network; refine (``config.method``). Each
+  pattern is processed on its own with the same compiled functions, so its
+  result does not depend on the batch.
 
   Args:
     pattern: normalised log pattern(s) in [0, 1] (``msftnet.measured``
@@ -371,8 +539,11 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
       zeroed before the network and ignored by the refinement.
     model: a :class:`msftnet.pretrained.Predictor` or a model directory
       (default: the bundled model).
-    refine_steps: overrides ``config.steps`` (0: the network alone, whatever
-      ``config.start`` says).
+    refine_steps: overrides ``config.steps`` (0: the network alone).
+
+  Returns a :class:`Reconstruction`; ``pattern`` (simulated) is in the
+  input's pixel frame, the losses are taken in the centred frame over the
+  valid pixels that remain.
   """
   from msftnet import pretrained
   if model is None or isinstance(model, str):
@@ -382,10 +553,62 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
       raise ValueError(f"reconstruct: refine_steps must be >= 0, got "
                        f"{refine_steps}.")
     config = dataclasses.replace(config, steps=int(refine_steps))
-  if config.steps == 0:                 # the network alone
-    config = dataclasses.replace(config, start="network")
   geometry = Geometry()
   pat, val, single = _as_batch(pattern, valid, geometry.detector_px)
-  init = model(pat)
-  out = refine(init, pat, val, geometry=geometry, config=config)
+  pat, val = np.asarray(pat), np.asarray(val)
+  rows = []
+  for i in range(pat.shape[0]):
+    shift = ((0, 0) if not config.centre_search else
+             centre.find_centre(pat[i], val[i],
+                                max_shift=config.centre_search))
+    p_c, v_c = centre.shift_pattern(pat[i], val[i], shift)
+    if not v_c.any():
+      p_c, v_c, shift = pat[i], val[i], (0, 0)
+    net = np.asarray(model(p_c[None]))[0] * np.asarray(
+        support_mask(geometry.n_voxels, config.support_radius))
+    sim_n, ml_n, pl_n, _ = pattern_losses(net, p_c, v_c, geometry)
+    row = dict(initial_density=net[None], initial_pattern=sim_n[None],
+               loss_before=np.asarray([ml_n]),
+               paper_loss_before=np.asarray([pl_n]),
+               network_loss=np.asarray([ml_n]),
+               network_paper_loss=np.asarray([pl_n]))
+    if config.steps == 0:
+      row.update(density=net[None], pattern=sim_n[None],
+                 loss_after=np.asarray([ml_n]),
+                 paper_loss_after=np.asarray([pl_n]),
+                 dark_level=np.asarray([pattern_losses(net, p_c, v_c, geometry)[3]]),
+                 start=np.asarray([0]), history=np.zeros((0, 1), np.float32),
+                 start_name=np.asarray(["network"], dtype=object),
+                 candidate_density=net[None, None],
+                 candidate_loss=np.asarray([[ml_n]]),
+                 candidate_name=np.asarray([["network"]], dtype=object))
+    elif config.method == "voxels":
+      one = refine(net[None], p_c[None], v_c[None], geometry=geometry,
+                   config=config)._asdict()
+      for k in ("density", "pattern", "loss_after", "paper_loss_after",
+                "dark_level", "start", "history", "start_name",
+                "candidate_density", "candidate_loss", "candidate_name"):
+        row[k] = one[k]
+      row["initial_density"] = one["initial_density"]
+      row["loss_before"] = one["loss_before"]
+      row["paper_loss_before"] = one["paper_loss_before"]
+    else:
+      res = _polytope_one(net, p_c, v_c, geometry, config)
+      sim, ml, pl, u = pattern_losses(res["density"][0], p_c, v_c, geometry)
+      row.update(density=res["density"][:1], pattern=sim[None],
+                 loss_after=np.asarray([ml]),
+                 paper_loss_after=np.asarray([pl]),
+                 dark_level=np.asarray([u]), start=np.asarray([0]),
+                 history=res["history"][:, None],
+                 start_name=np.asarray(res["names"][:1], dtype=object),
+                 candidate_density=res["density"][None],
+                 candidate_loss=res["loss"][None],
+                 candidate_name=np.asarray([res["names"]], dtype=object))
+    back = (-shift[0], -shift[1])
+    row["pattern"] = centre.shift_pattern(row["pattern"][0], None, back)[0][None]
+    row["initial_pattern"] = centre.shift_pattern(
+        row["initial_pattern"][0], None, back)[0][None]
+    row["centre_shift"] = np.asarray([shift], np.int64)
+    rows.append(row)
+  out = _stack(rows)
   return _first(out) if single else out

@@ -85,22 +85,57 @@ def test_multi_start_keeps_the_best_start(cube_problem):
   assert out.network_loss == pytest.approx(alone.network_loss, rel=1e-5)
 
 
-def test_reconstruct_batch_and_single_agree(tiny_model_dir):
+QUICK = recon.RefineConfig(steps=3, coarse_steps=3, planes=8)
+
+
+@pytest.mark.parametrize("method", ["polytope", "voxels"])
+def test_reconstruct_batch_and_single_agree(tiny_model_dir, method):
+  # Each pattern is reconstructed on its own by the same compiled functions,
+  # so batch and single calls compute the same thing in the same order:
+  # equal to the last bit (no tolerance to tune per machine).
   model = pretrained.load_model(tiny_model_dir)
   rng = np.random.default_rng(0)
   pats = rng.uniform(size=(2, 128, 128)).astype(np.float32)
   valid = np.ones((128, 128), bool)
   valid[60:68, 60:68] = False
-  batch = recon.reconstruct(pats, valid, model=model, refine_steps=2)
-  single = recon.reconstruct(pats[1], valid, model=model, refine_steps=2)
+  config = dataclasses.replace(QUICK, method=method, centre_search=2)
+  batch = recon.reconstruct(pats, valid, model=model, config=config)
+  single = recon.reconstruct(pats[1], valid, model=model, config=config)
   assert batch.density.shape == (2, 64, 64, 64)
   assert single.density.shape == (64, 64, 64)
-  np.testing.assert_allclose(single.density, batch.density[1], atol=2e-4)
-  net_only = recon.reconstruct(pats, valid, model=model, refine_steps=0)
-  assert (net_only.start == 0).all()
+  np.testing.assert_array_equal(single.density, batch.density[1])
+  assert single.paper_loss_after == batch.paper_loss_after[1]
+  net_only = recon.reconstruct(pats, valid, model=model, refine_steps=0,
+                               config=dataclasses.replace(config,
+                                                          centre_search=0))
+  assert list(net_only.start_name) == ["network", "network"]
   np.testing.assert_allclose(net_only.density * 1.0,
                              np.asarray(model(np.where(valid, pats, 0)))
                              * np.asarray(recon.support_mask(64)), atol=1e-6)
+
+
+def test_reconstruct_returns_ranked_candidates_and_finds_the_centre(
+    tiny_model_dir):
+  truth = _solid("Octahedron", 0.6, n=64, theta=0.7, phi=0.3, alpha=1.1)
+  g = Geometry()
+  pattern = np.asarray(recon.simulate_with_dark_level(
+      jnp.asarray(truth)[None], g, jnp.asarray([-3.0])))[0]
+  from msftnet import centre
+  moved, valid = centre.shift_pattern(pattern, None, (-2, 3))
+  config = dataclasses.replace(QUICK, keep=2, centre_search=4)
+  out = recon.reconstruct(moved, valid, model=tiny_model_dir, config=config)
+  assert tuple(out.centre_shift) == (2, -3)
+  assert out.candidate_density.shape == (2, 64, 64, 64)
+  assert out.candidate_loss[0] <= out.candidate_loss[1]
+  np.testing.assert_array_equal(out.density, out.candidate_density[0])
+  assert out.start_name == out.candidate_name[0]
+  names = recon.polytope_starts(out.initial_density, pattern,
+                                np.ones_like(valid), g, config)[2]
+  assert names[0] == "network" and len(names) == 10
+  assert set(out.candidate_name) <= set(names)
+  # The simulated pattern comes back in the input's pixel frame.
+  assert out.pattern.shape == (128, 128)
+  assert metrics.pearson_r(out.pattern, moved, valid) > 0.5
 
 
 @pytest.mark.parametrize("pattern, valid, expect", [
@@ -149,7 +184,8 @@ def test_reconstruct_launcher_outputs_and_errors(tmp_path, tiny_model_dir):
   out = tmp_path / "out"
   res = _run("experiments.reconstruct", f"--out={out}",
              f"--checkpoint={tiny_model_dir}", "--refine_steps=2",
-             "--experimental", "--mesh", str(FIXTURE), str(bad))
+             "--coarse_steps=2", "--experimental", "--mesh", str(FIXTURE),
+             str(bad))
   assert res.returncode == 1
   errors = [l for l in res.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and "bad.npy" in errors[0] and "(128, 128)" in errors[0]
@@ -158,6 +194,9 @@ def test_reconstruct_launcher_outputs_and_errors(tmp_path, tiny_model_dir):
   rec = json.loads((out / "barke5.json").read_text())
   assert rec["experimental"] and 0.2 < rec["valid_fraction"] < 0.26
   assert rec["loss_refined"] <= rec["masked_loss_refined"]
+  assert rec["method"] == "polytope" and len(rec["candidates"]) == 2
+  assert rec["candidates"][0]["start"] == rec["start"]
+  assert rec["candidates"][0]["loss"] <= rec["candidates"][1]["loss"]
   assert (out / "barke5.png").stat().st_size > 10_000
   if dens.max() > 0.5 > dens.min():
     assert (out / "barke5.obj").read_text().count("\nf ") > 10
@@ -173,7 +212,8 @@ def test_reconstruct_launcher_bad_checkpoint(tmp_path):
 
 def test_demo_end_to_end_with_a_tiny_model(tmp_path, tiny_model_dir):
   from experiments import demo
-  rec = demo.run(str(tmp_path), seed=1, steps=2, checkpoint=tiny_model_dir)
+  rec = demo.run(str(tmp_path), seed=1, steps=2, checkpoint=tiny_model_dir,
+                 config=QUICK)
   for name in ("demo.png", "demo.json", "demo_density.npy"):
     assert (tmp_path / name).exists()
   saved = json.loads((tmp_path / "demo.json").read_text())
@@ -203,7 +243,7 @@ def test_evaluate_experiment_study(tmp_path, tiny_model_dir):
           f"--model={tiny_model_dir}", "--studies=experiment",
           f"--experiment_dir={exp}", f"--results={results}",
           "--fit_classes=Icosahedron", "--fit_starts=1", "--fit_steps=2",
-          "--refine_steps=2"]
+          "--refine_steps=2", "--coarse_steps=2"]
   res = _run(*args)
   assert res.returncode == 0, res.stderr[-2000:]
   rec = json.loads((tmp_path / "eval" / "experiment" / "barke5.json")

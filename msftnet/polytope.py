@@ -1,0 +1,261 @@
+"""Convex polytopes with free planes: the convexity prior of the refinement.
+
+The particles of the paper (and most real nanoparticles) are convex. A convex
+body is the intersection of half-spaces ``{r : n_k . r <= h_k}``; here ``K``
+planes with *free* normals and offsets are refined against a pattern through
+the differentiable anti-aliased rasteriser (:func:`msftnet.raster.rasterize`,
+one sample per voxel) and the MSFT. Compared with free voxels this
+representation cannot produce haze, voids or rounded blobs: every candidate is
+a faceted convex solid, and the refinement only moves its faces.
+
+* :func:`fibonacci_directions`: ``K`` nearly uniform unit directions;
+* :func:`polytope_density`: ``(normals [..., K, 3], offsets [..., K])`` ->
+  occupancy ``[..., N, N, N]`` (normals need not be unit: they are
+  normalised inside);
+* :func:`support_offsets`: the support function of a voxel shape along given
+  directions, about its centroid (turns a network prediction or any density
+  into a start);
+* :func:`sphere_scan`: the masked loss of homogeneous balls over a range of
+  radii (the cheapest size estimate a pattern allows).
+
+Translations of the particle are invisible in the intensity, so every start is
+centred in the box.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from msftnet import losses
+from msftnet import raster
+from msftnet.geometry import Geometry
+from msftnet.msft import intensity
+
+__all__ = ["fibonacci_directions", "polytope_density", "support_offsets",
+           "centre_density", "ellipsoid_offsets", "refine_polytopes"]
+
+
+def fibonacci_directions(k: int) -> np.ndarray:
+  """``[K, 3]`` unit vectors (z, y, x) spread nearly uniformly (golden spiral)."""
+  if k < 4:
+    raise ValueError(f"fibonacci_directions: need at least 4 directions for "
+                     f"a bounded polytope, got {k}.")
+  i = np.arange(k) + 0.5
+  z = 1.0 - 2.0 * i / k
+  rho = np.sqrt(np.maximum(1.0 - z * z, 0.0))
+  phi = np.pi * (3.0 - np.sqrt(5.0)) * i
+  return np.stack([z, rho * np.sin(phi), rho * np.cos(phi)], -1).astype(
+      np.float32)
+
+
+def _unit(normals):
+  return normals / jnp.sqrt(jnp.sum(normals**2, axis=-1, keepdims=True)
+                            + 1e-12)
+
+
+def _grid(n: int):
+  c = raster.grid_coords(n)
+  return c[:, None, None], c[None, :, None], c[None, None, :]
+
+
+def _active_plane(unit_n, h, n: int):
+  """Distance to the most violated plane (voxel widths) and its index."""
+  z, y, x = _grid(n)
+  width = jnp.maximum(jnp.sum(jnp.abs(unit_n), axis=-1) / n, 1e-6)
+
+  def body(k, carry):
+    acc, idx = carry
+    d = (unit_n[k, 0] * z + unit_n[k, 1] * y + unit_n[k, 2] * x
+         - h[k]) / width[k]
+    better = d > acc
+    return jnp.where(better, d, acc), jnp.where(better, k, idx)
+
+  init = (jnp.full((n, n, n), -jnp.inf, jnp.float32),
+          jnp.zeros((n, n, n), jnp.int32))
+  acc, idx = jax.lax.fori_loop(0, h.shape[0], body, init)
+  return acc, idx, width
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _occupancy(unit_n, h, n):
+  acc, _, _ = _active_plane(unit_n, h, n)
+  return jnp.clip(0.5 - acc, 0.0, 1.0)
+
+
+def _occupancy_fwd(unit_n, h, n):
+  acc, idx, width = _active_plane(unit_n, h, n)
+  return jnp.clip(0.5 - acc, 0.0, 1.0), (unit_n, acc, idx, width)
+
+
+def _occupancy_bwd(n, res, g):
+  # occ = clip(1/2 - d, 0, 1), d = (n_k . r - h_k) / w_k for the active k,
+  # w_k = |n_k|_1 / N: only voxels on the ramp (|d| < 1/2) carry gradient,
+  # each to its own active plane (a segment sum over the K planes).
+  unit_n, acc, idx, width = res
+  k = width.shape[0]
+  z, y, x = _grid(n)
+  gd = jnp.where(jnp.abs(acc) < 0.5, -g, 0.0)
+  shape = (n, n, n)
+  cols = jnp.stack([gd, gd * jnp.broadcast_to(z, shape),
+                    gd * jnp.broadcast_to(y, shape),
+                    gd * jnp.broadcast_to(x, shape), gd * acc], -1)
+  sums = jax.ops.segment_sum(cols.reshape(-1, 5), idx.reshape(-1),
+                             num_segments=k)                # [K, 5]
+  grad_h = -sums[:, 0] / width
+  grad_n = (sums[:, 1:4] / width[:, None]
+            - sums[:, 4:5] * jnp.sign(unit_n) / (n * width[:, None]))
+  return grad_n, grad_h
+
+
+_occupancy.defvjp(_occupancy_fwd, _occupancy_bwd)
+
+
+def polytope_density(normals, offsets, n: int) -> jax.Array:
+  """Occupancy of ``{r : n_k . r <= h_k for all k}``: ``[..., N, N, N]``.
+
+  Args:
+    normals: ``[..., K, 3]`` outward normals (z, y, x); normalised here.
+    offsets: ``[..., K]`` plane offsets ``h_k`` in box units (the box is
+      ``[-1/2, 1/2]^3``, its centre the origin).
+    n: grid size N.
+
+  The same occupancy as :func:`msftnet.raster.rasterize` with
+  ``supersample=1`` (the signed distance to the most violated plane in units
+  of the voxel's projected width, through the ramp ``clip(1/2 - d, 0, 1)``),
+  with a hand-written reverse mode: the forward pass records each voxel's
+  active plane, and the backward pass sums the ramp voxels' gradients per
+  plane (``O(N^3)`` work instead of differentiating a loop over planes).
+  """
+  normals = _unit(jnp.asarray(normals, jnp.float32))
+  offsets = jnp.asarray(offsets, jnp.float32)
+  batch = offsets.shape[:-1]
+  k = offsets.shape[-1]
+  one = lambda nn, hh: _occupancy(nn, hh, n)
+  out = jax.vmap(one)(normals.reshape((-1, k, 3)), offsets.reshape((-1, k)))
+  return out.reshape(batch + (n, n, n))
+
+
+def centre_density(density, threshold: float = 0.5) -> np.ndarray:
+  """Roll a voxel shape so that its centroid (of ``density > threshold``)
+  sits at the box centre (integer voxel shift); numpy ``[N, N, N]``."""
+  rho = np.asarray(density)
+  mask = rho > threshold
+  if not mask.any():
+    return rho
+  n = rho.shape[-1]
+  idx = np.argwhere(mask).mean(axis=0)
+  shift = np.rint((n - 1) / 2 - idx).astype(int)
+  return np.roll(rho, tuple(shift), axis=(0, 1, 2))
+
+
+def support_offsets(density, directions, threshold: float = 0.5
+                    ) -> np.ndarray:
+  """Support function of ``density > threshold`` about its centroid.
+
+  Args:
+    density: ``[N, N, N]`` voxel shape.
+    directions: ``[K, 3]`` unit vectors.
+
+  Returns:
+    ``[K]`` offsets in box units: ``max_r d . (r - c) + w / 2``, with ``w``
+    the voxel's projected width along ``d``, so that the polytope of these
+    planes circumscribes the voxel set. An empty shape gives a small ball
+    (1.5 voxels).
+  """
+  rho = np.asarray(density)
+  n = rho.shape[-1]
+  d = np.asarray(directions, np.float64)
+  pts = np.argwhere(rho > threshold)
+  if len(pts) == 0:
+    return np.full(len(d), 1.5 / n, np.float32)
+  r = (pts - pts.mean(axis=0)) / n
+  width = np.abs(d).sum(axis=1) / n
+  return ((r @ d.T).max(axis=0) + 0.5 * width).astype(np.float32)
+
+
+def ellipsoid_offsets(directions, radius: float, scale=(1.0, 1.0, 1.0)
+                      ) -> np.ndarray:
+  """Offsets ``[K]`` of the polytope circumscribing the ellipsoid with
+  semi-axes ``radius * scale`` (z, y, x): its support function ``|S d|``."""
+  d = np.asarray(directions, np.float64)
+  return (radius * np.linalg.norm(d * np.asarray(scale, float), axis=1)
+          ).astype(np.float32)
+
+
+def _log_intensity(rho, geometry, u):
+  """``log(I + max(I) 10^u)`` per sample: ``[S, M, M]``."""
+  inten = intensity(rho, geometry)
+  peak = jnp.max(inten, axis=(-2, -1), keepdims=True)
+  return jnp.log(inten + jnp.maximum(peak * 10.0 ** u[:, None, None], 1e-30))
+
+
+def _scaled_adam(rates: dict) -> optax.GradientTransformation:
+  """Adam with one learning rate per parameter group (a dict of floats)."""
+  return optax.chain(
+      optax.scale_by_adam(),
+      optax.GradientTransformation(
+          lambda params: optax.EmptyState(),
+          lambda updates, state, params=None: (
+              {k: -rates[k] * v for k, v in updates.items()}, state)))
+
+
+_U_GRID = np.linspace(-8.0, 0.0, 33).astype(np.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("geometry", "steps", "rates"))
+def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
+                     steps: int, rates: tuple = (("h", 0.003), ("n", 0.02),
+                                                  ("u", 0.05))):
+  """Adam on the planes of ``S`` polytopes against one pattern.
+
+  Args:
+    normals: ``[S, K, 3]``, offsets ``[S, K]``: the starts (box units).
+    pattern: ``[M, M]`` the measured log pattern (any affine scale);
+      valid: ``[M, M]`` bool.
+    geometry: the MSFT geometry (its ``n_voxels`` sets the grid).
+    steps: Adam iterations.
+    rates: learning rates of the offsets ``h`` (box units), the normals
+      ``n`` and the dark level ``u``.
+
+  The objective is :func:`msftnet.losses.affine_masked_mse` of
+  ``log(I + max(I) 10^u)``, the dark level ``u`` per start initialised by a
+  grid search over [-8, 0].
+
+  Returns:
+    ``(params, loss [S], history [steps, S])`` with params ``{"n", "h", "u"}``.
+  """
+  n = geometry.n_voxels
+  s = offsets.shape[0]
+  pats = jnp.broadcast_to(pattern, (s,) + pattern.shape)
+  vals = jnp.broadcast_to(valid, (s,) + valid.shape)
+  rho0 = polytope_density(normals, offsets, n)
+  inten0 = intensity(rho0, geometry)
+  peak0 = jnp.max(inten0, axis=(-2, -1), keepdims=True)
+  table = jax.lax.map(lambda u: losses.affine_masked_mse(
+      jnp.log(inten0 + jnp.maximum(peak0 * 10.0 ** u, 1e-30)), pats, vals),
+      jnp.asarray(_U_GRID))
+  u0 = jnp.asarray(_U_GRID)[jnp.argmin(table, axis=0)]
+  params = {"n": jnp.asarray(normals, jnp.float32),
+            "h": jnp.asarray(offsets, jnp.float32), "u": u0}
+  tx = _scaled_adam(dict(rates))
+
+  def per_start(p):
+    rho = polytope_density(p["n"], p["h"], n)
+    return losses.affine_masked_mse(_log_intensity(rho, geometry, p["u"]),
+                                    pats, vals)
+
+  def step(carry, _):
+    p, state = carry
+    per, grads = jax.value_and_grad(
+        lambda p: (jnp.sum(per_start(p)), per_start(p)), has_aux=True)(p)
+    updates, state = tx.update(grads, state, p)
+    return (optax.apply_updates(p, updates), state), per[1]
+
+  (params, _), history = jax.lax.scan(step, (params, tx.init(params)), None,
+                                      length=steps)
+  return params, per_start(params), history

@@ -1,0 +1,153 @@
+"""Tests of the convexity prior (msftnet.polytope), the pattern centre
+(msftnet.centre) and the affine-invariant pattern loss."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from msftnet import Geometry
+from msftnet import centre
+from msftnet import intensity
+from msftnet import losses
+from msftnet import metrics
+from msftnet import polytope
+from msftnet import raster
+from msftnet import solids
+
+SMALL = Geometry(n_voxels=32, detector_px=64)
+
+
+def _planes(k=12, seed=0):
+  rng = np.random.default_rng(seed)
+  n = (polytope.fibonacci_directions(k)
+       + 0.2 * rng.normal(size=(k, 3))).astype(np.float32)
+  h = (0.2 + 0.05 * rng.normal(size=k)).astype(np.float32)
+  return n, h
+
+
+def _reference(normals, offsets, n):
+  """The library rasteriser (one sample per voxel, its differentiable loop)."""
+  unit = normals / jnp.sqrt(jnp.sum(normals**2, -1, keepdims=True))
+  return raster.rasterize(unit, offsets, jnp.zeros((3, 3)), n, supersample=1,
+                          differentiable=True)
+
+
+def test_fibonacci_directions_are_unit_and_spread():
+  d = polytope.fibonacci_directions(32)
+  np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1.0, atol=1e-6)
+  cos = d @ d.T - 2 * np.eye(32)
+  assert cos.max() < 0.9                 # no two directions nearly equal
+  assert np.abs(d.mean(axis=0)).max() < 0.05
+  with pytest.raises(ValueError, match="at least 4"):
+    polytope.fibonacci_directions(3)
+
+
+@pytest.mark.parametrize("n", [19, 24])
+def test_density_and_gradient_equal_the_rasteriser(n):
+  normals, offsets = _planes()
+  w = jnp.asarray(np.random.default_rng(1).normal(size=(n, n, n)),
+                  jnp.float32)
+  ours = lambda a, b: jnp.sum(w * polytope.polytope_density(a, b, n))
+  ref = lambda a, b: jnp.sum(w * _reference(a, b, n))
+  np.testing.assert_allclose(polytope.polytope_density(normals, offsets, n),
+                             _reference(normals, offsets, n), atol=1e-6)
+  g1 = jax.grad(ours, argnums=(0, 1))(normals, offsets)
+  g2 = jax.grad(ref, argnums=(0, 1))(normals, offsets)
+  for a, b in zip(g1, g2):
+    assert np.abs(b).max() > 0
+    np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(b).max())
+
+
+def test_batched_density_equals_a_loop():
+  normals, offsets = _planes()
+  n2, h2 = _planes(seed=3)
+  both = polytope.polytope_density(np.stack([normals, n2]),
+                                   np.stack([offsets, h2]), 16)
+  np.testing.assert_array_equal(both[1], polytope.polytope_density(n2, h2, 16))
+
+
+def test_support_offsets_circumscribe_the_shape():
+  p = solids.SolidParams("Cube", size=0.6, theta=0.3, phi=1.0, alpha=0.2)
+  cube = np.asarray(raster.rasterize(*solids.half_spaces(p), 32))
+  d = polytope.fibonacci_directions(26)
+  h = polytope.support_offsets(cube, d)
+  hull = np.asarray(polytope.polytope_density(d, h, 32))
+  inside = polytope.centre_density(cube) > 0.5
+  assert hull[inside].min() >= 0.5
+  assert hull.sum() < 2.2 * cube.sum()     # 26 directions, half-voxel pad
+  # An ellipsoid's support function: a sphere's offsets are its radius.
+  np.testing.assert_allclose(polytope.ellipsoid_offsets(d, 0.2), 0.2,
+                             rtol=1e-6)
+
+
+def _cube_pattern():
+  p = solids.SolidParams("Cube", size=0.55, theta=0.4, phi=0.2, alpha=0.7)
+  truth = np.asarray(raster.rasterize(*solids.half_spaces(p), 32))
+  inten = intensity(jnp.asarray(truth), SMALL)
+  pattern = np.asarray(jnp.log(inten + 1e-3 * inten.max()))
+  pattern = (pattern - pattern.min()) / (pattern.max() - pattern.min())
+  return truth, pattern.astype(np.float32)
+
+
+def test_refinement_lowers_the_loss_and_finds_facets():
+  truth, pattern = _cube_pattern()
+  valid = np.ones(pattern.shape, bool)
+  valid[:, :10] = False
+  d = polytope.fibonacci_directions(16)
+  h0 = np.stack([polytope.ellipsoid_offsets(d, 0.17),
+                 polytope.ellipsoid_offsets(d, 0.25)])
+  n0 = np.broadcast_to(d, (2, 16, 3)).copy()
+  params, loss, history = polytope.refine_polytopes(
+      n0, h0, pattern, valid, geometry=SMALL, steps=60)
+  history = np.asarray(history)
+  assert history.shape == (60, 2)
+  assert (np.asarray(loss) < 0.5 * history[0]).all()
+  start = np.asarray(polytope.polytope_density(n0, h0, 32))
+  final = np.asarray(polytope.polytope_density(params["n"], params["h"], 32))
+  best = int(np.argmin(loss))
+  assert (metrics.aligned_iou(final[best], truth)
+          > metrics.aligned_iou(start[best], truth) + 0.05)
+  # Pixels outside the mask have no influence.
+  noisy = np.where(valid, pattern, np.random.default_rng(0).uniform(
+      size=pattern.shape)).astype(np.float32)
+  again, loss2, _ = polytope.refine_polytopes(n0, h0, noisy, valid,
+                                              geometry=SMALL, steps=60)
+  np.testing.assert_array_equal(loss, loss2)
+
+
+def test_affine_loss_sees_only_the_shape_of_the_log_pattern():
+  rng = np.random.default_rng(0)
+  logs = jnp.asarray(rng.normal(size=(2, 16, 16)), jnp.float32)
+  valid = jnp.asarray(rng.uniform(size=(2, 16, 16)) > 0.3)
+  target = 0.3 * logs + 0.7
+  np.testing.assert_allclose(losses.affine_masked_mse(logs, target, valid),
+                             0.0, atol=1e-6)
+  other = jnp.asarray(rng.normal(size=(2, 16, 16)), jnp.float32)
+  got = np.asarray(losses.affine_masked_mse(logs, other, valid))
+  for i in range(2):
+    v = np.asarray(valid[i])
+    a, t = np.asarray(logs[i])[v], np.asarray(other[i])[v]
+    coef = np.polyfit(a, t, 1)
+    want = np.mean((np.polyval(coef, a) - t) ** 2)
+    assert got[i] == pytest.approx(want, rel=1e-4)
+  # Invalid pixels do not count.
+  changed = jnp.where(valid, other, 100.0)
+  np.testing.assert_allclose(losses.affine_masked_mse(logs, changed, valid),
+                             got, rtol=1e-5)
+
+
+def test_find_centre_recovers_a_shift_and_leaves_a_centred_pattern():
+  p = solids.SolidParams("Octahedron", size=0.6, theta=0.7, phi=0.3,
+                         alpha=1.1, cut=0.7)
+  truth = raster.rasterize(*solids.half_spaces(p), 64)
+  inten = np.asarray(intensity(truth, Geometry()))
+  pattern = np.log(inten + 1e-4 * inten.max())
+  pattern = (pattern - pattern.min()) / np.ptp(pattern)
+  assert centre.find_centre(pattern) == (0, 0)
+  moved, valid = centre.shift_pattern(pattern, None, (-3, 4))
+  assert not valid[:3].any() and valid[3:, :-4].all()
+  np.testing.assert_array_equal(moved[3:, :-4], pattern[:-3, 4:])
+  assert centre.find_centre(moved, valid) == (3, -4)
+  back, valid_back = centre.shift_pattern(moved, valid, (3, -4))
+  np.testing.assert_array_equal(back[valid_back], pattern[valid_back])
