@@ -287,7 +287,7 @@ def study_experiment(model):
                              classes=tuple(_FIT_CLASSES.value))
   fits_dir = os.path.join(out, "fits")
   os.makedirs(fits_dir, exist_ok=True)
-  for stem, path, pattern, valid in good:
+  for stem, path, pattern, valid, scale_info in good:
     # The forward fit does not depend on the network: cached across runs.
     fit_path = os.path.join(fits_dir, f"{stem}.npz")
     if os.path.exists(fit_path):

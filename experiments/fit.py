@@ -45,10 +45,11 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random starts.")
 _MESH = flags.DEFINE_bool("mesh", False, "Also write DIR/STEM.obj.")
 
 
-def fit_record(result: fitting.FitResult, path: str, valid, seconds) -> dict:
+def fit_record(result: fitting.FitResult, path: str, valid, seconds,
+               scale_info=None) -> dict:
   best = result.best
   return {
-      "input": os.path.abspath(path),
+      "input": os.path.abspath(path), **(scale_info or {}),
       "best_class": best.polyhedron,
       "loss": best.paper_loss,
       "masked_loss": best.loss,
@@ -90,7 +91,7 @@ def main(argv):
   report.print_errors(bad)
   t0 = time.perf_counter()
   done = 0
-  for stem, path, pattern, valid in good:
+  for stem, path, pattern, valid, scale_info in good:
     t = time.perf_counter()
 
     def progress(i, total, cf, t=t, stem=stem):
@@ -99,7 +100,7 @@ def main(argv):
             f"  ({el:.0f} s, ETA {el / i * (total - i):.0f} s)", flush=True)
     result = fitting.fit(pattern, valid, config=config, progress=progress)
     seconds = time.perf_counter() - t
-    record = fit_record(result, path, valid, seconds)
+    record = fit_record(result, path, valid, seconds, scale_info)
     b = result.best
     title = (f"{stem}: best fit {b.polyhedron}, R {b.circumradius_nm:.0f} nm, "
              f"stretch {b.stretch:.2f}, loss {b.paper_loss:.2e}")

@@ -2,7 +2,8 @@ r"""Reconstruct particles from single patterns: network + MSFT refinement.
 
   python -m experiments.reconstruct --out=DIR PATTERN [PATTERN ...]
       [--checkpoint=DIR] [--method=polytope|voxels] [--refine_steps=N]
-      [--coarse_steps=N] [--experimental] [--mask=FILE] [--mesh] [--batch=8]
+      [--coarse_steps=N] [--input_scale=auto|counts|log] [--experimental]
+      [--mask=FILE] [--mesh] [--batch=8]
 
 Inputs: PNG (RGB channel 1; 8/16-bit grayscale), ``.npy`` ``[128, 128]``,
 HDF5/CXI (``entry_1/data_1/data``, mask ``entry_1/data_1/mask`` if present).
@@ -59,6 +60,11 @@ _EXPERIMENTAL = flags.DEFINE_bool(
 _MASK = flags.DEFINE_string("mask", None, "Valid-pixel mask (PNG/npy, "
                             "non-zero = valid) for every input.")
 _MESH = flags.DEFINE_bool("mesh", False, "Also write DIR/STEM.obj.")
+_INPUT_SCALE = flags.DEFINE_enum(
+    "input_scale", "auto", ["auto", "counts", "log"],
+    "What the input numbers are: photon counts/intensities (log-scaled "
+    "here) or a normalised log pattern; auto decides from the data and "
+    "records why in STEM.json.")
 _BATCH = flags.DEFINE_integer("batch", 8, "Patterns refined together.")
 
 
@@ -80,7 +86,8 @@ def main(argv):
     print(f"error: --checkpoint: {e}", file=sys.stderr)
     sys.exit(1)
   good, bad = measured.load_many(paths, mask=_MASK.value,
-                                 experimental=_EXPERIMENTAL.value)
+                                 experimental=_EXPERIMENTAL.value,
+                                 input_scale=_INPUT_SCALE.value)
   report.print_errors(bad)
   voxel_nm3 = Geometry().voxel_nm ** 3
   config = recon.RefineConfig(steps=_STEPS.value, start=_START.value,
@@ -96,9 +103,10 @@ def main(argv):
     out = recon.reconstruct(pats, vals, model=model, refine_steps=_STEPS.value,
                             config=config)
     seconds = (time.perf_counter() - t) / len(chunk)
-    for j, (stem, path, pattern, valid) in enumerate(chunk):
+    for j, (stem, path, pattern, valid, scale_info) in enumerate(chunk):
       metrics = {
           "input": os.path.abspath(path),
+          **scale_info,
           "model": model.path, "method": config.method,
           "refine_steps": _STEPS.value,
           "start": str(out.start_name[j]),

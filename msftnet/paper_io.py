@@ -245,7 +245,10 @@ def read_pattern(path) -> np.ndarray:
     pat = _load_npy(path, "pattern")
   else:
     img = _open_image(path)
-    channel = img[..., 1] if img.ndim == 3 else img
+    if img.ndim == 3 and img.shape[-1] == 2:    # grey + alpha: the grey
+      channel = img[..., 0]
+    else:
+      channel = img[..., 1] if img.ndim == 3 else img
     pat = channel.astype(np.float32) / np.float32(_full_scale(channel))
   if pat.ndim != 2 or pat.shape[0] != pat.shape[1] or pat.shape[0] < 2:
     raise ValueError(f"{path}: expected a square 2D pattern, got shape "

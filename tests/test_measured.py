@@ -43,8 +43,10 @@ def test_hdf5_cxi_with_its_mask_and_an_extra_mask(tmp_path):
   extra = np.ones((128, 128), np.uint8)
   extra[:, :5] = 0
   np.save(tmp_path / "m.npy", extra)
-  pat, valid = measured.load_measurement(path, mask=str(tmp_path / "m.npy"))
-  assert pat.min() == 0 and pat.max() <= 1          # rescaled into [0, 1]
+  pat, valid, info = measured.load_measurement(
+      path, mask=str(tmp_path / "m.npy"), return_info=True)
+  assert info["input_scale"] == "counts"            # values above 1
+  assert pat.min() == 0 and pat.max() == 1          # log-scaled into [0, 1]
   assert not valid[:10].any() and not valid[:, :5].any()
   assert valid[10:, 5:].all()
   assert (pat[~valid] == 0).all()
@@ -101,10 +103,55 @@ def test_hdf5_without_the_dataset(tmp_path):
 
 
 def test_load_many_keeps_going_and_rejects_duplicate_stems(tmp_path):
-  good = _png(tmp_path / "a.png", np.full((128, 128), 9, np.uint8))
+  img = np.arange(128 * 128).reshape(128, 128) % 251
+  good = _png(tmp_path / "a.png", img.astype(np.uint8))
   (tmp_path / "sub").mkdir()
-  dup = _png(tmp_path / "sub" / "a.png", np.full((128, 128), 9, np.uint8))
+  dup = _png(tmp_path / "sub" / "a.png", img.astype(np.uint8))
   ok, bad = measured.load_many([good, tmp_path / "nope.png", dup])
   assert [o[0] for o in ok] == ["a"]
   assert len(bad) == 2 and "no such file" in bad[0][1]
   assert "overwrite" in bad[1][1]
+
+
+def test_counts_are_log_scaled_inside_the_valid_pixels(tmp_path):
+  rng = np.random.default_rng(2)
+  inten = 1e5 * np.exp(-np.hypot(*np.mgrid[-64:64, -64:64]) / 6.0)
+  counts = rng.poisson(inten).astype(np.int32)
+  counts[5, 5] = 10**9                               # a hot pixel, masked
+  bad = np.zeros((128, 128), np.uint16)
+  bad[5, 5] = 4                                      # CXI bit: hot
+  path = tmp_path / "run.cxi"
+  with h5py.File(path, "w") as f:
+    f["entry_1/data_1/data"] = counts[None]
+    f["entry_1/data_1/mask"] = bad
+  pat, valid, info = measured.load_measurement(path, return_info=True)
+  assert info["input_scale"] == "counts" and "int32" in info[
+      "input_scale_reason"]
+  assert not valid[5, 5] and pat[5, 5] == 0
+  want = np.log(counts + 1.0)
+  want = (want - want[valid].min()) / (want[valid].max() - want[valid].min())
+  np.testing.assert_allclose(pat[valid], want[valid], atol=1e-6)
+  # Linear scaling would leave almost every pixel near 0; the log does not.
+  assert np.median(pat[valid]) > 0.1
+  # The same numbers declared a log pattern are refused, not rescaled.
+  with pytest.raises(ValueError, match=r"expected a normalised log pattern"):
+    measured.load_measurement(path, input_scale="log")
+
+
+@pytest.mark.parametrize("values, expect", [
+    (np.zeros((128, 128), np.float32), "constant"),
+    (np.full((128, 128), -3.0) + np.eye(128), "negative"),
+])
+def test_garbage_numbers_are_refused(tmp_path, values, expect):
+  np.save(tmp_path / "x.npy", values)
+  with pytest.raises(ValueError, match=expect):
+    measured.load_measurement(tmp_path / "x.npy", input_scale="counts")
+
+
+def test_grey_alpha_png_reads_the_grey(tmp_path):
+  grey = (np.arange(128 * 128).reshape(128, 128) % 200).astype(np.uint8)
+  alpha = np.full((128, 128), 255, np.uint8)
+  path = tmp_path / "la.png"
+  Image.fromarray(np.stack([grey, alpha], -1), mode="LA").save(path)
+  pat, _ = measured.load_measurement(path)
+  np.testing.assert_allclose(pat, grey / 255, atol=1e-7)
