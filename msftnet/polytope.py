@@ -37,7 +37,8 @@ from msftnet.geometry import Geometry
 from msftnet.msft import intensity
 
 __all__ = ["fibonacci_directions", "polytope_density", "support_offsets",
-           "centre_density", "ellipsoid_offsets", "refine_polytopes"]
+           "centre_density", "ellipsoid_offsets", "refine_polytopes",
+           "affine_dark_search", "DARK_GRID"]
 
 
 def fibonacci_directions(k: int) -> np.ndarray:
@@ -204,7 +205,24 @@ def _scaled_adam(rates: dict) -> optax.GradientTransformation:
               {k: -rates[k] * v for k, v in updates.items()}, state)))
 
 
-_U_GRID = np.linspace(-8.0, 0.0, 33).astype(np.float32)
+#: Dark levels ``u`` (``eps = max(I) 10^u``) of the initial grid searches.
+DARK_GRID = tuple(np.linspace(-8.0, 0.0, 33).tolist())
+
+
+def affine_dark_search(inten, pattern, valid) -> tuple[jax.Array, jax.Array]:
+  """Best ``u`` of :data:`DARK_GRID` per sample for the affine-invariant loss.
+
+  Args:
+    inten: ``[S, M, M]`` intensities; pattern, valid: broadcastable to it.
+
+  Returns ``(u [S], loss at u [S])``.
+  """
+  peak = jnp.max(inten, axis=(-2, -1), keepdims=True)
+  grid = jnp.asarray(DARK_GRID, jnp.float32)
+  table = jax.lax.map(lambda u: losses.affine_masked_mse(
+      jnp.log(inten + jnp.maximum(peak * 10.0 ** u, 1e-30)), pattern, valid),
+      grid)
+  return grid[jnp.argmin(table, axis=0)], jnp.min(table, axis=0)
 
 
 @functools.partial(jax.jit, static_argnames=("geometry", "steps", "rates"))
@@ -233,13 +251,8 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
   s = offsets.shape[0]
   pats = jnp.broadcast_to(pattern, (s,) + pattern.shape)
   vals = jnp.broadcast_to(valid, (s,) + valid.shape)
-  rho0 = polytope_density(normals, offsets, n)
-  inten0 = intensity(rho0, geometry)
-  peak0 = jnp.max(inten0, axis=(-2, -1), keepdims=True)
-  table = jax.lax.map(lambda u: losses.affine_masked_mse(
-      jnp.log(inten0 + jnp.maximum(peak0 * 10.0 ** u, 1e-30)), pats, vals),
-      jnp.asarray(_U_GRID))
-  u0 = jnp.asarray(_U_GRID)[jnp.argmin(table, axis=0)]
+  u0, _ = affine_dark_search(
+      intensity(polytope_density(normals, offsets, n), geometry), pats, vals)
   params = {"n": jnp.asarray(normals, jnp.float32),
             "h": jnp.asarray(offsets, jnp.float32), "u": u0}
   tx = _scaled_adam(dict(rates))

@@ -1,8 +1,27 @@
 """One measured pattern -> the particle's 3D density: network, then refinement.
 
-``reconstruct(patterns, valid)`` runs the trained network (the paper's
-reconstruction, sections IV-V) and then refines its prediction against the
-input with the same differentiable MSFT, inside the detector's valid pixels:
+``reconstruct(patterns, valid)`` runs, per pattern: a search for the
+pattern's centre (:mod:`msftnet.centre`; the pattern is moved so that q = 0
+sits on pixel ``M // 2``), the trained network (the paper's reconstruction,
+sections IV-V), and a refinement of the shape against the input with the same
+differentiable MSFT, inside the detector's valid pixels.
+
+Method ``"polytope"`` (default): the particle is a convex polytope with
+``planes`` free planes (:mod:`msftnet.polytope`). Its objective is the
+affine-invariant masked loss (:func:`msftnet.losses.affine_masked_mse`) of
+``log(I + max(I) 10^u)``, with the dark level ``u`` refined. Coarse to fine:
+the starts (:func:`polytope_starts`: the hull of the network's prediction and,
+for the best sphere radius of each size band, a sphere, a prolate and an
+oblate ellipsoid along the beam) are refined ``coarse_steps`` at ``N/2``
+voxels against the central ``M/2`` pixels (same q grid, below that grid's
+Nyquist limit), the best ``keep`` then ``steps`` at full resolution; the
+lowest objective wins and all of them come back ranked. Why: the free-voxel
+refinement below turned faceted particles into rounded blobs (measured side
+by side in ``docs/results.md``); a convex body with free faces cannot make
+haze, voids or blobs, and has few enough parameters to be found from a
+single pattern.
+
+Method ``"voxels"`` (the earlier default, kept for comparison):
 
 * parameters: voxel logits ``[B, 64, 64, 64]`` (density ``sigmoid(logits)``,
   so it stays in [0, 1]) and one dark-level parameter per pattern ``u``: the
@@ -70,7 +89,7 @@ __all__ = ["RefineConfig", "Reconstruction", "reconstruct", "refine",
            "support_mask", "fit_dark_level", "simulate_with_dark_level",
            "sphere_density", "start_label"]
 
-_U_GRID = tuple(np.linspace(-8.0, 0.0, 33).tolist())
+_U_GRID = polytope.DARK_GRID
 
 
 @dataclasses.dataclass(frozen=True)
@@ -436,15 +455,8 @@ def _coarse_problem(pattern, valid, geometry: Geometry):
 @functools.partial(jax.jit, static_argnames=("geometry",))
 def _sphere_scan(radii, pattern, valid, *, geometry: Geometry):
   """Affine-invariant loss of balls of ``radii`` (best dark level): ``[R]``."""
-  balls = sphere_density(geometry.n_voxels, radii)
-  inten = intensity(balls, geometry)
-  peak = jnp.max(inten, axis=(-2, -1), keepdims=True)
-  pats = jnp.broadcast_to(pattern, inten.shape)
-  vals = jnp.broadcast_to(valid, inten.shape)
-  table = jax.lax.map(lambda u: losses.affine_masked_mse(
-      jnp.log(inten + jnp.maximum(peak * 10.0**u, 1e-30)), pats, vals),
-      jnp.asarray(_U_GRID, jnp.float32))
-  return jnp.min(table, axis=0)
+  inten = intensity(sphere_density(geometry.n_voxels, radii), geometry)
+  return polytope.affine_dark_search(inten, pattern, valid)[1]
 
 
 _SCAN_RADII = tuple(np.geomspace(0.04, 0.45, 24).tolist())
