@@ -22,17 +22,22 @@ def test_paper_width_parameter_count_and_shapes_without_allocation():
   assert model.count_params(model.build(2))["params"] < 1e6
 
 
-def test_tiny_network_forward_and_modes():
+def test_tiny_network_forward_and_modes(tiny_model_dir):
+  # One jitted forward per mode (eager flax at 64^3 compiles every op on its
+  # own and took 100 s); the eval-mode variables come from the shared tiny
+  # model directory.
+  from msftnet import pretrained
+  predictor = pretrained.load_model(tiny_model_dir)
+  v = predictor.variables
   net = model.build("tiny", dropout_rate=0.5)
   x = jnp.asarray(np.random.default_rng(0).random((2, 128, 128)), jnp.float32)
-  v = net.init({"params": jax.random.key(0)}, x, train=False)
-  y = net.apply(v, x, train=False)
-  assert y.shape == (2, 64, 64, 64, 1)
+  y = predictor(x)                                  # jitted, train=False
+  assert y.shape == (2, 64, 64, 64)
   assert float(y.min()) >= 0 and float(y.max()) <= 1
-  a, _ = net.apply(v, x, train=True, rngs={"dropout": jax.random.key(1)},
-                   mutable=["batch_stats"])
-  b, _ = net.apply(v, x, train=True, rngs={"dropout": jax.random.key(2)},
-                   mutable=["batch_stats"])
+  train = jax.jit(lambda v, x, k: net.apply(
+      v, x, train=True, rngs={"dropout": k}, mutable=["batch_stats"])[0])
+  a = train(v, x, jax.random.key(1))
+  b = train(v, x, jax.random.key(2))
   assert not np.allclose(a, b)                      # dropout is active
   with pytest.raises(ValueError, match=r"\[B, 128, 128, 1\]"):
     net.apply(v, jnp.zeros((2, 64, 64)), train=False)
