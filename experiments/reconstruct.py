@@ -127,10 +127,9 @@ def main(argv):
           "seconds": seconds,
           "loss_protocol": metrics_lib.PAPER_PROTOCOL,
       }
-      title = (f"{stem}: loss {metrics['loss_network']:.2e} (network), "
-               f"{metrics['loss_start']:.2e} ({metrics['start']} start) -> "
-               f"{metrics['loss_refined']:.2e} (refined, "
-               f"{_STEPS.value} steps)")
+      title = (f"{stem}: loss {metrics['loss_network']:.2e} (network) -> "
+               f"{metrics['loss_refined']:.2e} ({config.method}, best start "
+               f"{metrics['start']}, {_STEPS.value} steps)")
       if not report.try_write_result(
           _OUT.value, stem, path, bad, density=out.density[j],
           pattern=pattern, valid=valid, simulated=out.pattern[j],
