@@ -56,3 +56,16 @@ def tiny_model_dir(tmp_path_factory):
   path = tmp_path_factory.mktemp("models") / "tiny"
   pretrained.save_model(path, variables, {"width": 2}, "# tiny test model\n")
   return str(path)
+
+
+# Tests that compile a whole training step or start launcher subprocesses
+# take minutes each; scheduled first, they overlap on the two xdist workers
+# with the many short tests instead of forming a serial tail at the end.
+_SLOW_FIRST = ("test_train.py", "launcher", "evaluate", "demo",
+               "tiny_network", "two_devices", "fit_recovers", "gradients_are")
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  items.sort(key=lambda item: 0 if any(s in item.nodeid for s in _SLOW_FIRST)
+             else 1)

@@ -85,7 +85,9 @@ def test_multi_start_keeps_the_best_start(cube_problem):
   assert out.network_loss == pytest.approx(alone.network_loss, rel=1e-5)
 
 
-QUICK = recon.RefineConfig(steps=3, coarse_steps=3, planes=8)
+# The same step counts as the launcher tests below: their compiled refinement
+# is then shared through the persistent compilation cache.
+QUICK = recon.RefineConfig(steps=2, coarse_steps=2)
 
 
 @pytest.mark.parametrize("method", ["polytope", "voxels"])
