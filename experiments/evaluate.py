@@ -7,7 +7,8 @@ Studies (each resumable: finished items are kept in ``--out`` and skipped when
 the command is run again):
 
 * ``testset`` (paper Fig. 6): ``--n_test`` truncated solids written by
-  ``experiments.make_dataset --test_set --resolution=192 --seed=1`` (volumes
+  ``experiments.make_dataset --test_set --resolution=192 --seed=TEST_SEED``
+  (``--test_seed``, a seed never used for training or tuning; volumes
   block-averaged to 64^3 as the paper), reconstructed from the clean pattern
   and from the pattern after the simulated-experiment filter, by the network
   alone and with refinement: scatter loss (eq. 3, against the true volume's
@@ -21,8 +22,7 @@ the command is run again):
   protocol; figures in ``OUT/experiment``.
 
 ``--results`` gets the tables (Markdown) with the commands and the paper's
-statements. Runtime on 2 CPU cores with the defaults: roughly 10 min
-(testset), 8 min (crop), 15 min (experiment, mostly the forward fits).
+statements. Runtimes are recorded with the results (``docs/results.md``).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from msftnet import augment  # noqa: E402
+from msftnet import centre  # noqa: E402
 from msftnet import data as data_lib  # noqa: E402
 from msftnet import fitting  # noqa: E402
 from msftnet import losses  # noqa: E402
@@ -141,7 +142,6 @@ def _reconstruct_both(model, pats, vals):
 def _truth_loss(truth, pattern, valid, shift) -> float:
   """Paper-protocol loss of the true volume in the frame the
   reconstruction used (its centre estimate), dark level fitted."""
-  from msftnet import centre
   p, v = centre.shift_pattern(np.where(valid, pattern, 0.0), valid, shift)
   return recon.pattern_losses(truth, p, v, G)[2]
 

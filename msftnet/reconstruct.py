@@ -362,6 +362,11 @@ def _as_batch(pattern, valid, m: int):
   if not bool(jnp.all(jnp.isfinite(pattern))):
     raise ValueError("reconstruct: the pattern contains NaN or infinite "
                      "values, expected finite numbers in [0, 1].")
+  lo, hi = float(jnp.min(pattern)), float(jnp.max(pattern))
+  if lo < 0 or hi > 1:
+    raise ValueError(f"reconstruct: pattern values span [{lo:.4g}, {hi:.4g}], "
+                     "expected a normalised log pattern in [0, 1] (photon "
+                     "counts: msftnet.measured.prepare_pattern).")
   if valid is None:
     valid = jnp.ones(pattern.shape, bool)
   else:
@@ -376,6 +381,13 @@ def _as_batch(pattern, valid, m: int):
     raise ValueError(f"reconstruct: the valid mask of pattern(s) "
                      f"{np.flatnonzero(np.asarray(empty)).tolist()} leaves no "
                      "pixel, expected at least one valid pixel.")
+  flat = jnp.where(valid, pattern, jnp.nan)
+  spread = (jnp.nanmax(flat, axis=(-2, -1)) - jnp.nanmin(flat, axis=(-2, -1)))
+  if bool(jnp.any(spread == 0)):
+    raise ValueError(f"reconstruct: pattern(s) "
+                     f"{np.flatnonzero(np.asarray(spread == 0)).tolist()} are "
+                     "constant inside the valid pixels, expected a "
+                     "scattering pattern.")
   return jnp.where(valid, pattern, 0.0), valid, single
 
 
@@ -578,7 +590,7 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
       p_c, v_c, shift = pat[i], val[i], (0, 0)
     net = np.asarray(model(p_c[None]))[0] * np.asarray(
         support_mask(geometry.n_voxels, config.support_radius))
-    sim_n, ml_n, pl_n, _ = pattern_losses(net, p_c, v_c, geometry)
+    sim_n, ml_n, pl_n, u_n = pattern_losses(net, p_c, v_c, geometry)
     row = dict(initial_density=net[None], initial_pattern=sim_n[None],
                loss_before=np.asarray([ml_n]),
                paper_loss_before=np.asarray([pl_n]),
@@ -588,7 +600,7 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
       row.update(density=net[None], pattern=sim_n[None],
                  loss_after=np.asarray([ml_n]),
                  paper_loss_after=np.asarray([pl_n]),
-                 dark_level=np.asarray([pattern_losses(net, p_c, v_c, geometry)[3]]),
+                 dark_level=np.asarray([u_n]),
                  start=np.asarray([0]), history=np.zeros((0, 1), np.float32),
                  start_name=np.asarray(["network"], dtype=object),
                  candidate_density=net[None, None],

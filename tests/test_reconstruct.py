@@ -145,6 +145,8 @@ def test_reconstruct_returns_ranked_candidates_and_finds_the_centre(
     (np.full((128, 128), np.nan), None, "NaN"),
     (np.zeros((128, 128)), np.zeros((128, 128), bool), "leaves no pixel"),
     (np.zeros((128, 128)), np.ones((64, 64), bool), "valid mask has shape"),
+    (np.full((128, 128), 300.0), None, "expected a normalised log pattern"),
+    (np.full((128, 128), 0.5), None, "constant inside the valid pixels"),
 ])
 def test_reconstruct_rejects_bad_input(tiny_model_dir, pattern, valid, expect):
   with pytest.raises(ValueError, match=expect):
