@@ -1,10 +1,10 @@
 r"""Forward-fit parametrised solids to patterns (the classical baseline).
 
   python -m experiments.fit --out=DIR PATTERN [PATTERN ...] [--experimental]
-      [--mask=FILE] [--classes=Icosahedron,Decahedron] [--starts=4]
-      [--steps=80] [--mesh]
+      [--mask=FILE] [--input_scale=...] [--detector_distance_mm=D ...]
+      [--classes=Icosahedron,Decahedron] [--starts=4] [--steps=80] [--mesh]
 
-Same inputs and outputs as ``experiments.reconstruct``: for each input
+Same inputs (and input flags) and outputs as ``experiments.reconstruct``: for each input
 ``STEM`` it fits every class of ``msftnet.fitting.FIT_CLASSES`` (19 polyhedra
 and the sphere; size, stretch, orientation and dark level by gradient descent
 from ``--starts`` random starts) and writes ``DIR/STEM_density.npy`` (the best
@@ -24,17 +24,12 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from experiments import inputs
 from msftnet import fitting
-from msftnet import measured
 from msftnet import metrics
 from msftnet import report
 
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
-_EXPERIMENTAL = flags.DEFINE_bool(
-    "experimental", False, "Undo the paper's experimental colour map; zero "
-    "pixels invalid.")
-_MASK = flags.DEFINE_string("mask", None, "Valid-pixel mask (PNG/npy, "
-                            "non-zero = valid) for every input.")
 _CLASSES = flags.DEFINE_list("classes", list(fitting.FIT_CLASSES),
                              "Classes to fit (comma-separated).")
 _STARTS = flags.DEFINE_integer("starts", fitting.FitConfig.starts,
@@ -86,8 +81,7 @@ def main(argv):
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-  good, bad = measured.load_many(paths, mask=_MASK.value,
-                                 experimental=_EXPERIMENTAL.value)
+  good, bad = inputs.load(paths)
   report.print_errors(bad)
   t0 = time.perf_counter()
   done = 0
@@ -112,7 +106,7 @@ def main(argv):
     done += 1
     print(f"{title} ({seconds:.0f} s); wrote {_OUT.value}/{stem}.*",
           flush=True)
-  print(f"fitted {done} of {len(paths)} inputs in "
+  print(f"fitted {done} of {len(good) + len(bad)} patterns in "
         f"{time.perf_counter() - t0:.0f} s")
   if bad:
     sys.exit(1)

@@ -3,13 +3,19 @@ r"""Reconstruct particles from single patterns: network + MSFT refinement.
   python -m experiments.reconstruct --out=DIR PATTERN [PATTERN ...]
       [--checkpoint=DIR] [--method=polytope|voxels] [--refine_steps=N]
       [--coarse_steps=N] [--input_scale=auto|counts|log] [--experimental]
-      [--mask=FILE] [--mesh] [--batch=8]
+      [--mask=FILE] [--detector_distance_mm=D --pixel_um=P
+      [--beam_centre=ROW,COL] [--wavelength_nm=L]] [--mesh] [--batch=8]
 
-Inputs: PNG (RGB channel 1; 8/16-bit grayscale), ``.npy`` ``[128, 128]``,
-HDF5/CXI (``entry_1/data_1/data``, mask ``entry_1/data_1/mask`` if present).
-``--experimental``: undo the colour map of the paper's experimental images and
-take zero pixels as invalid. ``--mask``: a PNG/npy whose non-zero pixels are
-valid (applies to every input). ``--checkpoint``: a model directory
+Inputs (``msftnet.measured``): PNG (RGB channel 1; 8/16-bit grayscale),
+``.npy``, HDF5/CXI (``entry_1/data_1/data`` or
+``entry_1/instrument_1/detector_1/data``, one frame or a run ``[N, H, W]``
+whose frames are written as ``STEM_frameK``; the CXI mask beside the data).
+A flat detector (distance and pixel size from the CXI file or
+``--detector_distance_mm``/``--pixel_um``, beam centre ``--beam_centre``) is
+mapped onto the model's q grid; a ``[128, 128]`` pattern without them is
+taken to be on the paper's grid. ``--experimental``: undo the colour map of
+the paper's experimental images and take zero pixels as invalid. ``--mask``:
+a PNG/npy whose non-zero pixels are valid (applies to every input). ``--checkpoint``: a model directory
 (``msftnet/models/default`` by default) or a training work directory.
 
 For each input ``STEM`` writes ``DIR/STEM_density.npy`` (float32 [64]^3,
@@ -34,7 +40,8 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-from msftnet import measured
+from experiments import inputs
+
 from msftnet import metrics as metrics_lib
 from msftnet import pretrained
 from msftnet import reconstruct as recon
@@ -54,17 +61,7 @@ _METHOD = flags.DEFINE_enum("method", recon.RefineConfig.method,
                             "Refinement: convex polytopes or free voxels.")
 _COARSE = flags.DEFINE_integer("coarse_steps", recon.RefineConfig.coarse_steps,
                                "Polytope refinement: coarse-stage steps.")
-_EXPERIMENTAL = flags.DEFINE_bool(
-    "experimental", False, "Undo the paper's experimental colour map; zero "
-    "pixels invalid.")
-_MASK = flags.DEFINE_string("mask", None, "Valid-pixel mask (PNG/npy, "
-                            "non-zero = valid) for every input.")
 _MESH = flags.DEFINE_bool("mesh", False, "Also write DIR/STEM.obj.")
-_INPUT_SCALE = flags.DEFINE_enum(
-    "input_scale", "auto", ["auto", "counts", "log"],
-    "What the input numbers are: photon counts/intensities (log-scaled "
-    "here) or a normalised log pattern; auto decides from the data and "
-    "records why in STEM.json.")
 _BATCH = flags.DEFINE_integer("batch", 8, "Patterns refined together.")
 
 
@@ -85,9 +82,7 @@ def main(argv):
   except ValueError as e:
     print(f"error: --checkpoint: {e}", file=sys.stderr)
     sys.exit(1)
-  good, bad = measured.load_many(paths, mask=_MASK.value,
-                                 experimental=_EXPERIMENTAL.value,
-                                 input_scale=_INPUT_SCALE.value)
+  good, bad = inputs.load(paths)
   report.print_errors(bad)
   voxel_nm3 = Geometry().voxel_nm ** 3
   config = recon.RefineConfig(steps=_STEPS.value, start=_START.value,
@@ -114,7 +109,7 @@ def main(argv):
           "candidates": [{"start": str(name), "loss": float(loss)}
                          for name, loss in zip(out.candidate_name[j],
                                                out.candidate_loss[j])],
-          "experimental": _EXPERIMENTAL.value,
+          "experimental": inputs.EXPERIMENTAL.value,
           "valid_fraction": float(valid.mean()),
           "loss_network": float(out.network_paper_loss[j]),
           "loss_start": float(out.paper_loss_before[j]),
@@ -138,7 +133,7 @@ def main(argv):
       done += 1
       print(f"{title} ({seconds:.1f} s); wrote {_OUT.value}/{stem}.*",
             flush=True)
-  print(f"reconstructed {done} of {len(paths)} inputs in "
+  print(f"reconstructed {done} of {len(good) + len(bad)} patterns in "
         f"{time.perf_counter() - t0:.1f} s")
   if bad:
     sys.exit(1)

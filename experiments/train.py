@@ -13,6 +13,8 @@ them in the environment as ``jax.distributed.initialize`` reads them).
 
 from __future__ import annotations
 
+import logging as pylogging
+import os
 import sys
 
 from absl import app
@@ -35,6 +37,14 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None,
                                    "Multi-host: this process's index.")
 
 
+class _QuietOrbax(pylogging.Filter):
+  """Drops orbax's INFO lines (hundreds per short run); warnings stay."""
+
+  def filter(self, record):
+    return record.levelno >= pylogging.WARNING or (
+        f"{os.sep}orbax{os.sep}" not in record.pathname)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -47,6 +57,7 @@ def main(argv):
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
   logging.set_verbosity(logging.INFO)
+  logging.get_absl_logger().addFilter(_QuietOrbax())
   logging.info("devices: %s (process %d of %d)", jax.devices(),
                jax.process_index(), jax.process_count())
   try:

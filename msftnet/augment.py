@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "network_input",
     "FILTERS",
     "FILTER_NAMES",
     "apply_filter",
@@ -176,6 +177,17 @@ _OPS: dict[str, _Op] = {
 
 #: The ten filter names, in the order :func:`random_filter` indexes them.
 FILTER_NAMES: tuple[str, ...] = tuple(_OPS)
+
+
+def network_input(pattern, valid):
+  """The pattern as the network and the refinement see it: 0 off ``valid``.
+
+  One convention for training (after a filter), inference and evaluation
+  (measured patterns, whose masked pixels hold arbitrary numbers): an
+  invalid pixel carries no information, so it is 0 whatever the detector or
+  the filter left there. Works on numpy and JAX arrays, batched or not.
+  """
+  return jnp.where(valid, pattern, jnp.zeros((), jnp.asarray(pattern).dtype))
 
 
 def _check(pattern) -> Array:

@@ -12,7 +12,8 @@ simulates the MSFT and the log pattern with a random dark offset, and
 
 Each batch is a dict of numpy arrays::
 
-    pattern  [B, M, M] float32 in [0, 1]  (network input, augmented in training)
+    pattern  [B, M, M] float32 in [0, 1]  (network input, augmented in training;
+                                           0 off ``valid``: augment.network_input)
     valid    [B, M, M] bool                (False where a filter destroyed data)
     target   [B, M, M] float32 in [0, 1]  (the clean pattern of the target)
     loss_target [B, M, M] float32          (the 64^3 target's pattern at the
@@ -161,6 +162,7 @@ def _simulate(normals, offsets, quadrics, indices, epochs, *,
     # evaluates all ten filters for every sample.
     pattern, valid = jax.lax.map(lambda a: augment.random_filter(*a),
                                  (aug_keys, target))
+    pattern = augment.network_input(pattern, valid)
   else:
     pattern, valid = target, jnp.ones(target.shape, bool)
   return pattern, valid, target, vols, loss_target

@@ -2,13 +2,25 @@
 
 ``load_measurement(path, mask=None, experimental=False)`` returns the pattern
 ``[128, 128]`` float32 in [0, 1] and the valid-pixel mask ``[128, 128]`` bool
-that :mod:`msftnet.reconstruct` and :mod:`msftnet.fitting` take.
+that :mod:`msftnet.reconstruct` and :mod:`msftnet.fitting` take;
+``load_many(paths)`` reads every frame of several inputs.
 
 * PNG: RGB/RGBA channel 1, 8- or 16-bit grayscale (``paper_io.read_pattern``).
 * ``.npy``: a 2D array.
-* HDF5 / CXI (``.h5``, ``.hdf5``, ``.cxi``): the dataset ``entry_1/data_1/data``
-  (a leading frame axis of length 1 is dropped) and, where present,
-  ``entry_1/data_1/mask`` (CXI convention: non-zero marks a *bad* pixel).
+* HDF5 / CXI (``.h5``, ``.hdf5``, ``.cxi``): frames at
+  ``entry_1/data_1/data`` or ``entry_1/instrument_1/detector_1/data`` (soft
+  links followed), ``[H, W]`` or a run ``[N, H, W]`` (``load_many`` and the
+  launchers take every frame, named ``STEM_frameK``, K from 0;
+  ``load_measurement`` takes ``frame=K``); the pixel mask ``mask`` beside the
+  data (``[H, W]`` or per frame; CXI convention: non-zero marks a *bad*
+  pixel); the detector geometry where present (``CXI_GEOMETRY``: distance,
+  pixel size, corner position, wavelength or photon energy).
+* Detector geometry: a pattern recorded on a flat detector (its distance and
+  pixel size from the CXI file or the ``detector`` argument) is mapped onto
+  the model's q grid with a solid-angle correction
+  (:mod:`msftnet.detector`); model pixels the detector does not cover
+  become invalid. Without a distance and pixel size the pattern must already
+  be on the model's grid (``[128, 128]``, the paper's) and is used as it is.
 * ``mask``: an extra file (PNG or ``.npy``) whose non-zero pixels are *valid*;
   combined with the file's own mask.
 * ``experimental=True``: the paper's experimental images (Barke et al. 2015,
@@ -35,22 +47,37 @@ pixels).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 
 import numpy as np
 
+from msftnet import augment
+from msftnet import detector as detector_lib
 from msftnet import paper_io
+from msftnet.geometry import Geometry
 
 __all__ = ["load_measurement", "load_many", "stem_of", "read_mask",
            "undo_colormap", "prepare_pattern", "DETECTOR_PX", "HDF5_SUFFIXES",
-           "INPUT_SCALES"]
+           "INPUT_SCALES", "CXI_DATA_PATHS", "CXI_GEOMETRY"]
 
 INPUT_SCALES = ("auto", "counts", "log")
 
 DETECTOR_PX = 128
 HDF5_SUFFIXES = (".h5", ".hdf5", ".cxi")
-CXI_DATA = "entry_1/data_1/data"
-CXI_MASK = "entry_1/data_1/mask"
+#: Where CXI files keep the frames, in the order tried (soft links followed).
+CXI_DATA_PATHS = ("entry_1/data_1/data", "entry_1/instrument_1/detector_1/data")
+#: (key, CXI field, factor to the key's unit): the detector geometry.
+CXI_GEOMETRY = (
+    ("distance_mm", "entry_1/instrument_1/detector_1/distance", 1e3),
+    ("pixel_um", "entry_1/instrument_1/detector_1/x_pixel_size", 1e6),
+    ("pixel_y_um", "entry_1/instrument_1/detector_1/y_pixel_size", 1e6),
+    ("corner_m", "entry_1/instrument_1/detector_1/corner_position", 1.0),
+    ("wavelength_nm", "entry_1/instrument_1/source_1/wavelength", 1e9),
+    ("energy_j", "entry_1/instrument_1/source_1/energy", 1.0),
+)
+_HC_J_NM = 1.98644586e-16            # h c in J nm: lambda = hc / E
 
 
 def undo_colormap(x) -> np.ndarray:
@@ -67,27 +94,139 @@ def undo_colormap(x) -> np.ndarray:
   return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-def _read_hdf5(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_cxi(path: str):
+  """Open a CXI/HDF5 file: ``(h5py file, dataset, bad-pixel mask or None,
+  metadata dict, dataset name)``; the caller closes the file."""
   import h5py
+  if not os.path.exists(path):
+    raise ValueError(f"{path}: no such file.")
   try:
     f = h5py.File(path, "r")
   except OSError as e:
     raise ValueError(f"{path}: not a readable HDF5/CXI file ({e}).") from None
-  with f:
-    if CXI_DATA not in f:
-      raise ValueError(f"{path}: no dataset {CXI_DATA!r}, expected a CXI file "
-                       "with the pattern there.")
-    data = np.asarray(f[CXI_DATA][()])
-    bad = np.asarray(f[CXI_MASK][()]) if CXI_MASK in f else None
-  if data.ndim == 3 and data.shape[0] == 1:
-    data = data[0]
-  if bad is not None and bad.ndim == 3 and bad.shape[0] == 1:
-    bad = bad[0]
-  if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
-    raise ValueError(f"{path}: {CXI_DATA} has dtype {data.dtype}, expected "
-                     "real numbers.")
-  valid = None if bad is None else (bad == 0)
-  return data, valid
+  try:
+    name = next((n for n in CXI_DATA_PATHS if n in f), None)
+    if name is None:
+      raise ValueError(f"{path}: no dataset {' or '.join(CXI_DATA_PATHS)}, "
+                       "expected a CXI file with the pattern there.")
+    dset = f[name]
+    if not isinstance(dset, h5py.Dataset) or dset.ndim not in (2, 3):
+      raise ValueError(f"{path}: {name} has shape "
+                       f"{getattr(dset, 'shape', None)}, expected [H, W] or "
+                       "[N, H, W] detector frames.")
+    if not np.issubdtype(dset.dtype, np.number) or dset.dtype.kind == "c":
+      raise ValueError(f"{path}: {name} has dtype {dset.dtype}, expected "
+                       "real numbers.")
+    if dset.ndim == 3 and dset.shape[0] == 0:
+      raise ValueError(f"{path}: {name} holds no frames, expected [N, H, W] "
+                       "with N >= 1.")
+    # The mask lives beside the data: in the group of the dataset as named
+    # and in the group of the dataset a soft link points to.
+    groups, target = [name.rsplit("/", 1)[0]], name
+    for _ in range(8):                           # follow a chain of links
+      link = f.get(target, getlink=True)
+      if not isinstance(link, h5py.SoftLink):
+        break
+      target = (link.path.lstrip("/") if link.path.startswith("/") else
+                f"{target.rsplit('/', 1)[0]}/{link.path}")
+      groups.append(target.rsplit("/", 1)[0])
+    mask = None
+    for g in groups:
+      if f"{g}/mask" in f:
+        mask = np.asarray(f[f"{g}/mask"][()])
+        break
+    if mask is not None and mask.shape not in (dset.shape, dset.shape[-2:]):
+      raise ValueError(f"{path}: the CXI mask has shape {mask.shape}, "
+                       f"expected {dset.shape[-2:]} or {dset.shape}.")
+    meta = {}
+    for key, field, scale in CXI_GEOMETRY:
+      if field in f:
+        meta[key] = np.asarray(f[field][()], np.float64) * scale
+    if "wavelength_nm" not in meta and "energy_j" in meta:
+      meta["wavelength_nm"] = _HC_J_NM / meta["energy_j"]
+    if "pixel_um" in meta and "pixel_y_um" in meta and not np.isclose(
+        np.ravel(meta["pixel_um"])[0], np.ravel(meta["pixel_y_um"])[0],
+        rtol=1e-3):
+      raise ValueError(f"{path}: the detector pixels are "
+                       f"{np.ravel(meta['pixel_um'])[0]:.4g} x "
+                       f"{np.ravel(meta['pixel_y_um'])[0]:.4g} um, expected "
+                       "square pixels.")
+    return f, dset, mask, meta, name
+  except BaseException:
+    f.close()
+    raise
+
+
+def _detector_for(meta: dict, given, shape, geometry, path: str):
+  """A FlatDetector from file metadata and given fields, or None.
+
+  ``given``: a complete :class:`FlatDetector`, or a dict with some of its
+  fields (they override the file's). The beam centre defaults to the
+  middle of the frame and the wavelength to the model geometry's; ``info``
+  says where every value came from.
+  """
+  if isinstance(given, detector_lib.FlatDetector):
+    fields = dataclasses.asdict(given)
+    return given, {**fields, "source": {k: "given" for k in fields}}
+  given = dict(given or {})
+  unknown = set(given) - {f.name for f in
+                          dataclasses.fields(detector_lib.FlatDetector)}
+  if unknown:
+    raise ValueError(f"detector: unknown field(s) {sorted(unknown)}, expected "
+                     "distance_mm, pixel_um, centre_px, wavelength_nm.")
+  fields, source = {}, {}
+  for key in ("distance_mm", "pixel_um", "wavelength_nm"):
+    if given.get(key) is not None:
+      fields[key], source[key] = float(given[key]), "given"
+    elif key in meta:
+      fields[key], source[key] = float(np.ravel(meta[key])[0]), "file"
+  if given.get("centre_px") is not None:
+    fields["centre_px"], source["centre_px"] = tuple(given["centre_px"]), "given"
+  elif "corner_m" in meta and "pixel_um" in fields:
+    corner = np.ravel(meta["corner_m"])
+    px_m = fields["pixel_um"] * 1e-6
+    # CXI: position of the first pixel's corner; (x, y) -> (col, row).
+    fields["centre_px"] = (-corner[1] / px_m - 0.5, -corner[0] / px_m - 0.5)
+    source["centre_px"] = "file"
+  if "distance_mm" not in fields and "pixel_um" not in fields:
+    return None, None
+  missing = [k for k in ("distance_mm", "pixel_um") if k not in fields]
+  if missing:
+    raise ValueError(f"{path}: the detector {' and '.join(missing)} is "
+                     "unknown, expected both distance and pixel size to map "
+                     "the detector onto the model's q grid.")
+  if "centre_px" not in fields:
+    fields["centre_px"] = ((shape[0] - 1) / 2, (shape[1] - 1) / 2)
+    source["centre_px"] = "assumed (frame centre)"
+  if "wavelength_nm" not in fields:
+    fields["wavelength_nm"] = float(geometry.wavelength_nm)
+    source["wavelength_nm"] = "assumed (model geometry)"
+  try:
+    det = detector_lib.FlatDetector(**fields)
+  except ValueError as e:
+    raise ValueError(f"{path}: {e}") from None
+  rel = abs(det.wavelength_nm / geometry.wavelength_nm - 1)
+  if rel > 0.01:
+    raise ValueError(f"{path}: the wavelength {det.wavelength_nm:.4g} nm "
+                     f"differs from the model geometry's "
+                     f"{geometry.wavelength_nm:.4g} nm, expected the "
+                     "wavelength the model was made for.")
+  return det, {**dataclasses.asdict(det), "source": source}
+
+
+def _resolve_scale(raw, inside_max, input_scale, image, name):
+  if input_scale not in INPUT_SCALES:
+    raise ValueError(f"{name}: input_scale must be one of "
+                     f"{', '.join(INPUT_SCALES)}, got {input_scale!r}.")
+  if input_scale != "auto":
+    return input_scale, "given"
+  if image:
+    return "log", "an image file holds a normalised log pattern"
+  if np.issubdtype(raw.dtype, np.integer):
+    return "counts", f"integer data ({raw.dtype})"
+  if inside_max > 1.0:
+    return "counts", f"values up to {inside_max:.4g} > 1"
+  return "log", "float values within [0, 1]"
 
 
 def prepare_pattern(data, valid, *, input_scale: str = "auto",
@@ -101,24 +240,11 @@ def prepare_pattern(data, valid, *, input_scale: str = "auto",
     image: the data came from an image file (auto: a log pattern).
     name: how errors name the input.
   """
-  if input_scale not in INPUT_SCALES:
-    raise ValueError(f"{name}: input_scale must be one of "
-                     f"{', '.join(INPUT_SCALES)}, got {input_scale!r}.")
   raw = np.asarray(data)
   x = raw.astype(np.float64)
   inside = x[valid]
   lo, hi = float(inside.min()), float(inside.max())
-  if input_scale == "auto":
-    if image:
-      input_scale, reason = "log", "an image file holds a normalised log pattern"
-    elif np.issubdtype(raw.dtype, np.integer):
-      input_scale, reason = "counts", f"integer data ({raw.dtype})"
-    elif hi > 1.0:
-      input_scale, reason = "counts", f"values up to {hi:.4g} > 1"
-    else:
-      input_scale, reason = "log", "float values within [0, 1]"
-  else:
-    reason = "given"
+  input_scale, reason = _resolve_scale(raw, hi, input_scale, image, name)
   if hi == lo:
     raise ValueError(f"{name}: the pattern is constant ({lo:.4g}) inside the "
                      "valid pixels, expected a scattering pattern.")
@@ -138,7 +264,8 @@ def prepare_pattern(data, valid, *, input_scale: str = "auto",
     pattern = np.clip((logs - l_lo) / (l_hi - l_lo), 0.0, 1.0)
   info = {"input_scale": input_scale, "input_scale_reason": reason,
           "input_range": [lo, hi]}
-  return np.where(valid, pattern, 0.0).astype(np.float32), info
+  return np.asarray(augment.network_input(pattern.astype(np.float32), valid),
+                    np.float32), info
 
 
 def read_mask(path) -> np.ndarray:
@@ -156,60 +283,163 @@ def read_mask(path) -> np.ndarray:
   return m != 0
 
 
+def _frame(path, raw, bad, extra_mask, *, experimental, input_scale,
+           image, det, det_info, geometry, name):
+  """One raw frame (any shape) -> ``(pattern, valid, info)``."""
+  raw = np.asarray(raw)
+  if not np.issubdtype(raw.dtype, np.number) or np.iscomplexobj(raw):
+    raise ValueError(f"{name}: the pattern has dtype {raw.dtype}, expected "
+                     "real numbers.")
+  if not np.all(np.isfinite(raw)):
+    raise ValueError(f"{name}: the pattern contains NaN or infinite values, "
+                     "expected finite numbers.")
+  m = geometry.detector_px
+  if det is None and raw.shape != (m, m):
+    raise ValueError(f"{name}: pattern has shape {raw.shape}, expected "
+                     f"({m}, {m}) detector pixels on the model's q grid, or "
+                     "the detector distance and pixel size to map it there.")
+  valid = np.ones(raw.shape, bool) if bad is None else (np.asarray(bad) == 0)
+  if experimental:
+    valid &= raw > 0
+  if extra_mask is not None:
+    if extra_mask.shape != raw.shape:
+      raise ValueError(f"mask has shape {extra_mask.shape}, expected "
+                       f"{raw.shape}.")
+    valid &= extra_mask
+  if not valid.any():
+    raise ValueError(f"{name}: the valid-pixel mask leaves no pixel, expected "
+                     "at least one valid detector pixel.")
+  info = {}
+  if det is not None:
+    hi = float(raw[valid].max())
+    scale, reason = _resolve_scale(raw, hi, input_scale, image, name)
+    if scale == "log":
+      raise ValueError(f"{name}: a normalised log pattern cannot be mapped "
+                       "from a flat detector, expected photon counts or "
+                       "intensities (input_scale counts).")
+    if float(raw[valid].min()) < 0:
+      raise ValueError(f"{name}: {np.count_nonzero(raw[valid] < 0)} valid "
+                       "pixels are negative, expected photon counts or "
+                       "intensities >= 0.")
+    raw, valid = detector_lib.to_q_grid(raw, valid, det, geometry, name=name)
+    pattern, info = prepare_pattern(raw, valid, input_scale="counts",
+                                    name=name)
+    info.update(input_scale_reason=reason, detector=det_info,
+                detector_coverage=float(valid.mean()))
+  else:
+    pattern, info = prepare_pattern(raw, valid, input_scale=input_scale,
+                                    image=image, name=name)
+  if experimental:
+    pattern = np.where(valid, undo_colormap(pattern), 0.0).astype(np.float32)
+  return pattern, valid, info
+
+
+def _extra_mask(mask):
+  if mask is None:
+    return None
+  if isinstance(mask, (str, os.PathLike)):
+    return read_mask(mask)
+  return np.asarray(mask, bool)
+
+
+def _frames(path, *, mask=None, experimental: bool = False,
+            input_scale: str = "auto", detector=None,
+            geometry: Geometry | None = None):
+  """The frames of one input: yields ``(frame, name, read)``.
+
+  ``frame`` is the index in an ``[N, H, W]`` dataset (None for a single 2D
+  pattern); ``read()`` returns ``(pattern, valid, info)`` or raises
+  ``ValueError`` naming the frame. Problems with the whole file raise before
+  the first frame. HDF5 frames are read one by one (a run of thousands of
+  frames streams); the file stays open until the generator finishes.
+  """
+  path = os.fspath(path)
+  geometry = Geometry() if geometry is None else geometry
+  extra = _extra_mask(mask)
+  kw = dict(experimental=experimental, input_scale=input_scale,
+            geometry=geometry)
+  if not path.lower().endswith(HDF5_SUFFIXES):
+    raw = paper_io.read_pattern(path)
+    det, det_info = _detector_for({}, detector, np.shape(raw), geometry, path)
+    yield None, path, lambda: _frame(
+        path, raw, None, extra, image=not path.endswith(".npy"), det=det,
+        det_info=det_info, name=path, **kw)
+    return
+  f, dset, bad, meta, dname = _read_cxi(path)
+  with f:
+    det, det_info = _detector_for(meta, detector, dset.shape[-2:], geometry,
+                                  path)
+
+    def read(k, name):
+      if k is None:
+        raw, frame_bad, extra_info = dset[()], bad, {}
+      else:
+        raw = dset[k]
+        frame_bad = bad[k] if bad is not None and bad.ndim == 3 else bad
+        extra_info = {"frame": k, "n_frames": dset.shape[0]}
+      pattern, valid, info = _frame(path, raw, frame_bad, extra, image=False,
+                                    det=det, det_info=det_info, name=name,
+                                    **kw)
+      return pattern, valid, {**info, "dataset": dname, **extra_info}
+
+    if dset.ndim == 2:
+      yield None, path, lambda: read(None, path)
+      return
+    for k in range(dset.shape[0]):
+      name = f"{path} frame {k}"
+      yield k, name, lambda k=k, name=name: read(k, name)
+
+
 def load_measurement(path, *, mask=None, experimental: bool = False,
-                     input_scale: str = "auto", return_info: bool = False):
+                     input_scale: str = "auto", detector=None,
+                     frame: int | None = None,
+                     geometry: Geometry | None = None,
+                     return_info: bool = False):
   """Read one pattern and its valid mask (see the module docstring).
 
   Args:
     path: PNG, ``.npy``, or HDF5/CXI file.
-    mask: optional mask file path or boolean array ``[128, 128]`` (True = valid).
+    mask: optional mask file path or boolean array (True = valid), the shape
+      of the file's frames.
     experimental: undo the paper's colour map and treat zero pixels as invalid.
     input_scale: ``"auto"``, ``"counts"`` or ``"log"`` (module docstring).
-    return_info: also return a dict with the scale decision.
+    detector: a :class:`msftnet.detector.FlatDetector`, or a dict of some of
+      its fields (they override the CXI file's): map a flat detector onto the
+      model's q grid. None: the file's geometry if it has one, else the
+      pattern must already be on the model's grid.
+    frame: which frame of an ``[N, H, W]`` dataset (needed when N > 1).
+    geometry: the model's geometry (default: the paper's).
+    return_info: also return a dict with the scale decision (and detector
+      mapping, frame).
 
   Returns:
-    ``(pattern [128, 128] float32 in [0, 1], valid [128, 128] bool)`` (and
+    ``(pattern [M, M] float32 in [0, 1], valid [M, M] bool)`` (and
     ``info``); pixels outside ``valid`` are set to 0.
   """
   path = os.fspath(path)
-  valid = None
-  image = False
-  if path.lower().endswith(HDF5_SUFFIXES):
-    if not os.path.exists(path):
-      raise ValueError(f"{path}: no such file.")
-    pattern, valid = _read_hdf5(path)
-  else:
-    pattern = paper_io.read_pattern(path)
-    image = not path.endswith(".npy")
-  pattern = np.asarray(pattern)
-  if pattern.shape != (DETECTOR_PX, DETECTOR_PX):
-    raise ValueError(f"{path}: pattern has shape {pattern.shape}, expected "
-                     f"({DETECTOR_PX}, {DETECTOR_PX}) detector pixels.")
-  if not np.issubdtype(pattern.dtype, np.number) or np.iscomplexobj(pattern):
-    raise ValueError(f"{path}: the pattern has dtype {pattern.dtype}, "
-                     "expected real numbers.")
-  if not np.all(np.isfinite(pattern)):
-    raise ValueError(f"{path}: the pattern contains NaN or infinite values, "
-                     "expected finite numbers.")
-  if valid is None:
-    valid = np.ones(pattern.shape, bool)
-  if experimental:
-    valid &= pattern > 0
-  if mask is not None:
-    extra = read_mask(mask) if isinstance(mask, (str, os.PathLike)) else (
-        np.asarray(mask, bool))
-    if extra.shape != pattern.shape:
-      raise ValueError(f"mask has shape {extra.shape}, expected "
-                       f"{pattern.shape}.")
-    valid &= extra
-  if not valid.any():
-    raise ValueError(f"{path}: the valid-pixel mask leaves no pixel, expected "
-                     "at least one valid detector pixel.")
-  pattern, info = prepare_pattern(pattern, valid, input_scale=input_scale,
-                                  image=image, name=path)
-  if experimental:
-    pattern = np.where(valid, undo_colormap(pattern), 0.0).astype(np.float32)
-  return (pattern, valid, info) if return_info else (pattern, valid)
+  with contextlib.closing(_frames(
+      path, mask=mask, experimental=experimental, input_scale=input_scale,
+      detector=detector, geometry=geometry)) as frames:
+    last = -1
+    for k, _, read in frames:            # the file is open while we read
+      if k is not None:
+        last = k
+      if frame is None and k is not None and k == 0:
+        n = _frame_count(path)
+        if n > 1:
+          raise ValueError(f"{path}: holds {n} frames, expected one (pass "
+                           "frame=K; the launchers reconstruct every frame).")
+      if frame is None or k == frame:
+        pattern, valid, info = read()
+        return (pattern, valid, info) if return_info else (pattern, valid)
+  raise ValueError(f"{path}: there is no frame {frame}, expected 0 to "
+                   f"{max(last, 0)}.")
+
+
+def _frame_count(path) -> int:
+  f, dset, _, _, _ = _read_cxi(path)
+  with f:
+    return dset.shape[0] if dset.ndim == 3 else 1
 
 
 def stem_of(path) -> str:
@@ -218,13 +448,16 @@ def stem_of(path) -> str:
 
 
 def load_many(paths, *, mask=None, experimental: bool = False,
-              input_scale: str = "auto"):
-  """Read several inputs; a bad one does not stop the others.
+              input_scale: str = "auto", detector=None,
+              geometry: Geometry | None = None):
+  """Read several inputs, every frame of each; a bad one does not stop the
+  others.
 
   Returns:
-    ``good``: ``[(stem, path, pattern, valid, info)]``; ``bad``: ``[(path, error
-    sentence)]``. Two inputs with the same stem are an error for the second
-    (their outputs would overwrite each other).
+    ``good``: ``[(stem, path, pattern, valid, info)]``, with stem
+    ``NAME_frameK`` for frame K of an ``[N, H, W]`` dataset; ``bad``:
+    ``[(path, error sentence)]``. Two inputs with the same stem are an error
+    for the second (their outputs would overwrite each other).
   """
   good, bad, stems = [], [], set()
   for path in paths:
@@ -233,13 +466,18 @@ def load_many(paths, *, mask=None, experimental: bool = False,
       bad.append((path, f"{path}: another input already has the name "
                   f"{stem!r}; its outputs would overwrite the first's."))
       continue
-    try:
-      pattern, valid, info = load_measurement(
-          path, mask=mask, experimental=experimental,
-          input_scale=input_scale, return_info=True)
-    except ValueError as e:
-      bad.append((path, str(e)))
-      continue
     stems.add(stem)
-    good.append((stem, path, pattern, valid, info))
+    try:
+      for k, _, read in _frames(path, mask=mask, experimental=experimental,
+                                input_scale=input_scale, detector=detector,
+                                geometry=geometry):
+        try:
+          pattern, valid, info = read()
+        except ValueError as e:
+          bad.append((path, str(e)))
+          continue
+        name = stem if k is None else f"{stem}_frame{k}"
+        good.append((name, path, pattern, valid, info))
+    except ValueError as e:                      # the whole file
+      bad.append((path, str(e)))
   return good, bad

@@ -76,6 +76,30 @@ class _Conv3x3x3(nn.Module):
         dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
 
 
+class Dropout(nn.Module):
+  """``flax.linen.Dropout`` with its mask drawn over the flattened input.
+
+  The same key gives the same mask, value for value (threefry draws depend
+  on the flat element index only; tested), but the train step compiles in
+  half the time: XLA's code for an N-dimensional threefry draw on CPU costs
+  about 0.5 s per layer, a flat one a fifth of that. Named ``Dropout`` so
+  its variables and random streams keep flax's names (``Dropout_0``).
+  """
+
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    if deterministic or self.rate == 0.0:
+      return x
+    if self.rate == 1.0:
+      return jnp.zeros_like(x)
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.make_rng("dropout"), keep,
+                                (x.size,)).reshape(x.shape)
+    return jax.lax.select(mask, x / keep, jnp.zeros_like(x))
+
+
 class _ConvBlock(nn.Module):
   """Convolution -> batch norm -> leaky ReLU -> dropout (2D or 3D)."""
 
@@ -96,7 +120,7 @@ class _ConvBlock(nn.Module):
                      use_fast_variance=False,
                      dtype=self.dtype)(x)
     x = nn.leaky_relu(x, negative_slope=0.01)
-    return nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return Dropout(self.dropout_rate)(x, deterministic=not train)
 
 
 class _ResidualBlock(nn.Module):
@@ -146,7 +170,7 @@ class ReconstructionNet(nn.Module):
                      use_fast_variance=False,
                      dtype=self.dtype)(x)
     x = nn.leaky_relu(x, negative_slope=0.01)
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = Dropout(self.dropout_rate)(x, deterministic=not train)
     x = x.reshape((x.shape[0], 1, 1, 1, x.shape[-1]))
     for k in range(6):                                            # 1 -> 64
       x = jnp.repeat(jnp.repeat(jnp.repeat(x, 2, 1), 2, 2), 2, 3)

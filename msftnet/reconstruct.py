@@ -77,6 +77,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from msftnet import augment
 from msftnet import centre
 from msftnet import losses
 from msftnet import polytope
@@ -388,7 +389,7 @@ def _as_batch(pattern, valid, m: int):
                      f"{np.flatnonzero(np.asarray(spread == 0)).tolist()} are "
                      "constant inside the valid pixels, expected a "
                      "scattering pattern.")
-  return jnp.where(valid, pattern, 0.0), valid, single
+  return augment.network_input(pattern, valid), valid, single
 
 
 def _with_fields(out: dict, b: int, names) -> dict:

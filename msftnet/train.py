@@ -75,24 +75,50 @@ def make_model(config) -> model_lib.ReconstructionNet:
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-  """Adam (the paper) or plain SGD (``config.optimizer``)."""
+  """Adam (the paper) or plain SGD (``config.optimizer``).
+
+  The learning rate lives in the optimiser state (``inject_hyperparams``),
+  not in the compiled step: runs that differ only in their learning rate
+  share one compiled train step (and the persistent compilation cache).
+  """
   kind = config.get("optimizer", "adam")
-  if kind == "adam":
-    return optax.adam(config.learning_rate)
-  if kind == "sgd":
-    return optax.sgd(config.learning_rate)
-  raise ValueError(f"config.optimizer must be adam or sgd, got {kind!r}.")
+  if kind not in ("adam", "sgd"):
+    raise ValueError(f"config.optimizer must be adam or sgd, got {kind!r}.")
+  make = optax.adam if kind == "adam" else optax.sgd
+  return optax.inject_hyperparams(make)(learning_rate=config.learning_rate)
+
+
+def _compiled_init(model, tx, rng):
+  """Parameters, batch statistics and optimiser state, compiled once at
+  XLA's lowest optimisation level.
+
+  Initialisation is a single pass of ~150 threefry draws and zero fills: run
+  eagerly it compiles op by op (70 s on 2 CPU cores), jitted at the default
+  level its compilation takes 35 s, at level 0 6 s, and it runs in
+  milliseconds either way. Same key, same values every time (and within one
+  float32 ulp of the eager draws).
+  """
+  def init(key):
+    variables = model.init({"params": key}, jnp.zeros((1, 128, 128, 1)),
+                           train=False)
+    return variables, tx.init(variables["params"])
+  return jax.jit(init).lower(rng).compile({"xla_backend_optimization_level": 0})
 
 
 def create_train_state(config, rng) -> TrainState:
-  """Fresh parameters, batch statistics and Adam state for ``config``."""
+  """Fresh parameters, batch statistics and optimiser state for ``config``."""
   model = make_model(config)
+  tx = make_optimizer(config)
   init_rng, state_rng = jax.random.split(rng)
-  variables = model.init({"params": init_rng},
-                         jnp.zeros((1, 128, 128, 1)), train=False)
-  return TrainState.create(apply_fn=model.apply, params=variables["params"],
-                           batch_stats=variables["batch_stats"],
-                           tx=make_optimizer(config), rng=state_rng)
+  if isinstance(init_rng, jax.core.Tracer):        # under eval_shape, jit
+    variables = model.init({"params": init_rng}, jnp.zeros((1, 128, 128, 1)),
+                           train=False)
+    opt_state = tx.init(variables["params"])
+  else:
+    variables, opt_state = _compiled_init(model, tx, init_rng)(init_rng)
+  return TrainState(step=0, apply_fn=model.apply, params=variables["params"],
+                    tx=tx, opt_state=opt_state,
+                    batch_stats=variables["batch_stats"], rng=state_rng)
 
 
 def _loss_terms(config, pred, batch, geometry):

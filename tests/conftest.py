@@ -61,7 +61,8 @@ def tiny_model_dir(tmp_path_factory):
 # Tests that compile a whole training step or start launcher subprocesses
 # take minutes each; scheduled first, they overlap on the two xdist workers
 # with the many short tests instead of forming a serial tail at the end.
-_SLOW_FIRST = ("test_train.py", "launcher", "evaluate", "demo",
+_SLOW_FIRST = ("test_train.py", "launcher", "msftnet_command", "evaluate",
+               "demo",
                "tiny_network", "two_devices", "fit_recovers", "gradients_are")
 
 

@@ -55,6 +55,9 @@ def test_training_is_augmented_and_validation_is_not(train_batches):
   valid = np.concatenate([b["valid"] for b in batches])
   changed = [not np.array_equal(b["pattern"], b["target"]) for b in batches]
   assert any(changed) and not valid.all()
+  # The network's input convention, as at inference: 0 off the valid pixels.
+  pattern = np.concatenate([b["pattern"] for b in batches])
+  assert np.all(pattern[~valid] == 0)
   val = list(_iter(data.procedural_dataset(CONFIG, "validation", BATCH)))
   assert len(val) == 2                               # 8 of 48 samples, 5:1
   for b in val:

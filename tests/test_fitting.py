@@ -66,7 +66,7 @@ def test_gradients_are_finite_and_reach_every_parameter():
     rho = fitting.solid_density(t, n, d, False, 32)[None]
     sim = recon.simulate_with_dark_level(rho, SMALL, jnp.asarray([-3.0]))
     return jnp.mean(losses.masked_mse(sim, pattern, valid))
-  g = jax.grad(loss)(_theta(0.2, stretch_b=0.3))
+  g = jax.jit(jax.grad(loss))(_theta(0.2, stretch_b=0.3))
   for k in ("a", "rot", "b", "dir"):
     assert np.all(np.isfinite(np.asarray(g[k]))), k
     assert float(jnp.abs(g[k]).max()) > 0, k

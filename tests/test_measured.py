@@ -155,3 +155,68 @@ def test_grey_alpha_png_reads_the_grey(tmp_path):
   Image.fromarray(np.stack([grey, alpha], -1), mode="LA").save(path)
   pat, _ = measured.load_measurement(path)
   np.testing.assert_allclose(pat, grey / 255, atol=1e-7)
+
+
+def test_cxi_run_of_frames_with_soft_links_and_per_frame_masks(tmp_path):
+  rng = np.random.default_rng(3)
+  inten = 1e4 * np.exp(-np.hypot(*np.mgrid[-64:64, -64:64]) / 8.0)
+  frames = rng.poisson(inten, (3, 128, 128)).astype(np.uint16)
+  frames[1] = 7                                   # a constant, unusable frame
+  bad = np.zeros((3, 128, 128), np.uint8)
+  bad[2, :4] = 1
+  path = tmp_path / "run.cxi"
+  with h5py.File(path, "w") as f:
+    f["entry_1/instrument_1/detector_1/data"] = frames
+    f["entry_1/instrument_1/detector_1/mask"] = bad
+    f["entry_1/data_1/data"] = h5py.SoftLink(
+        "/entry_1/instrument_1/detector_1/data")
+  good, errors = measured.load_many([path])
+  assert [g[0] for g in good] == ["run_frame0", "run_frame2"]
+  assert len(errors) == 1 and "frame 1" in errors[0][1] and \
+      "constant" in errors[0][1]
+  assert good[0][3].all() and not good[1][3][:4].any()
+  assert good[1][4]["frame"] == 2 and good[1][4]["n_frames"] == 3
+  with pytest.raises(ValueError, match="holds 3 frames"):
+    measured.load_measurement(path)
+  p2, v2 = measured.load_measurement(path, frame=2)
+  np.testing.assert_array_equal(p2, good[1][2])
+  with pytest.raises(ValueError, match="no frame 5"):
+    measured.load_measurement(path, frame=5)
+
+
+def test_cxi_detector_geometry_maps_onto_the_q_grid(tmp_path):
+  from msftnet import detector as det_lib
+  geometry_px, pixel_m, dist_m = (300, 300), 150e-6, 0.030
+  det = det_lib.FlatDetector(dist_m * 1e3, pixel_m * 1e6, (149.5, 149.5), 13.5)
+  qy, qx, omega = det_lib.detector_q(det, geometry_px)
+  counts = (1e5 * np.exp(-np.hypot(qy, qx) / 0.05) * omega).astype(np.int32)
+  path = tmp_path / "flat.cxi"
+  with h5py.File(path, "w") as f:
+    f["entry_1/data_1/data"] = counts
+    d = f.create_group("entry_1/instrument_1/detector_1")
+    d["distance"] = dist_m
+    d["x_pixel_size"] = pixel_m
+    d["y_pixel_size"] = pixel_m
+    d["corner_position"] = [-150 * pixel_m, -150 * pixel_m, dist_m]
+    f["entry_1/instrument_1/source_1/energy"] = 1.98644586e-16 / 13.5
+  pat, valid, info = measured.load_measurement(path, return_info=True)
+  assert info["detector"]["source"]["distance_mm"] == "file"
+  assert info["detector"]["centre_px"] == pytest.approx((149.5, 149.5))
+  assert info["detector"]["wavelength_nm"] == pytest.approx(13.5)
+  assert 0.2 < info["detector_coverage"] < 1 and valid.mean() == \
+      info["detector_coverage"]
+  # The solid-angle corrected, resampled pattern is the radial exponential.
+  gy, gx = measured.Geometry().q_grid
+  want = np.log(1e5 * np.exp(-np.hypot(gy, gx) / 0.05) + 1)
+  want = (want - want[valid].min()) / (want[valid].max() - want[valid].min())
+  assert np.max(np.abs(pat[valid] - want[valid])) < 0.03
+  # Flags override the file; a wavelength the model was not made for is
+  # refused; a detector frame without geometry is refused.
+  with pytest.raises(ValueError, match="wavelength 7"):
+    measured.load_measurement(path, detector={"wavelength_nm": 7.0})
+  np.save(tmp_path / "flat.npy", counts)
+  with pytest.raises(ValueError, match="distance and pixel size"):
+    measured.load_measurement(tmp_path / "flat.npy")
+  p2, v2 = measured.load_measurement(
+      tmp_path / "flat.npy", detector={"distance_mm": 30.0, "pixel_um": 150.0})
+  np.testing.assert_allclose(p2, pat, atol=1e-6)

@@ -29,20 +29,37 @@ def test_tiny_network_forward_and_modes(tiny_model_dir):
   from msftnet import pretrained
   predictor = pretrained.load_model(tiny_model_dir)
   v = predictor.variables
-  net = model.build("tiny", dropout_rate=0.5)
+  net = model.build("tiny")
   x = jnp.asarray(np.random.default_rng(0).random((2, 128, 128)), jnp.float32)
   y = predictor(x)                                  # jitted, train=False
   assert y.shape == (2, 64, 64, 64)
   assert float(y.min()) >= 0 and float(y.max()) <= 1
-  train = jax.jit(lambda v, x, k: net.apply(
-      v, x, train=True, rngs={"dropout": k}, mutable=["batch_stats"])[0])
-  a = train(v, x, jax.random.key(1))
-  b = train(v, x, jax.random.key(2))
-  assert not np.allclose(a, b)                      # dropout is active
+  # Dropout is wired into the convolution blocks in training mode (a single
+  # block: compiling the whole train-mode network costs 20 s; the training
+  # tests run it).
+  block = model._ConvBlock(3, (3, 3), dropout_rate=0.5)
+  bv = block.init(jax.random.key(0), x[..., None], train=False)
+  apply = jax.jit(lambda k: block.apply(bv, x[..., None], train=True,
+                                        rngs={"dropout": k},
+                                        mutable=["batch_stats"])[0])
+  a, b = apply(jax.random.key(1)), apply(jax.random.key(2))
+  assert not np.allclose(a, b) and np.mean(np.asarray(a) == 0) > 0.3
   with pytest.raises(ValueError, match=r"\[B, 128, 128, 1\]"):
     net.apply(v, jnp.zeros((2, 64, 64)), train=False)
   with pytest.raises(ValueError, match="unknown width preset"):
     model.build("huge")
+
+
+def test_dropout_draws_flax_masks():
+  import flax.linen as nn
+  x = jnp.asarray(np.random.default_rng(0).random((2, 5, 4, 3)), jnp.float32)
+  key = {"dropout": jax.random.key(7)}
+  ours = model.Dropout(0.3).apply({}, x, deterministic=False, rngs=key)
+  flax_ = nn.Dropout(0.3).apply({}, x, deterministic=False, rngs=key)
+  np.testing.assert_array_equal(ours, flax_)
+  assert 0 < np.mean(np.asarray(ours) == 0) < 0.6
+  np.testing.assert_array_equal(
+      model.Dropout(0.3).apply({}, x, deterministic=True), x)
 
 
 def test_shifted_conv_equals_lax_conv():

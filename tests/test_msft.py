@@ -240,9 +240,9 @@ def test_gradient_float32_is_finite_and_close_to_float64(rng):
   g = Geometry()
   rho = (rng.random((64, 64, 64)) > 0.5).astype(np.float32) * 0.5
   f = lambda r: jnp.mean(simulate_pattern(r, g))
-  g32 = np.asarray(jax.grad(f)(jnp.asarray(rho)))
+  g32 = np.asarray(jax.jit(jax.grad(f))(jnp.asarray(rho)))
   with jax.enable_x64(True):
-    g64 = np.asarray(jax.grad(f)(jnp.asarray(rho, dtype=jnp.float64)))
+    g64 = np.asarray(jax.jit(jax.grad(f))(jnp.asarray(rho, dtype=jnp.float64)))
   assert np.all(np.isfinite(g32))
   assert np.linalg.norm(g32 - g64) / np.linalg.norm(g64) < 1e-3
 

@@ -1,0 +1,58 @@
+"""The input flags that every launcher reading measured patterns shares.
+
+``--mask``, ``--experimental``, ``--input_scale`` and the flat-detector
+geometry (``--detector_distance_mm``, ``--pixel_um``, ``--beam_centre``,
+``--wavelength_nm``; they override what a CXI file states), and ``load(paths)``
+which reads every frame of every input with them (``msftnet.measured``).
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from msftnet import measured
+
+MASK = flags.DEFINE_string("mask", None, "Valid-pixel mask (PNG/npy, "
+                           "non-zero = valid) for every input.")
+EXPERIMENTAL = flags.DEFINE_bool(
+    "experimental", False, "Undo the paper's experimental colour map; zero "
+    "pixels invalid.")
+INPUT_SCALE = flags.DEFINE_enum(
+    "input_scale", "auto", list(measured.INPUT_SCALES),
+    "What the input numbers are: photon counts/intensities (log-scaled "
+    "here) or a normalised log pattern; auto decides from the data and "
+    "records why in STEM.json.")
+DISTANCE = flags.DEFINE_float(
+    "detector_distance_mm", None, "Flat detector: particle-detector "
+    "distance in mm (default: the CXI file's).")
+PIXEL = flags.DEFINE_float("pixel_um", None, "Flat detector: pixel size in "
+                           "micrometres (default: the CXI file's).")
+CENTRE = flags.DEFINE_list(
+    "beam_centre", None, "Flat detector: ROW,COL pixel of the direct beam "
+    "(default: the CXI file's corner position, else the frame centre).")
+WAVELENGTH = flags.DEFINE_float(
+    "wavelength_nm", None, "Flat detector: photon wavelength in nm (default: "
+    "the CXI file's, else the model's).")
+
+
+def detector_overrides() -> dict:
+  """The detector fields given on the command line."""
+  out = {"distance_mm": DISTANCE.value, "pixel_um": PIXEL.value,
+         "wavelength_nm": WAVELENGTH.value}
+  if CENTRE.value is not None:
+    try:
+      row, col = (float(c) for c in CENTRE.value)
+    except ValueError:
+      raise flags.ValidationError(
+          f"--beam_centre must be ROW,COL, got {','.join(CENTRE.value)}."
+      ) from None
+    out["centre_px"] = (row, col)
+  return {k: v for k, v in out.items() if v is not None}
+
+
+def load(paths):
+  """``measured.load_many`` with the flags: ``(good, bad)``."""
+  return measured.load_many(paths, mask=MASK.value,
+                            experimental=EXPERIMENTAL.value,
+                            input_scale=INPUT_SCALE.value,
+                            detector=detector_overrides())
