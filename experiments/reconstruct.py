@@ -131,8 +131,12 @@ def main(argv):
           metrics=metrics, title=title, mesh=_MESH.value):
         continue
       done += 1
-      print(f"{title} ({seconds:.1f} s); wrote {_OUT.value}/{stem}.*",
-            flush=True)
+      finished = i + j + 1
+      elapsed = time.perf_counter() - t0
+      eta = elapsed / finished * (len(good) - finished)
+      print(f"[{finished}/{len(good)}, {finished / elapsed:.2f} patterns/s, "
+            f"ETA {eta:.0f} s] {title} ({seconds:.1f} s); wrote "
+            f"{_OUT.value}/{stem}.*", flush=True)
   print(f"reconstructed {done} of {len(good) + len(bad)} patterns in "
         f"{time.perf_counter() - t0:.1f} s")
   if bad:

@@ -5,6 +5,7 @@
   msftnet train --config=cpu --workdir=DIR       (experiments.train)
   msftnet COMMAND --help                         (the command's flags)
 
+Hyphens and underscores are the same (``make-dataset``, ``make_dataset``).
 Each command is the launcher module ``experiments.COMMAND`` (installed with
 the package), run with the remaining arguments; it works from any directory.
 ``--config=NAME`` (no ``.py``, no ``/``) names a bundled training config
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
   if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
     print(usage())
     return 0 if len(argv) >= 2 else 2
-  command = argv[1]
+  command = argv[1].replace("-", "_")      # make-dataset == make_dataset
   if command not in COMMANDS:
     print(f"error: unknown command {command!r}, expected one of "
           f"{', '.join(COMMANDS)}.", file=sys.stderr)

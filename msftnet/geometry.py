@@ -86,11 +86,14 @@ class Geometry:
       raise ValueError(
           f"Geometry.absorption must be one of {ABSORPTION_CONVENTIONS}, "
           f"got {self.absorption!r}.")
-    if self.q_max_per_nm * self.voxel_nm > 2 * math.pi:
+    # The voxel grid's spectrum repeats every 2 pi / dr; the detector spans
+    # q in [-q_max, q_max], a band of width 2 q_max, which must fit into one
+    # period: q_max dr <= pi (Nyquist), else q and q - 2 pi / dr alias.
+    if self.q_max_per_nm * self.voxel_nm > math.pi:
       raise ValueError(
           f"Geometry: the detector reaches q = {self.q_max_per_nm:.3g} nm^-1, "
-          f"beyond the period 2 pi / dr = {2 * math.pi / self.voxel_nm:.3g} "
-          "nm^-1 of the voxel grid's spectrum; use more voxels, a smaller "
+          f"beyond the Nyquist limit pi / dr = {math.pi / self.voxel_nm:.3g} "
+          "nm^-1 of the voxel grid; use more voxels, a smaller "
           "q_step_per_nm or fewer detector_px.")
 
   # ----------------------------------------------------------------- scalars

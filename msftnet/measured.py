@@ -105,11 +105,16 @@ def _read_cxi(path: str):
   except OSError as e:
     raise ValueError(f"{path}: not a readable HDF5/CXI file ({e}).") from None
   try:
-    name = next((n for n in CXI_DATA_PATHS if n in f), None)
-    if name is None:
+    found = []
+    for n in CXI_DATA_PATHS:
+      try:
+        found.append((n, f[n]))
+      except (KeyError, OSError, ValueError):  # absent, or a dangling link
+        continue
+    if not found:
       raise ValueError(f"{path}: no dataset {' or '.join(CXI_DATA_PATHS)}, "
                        "expected a CXI file with the pattern there.")
-    dset = f[name]
+    name, dset = found[0]
     if not isinstance(dset, h5py.Dataset) or dset.ndim not in (2, 3):
       raise ValueError(f"{path}: {name} has shape "
                        f"{getattr(dset, 'shape', None)}, expected [H, W] or "
@@ -152,6 +157,10 @@ def _read_cxi(path: str):
                        f"{np.ravel(meta['pixel_y_um'])[0]:.4g} um, expected "
                        "square pixels.")
     return f, dset, mask, meta, name
+  except (KeyError, OSError) as e:      # unreadable content: a bad file
+    f.close()
+    raise ValueError(f"{path}: unreadable CXI content ({e}), expected "
+                     "readable detector data.") from None
   except BaseException:
     f.close()
     raise
@@ -269,17 +278,17 @@ def prepare_pattern(data, valid, *, input_scale: str = "auto",
 
 
 def read_mask(path) -> np.ndarray:
-  """A valid-pixel mask from PNG or ``.npy`` (non-zero = valid)."""
+  """A valid-pixel mask from PNG or ``.npy`` (non-zero = valid), 2D."""
   path = os.fspath(path)
   if path.endswith(".npy"):
-    m = paper_io._load_npy(path, "mask")
+    m = paper_io.read_array(path, "mask")
   else:
-    img = paper_io._open_image(path)
+    img = paper_io.read_image(path)
     m = img[..., 1] if img.ndim == 3 else img
   m = np.asarray(m)
-  if m.shape != (DETECTOR_PX, DETECTOR_PX):
-    raise ValueError(f"{path}: mask has shape {m.shape}, expected "
-                     f"({DETECTOR_PX}, {DETECTOR_PX}).")
+  if m.ndim != 2:
+    raise ValueError(f"{path}: mask has shape {m.shape}, expected a 2D "
+                     "mask the shape of the patterns.")
   return m != 0
 
 
@@ -359,7 +368,11 @@ def _frames(path, *, mask=None, experimental: bool = False,
   kw = dict(experimental=experimental, input_scale=input_scale,
             geometry=geometry)
   if not path.lower().endswith(HDF5_SUFFIXES):
-    raw = paper_io.read_pattern(path)
+    raw = (paper_io.read_array(path) if path.endswith(".npy") and detector
+           else paper_io.read_pattern(path))
+    if raw.ndim != 2:
+      raise ValueError(f"{path}: expected a 2D pattern, got shape "
+                       f"{raw.shape}.")
     det, det_info = _detector_for({}, detector, np.shape(raw), geometry, path)
     yield None, path, lambda: _frame(
         path, raw, None, extra, image=not path.endswith(".npy"), det=det,
@@ -371,10 +384,14 @@ def _frames(path, *, mask=None, experimental: bool = False,
                                   path)
 
     def read(k, name):
+      try:
+        raw = dset[()] if k is None else dset[k]
+      except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"{name}: cannot read {dname} ({e}), expected "
+                         "readable detector data.") from None
       if k is None:
-        raw, frame_bad, extra_info = dset[()], bad, {}
+        frame_bad, extra_info = bad, {}
       else:
-        raw = dset[k]
         frame_bad = bad[k] if bad is not None and bad.ndim == 3 else bad
         extra_info = {"frame": k, "n_frames": dset.shape[0]}
       pattern, valid, info = _frame(path, raw, frame_bad, extra, image=False,

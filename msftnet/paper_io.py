@@ -33,6 +33,8 @@ __all__ = [
     "read_density",
     "write_density",
     "read_pattern",
+    "read_array",
+    "read_image",
     "write_pattern",
     "downsample",
     "tile_grid",
@@ -54,20 +56,50 @@ def tile_grid(n: int) -> tuple[int, int]:
   return n // cols, cols
 
 
+_FALLBACK_UMASK: list[int] = []
+
+
+def _process_umask() -> int:
+  """The process umask, read without changing it where the OS allows.
+
+  ``os.umask`` can only be read by setting it, which races with threads
+  creating files; Linux reports it in ``/proc/self/status``. Elsewhere it is
+  read once that way and remembered.
+  """
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError):
+    pass
+  if not _FALLBACK_UMASK:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    _FALLBACK_UMASK.append(mask)
+  return _FALLBACK_UMASK[0]
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb"):
-  """Open a temporary file beside ``path``; move it over ``path`` on success."""
+  """Open a temporary file beside ``path``; move it over ``path`` on success.
+
+  The data is flushed to disk (``fsync``) before the rename, so a crash
+  leaves either the old file or the complete new one, never a torn one;
+  the file gets the usual mode (``0666`` less the umask), and the process
+  umask is never changed (other threads may be creating files).
+  """
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
                              suffix=os.path.splitext(path)[1])
-  umask = os.umask(0)
-  os.umask(umask)
-  os.chmod(tmp, 0o666 & ~umask)           # mkstemp's 0600 -> usual mode
+  os.chmod(tmp, 0o666 & ~_process_umask())   # mkstemp's 0600 -> usual mode
   try:
     with os.fdopen(fd, mode) as f:
       yield f
+      f.flush()
+      os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(OSError):
@@ -126,6 +158,17 @@ def _load_npy(path, what: str) -> np.ndarray:
     raise ValueError(f"{path}: expected a real numeric {what}, got dtype "
                      f"{arr.dtype}.")
   return arr.astype(np.float32)
+
+
+def read_image(path) -> np.ndarray:
+  """A PNG's pixels as stored (8/16-bit; palette images as RGB); errors name
+  the file."""
+  return _open_image(path)
+
+
+def read_array(path, what: str = "pattern") -> np.ndarray:
+  """A real numeric ``.npy`` array as float32 (any shape; errors name it)."""
+  return _load_npy(path, what)
 
 
 def _check_finite(arr: np.ndarray, path, what: str) -> None:
@@ -242,7 +285,7 @@ def read_pattern(path) -> np.ndarray:
   """
   path = os.fspath(path)
   if path.endswith(".npy"):
-    pat = _load_npy(path, "pattern")
+    pat = read_array(path)
   else:
     img = _open_image(path)
     if img.ndim == 3 and img.shape[-1] == 2:    # grey + alpha: the grey

@@ -256,11 +256,19 @@ def _append_metrics(path, records):
 
 
 def _truncate_metrics(path, step):
-  """Drop logged lines past ``step`` (written after the restored checkpoint)."""
+  """Drop logged lines past ``step`` (written after the restored checkpoint)
+  and a torn line a killed run may have left."""
   if not os.path.exists(path):
     return
+  keep = []
   with open(path) as f:
-    keep = [line for line in f if json.loads(line)["step"] <= step]
+    for line in f:
+      try:
+        rec = json.loads(line)
+      except json.JSONDecodeError:   # torn by a kill mid-write: drop it
+        continue
+      if rec["step"] <= step:
+        keep.append(line if line.endswith("\n") else line + "\n")
   with atomic_write(path, "w") as f:
     f.writelines(keep)
 
@@ -328,7 +336,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   eval_fn = jax.jit(lambda s, b: eval_step(s, b, config=config,
                                            geometry=geometry))
 
+  finite = jax.jit(lambda s: jnp.all(jnp.stack([
+      jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(
+          (s.params, s.batch_stats, s.opt_state))
+      if jnp.issubdtype(x.dtype, jnp.inexact)])))
+
   def save(step):
+    # Never checkpoint a broken state, whatever the logging interval.
+    if not bool(finite(state)):
+      good = mngr.latest_step()
+      raise NonFiniteLossError(
+          f"the training state became non-finite by step {step}; stopped "
+          f"without saving it. The last good checkpoint (step {good}) in "
+          f"{workdir} is intact; lower config.learning_rate or check the "
+          "data.")
     mngr.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(_state_tree(state)),
         data=ocp.args.JsonSave(train_iter.get_state())), force=True)

@@ -70,7 +70,8 @@ def dataclasses_error():
     (dict(absorption_length_nm=0.0), "absorption_length_nm must be a positive"),
     (dict(q_step_per_nm="big"), "q_step_per_nm must be a number"),
     (dict(absorption="phase"), "absorption must be one of"),
-    (dict(n_voxels=8), "beyond the period"),
+    (dict(n_voxels=8), "Nyquist"),
+    (dict(n_voxels=40), "Nyquist"),        # q_max dr = 3.8: in (pi, 2 pi)
 ])
 def test_validation(kwargs, match):
   with pytest.raises(ValueError, match=match):

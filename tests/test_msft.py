@@ -55,9 +55,11 @@ def direct_sum_msft(rho, geometry):
 
 
 def small_geometry(n, m, **kw):
-  """A small grid whose detector reaches just past the Ewald sphere."""
+  """A small grid whose detector reaches just past the Ewald sphere (a box
+  small enough for the grid's Nyquist limit: q_max dr <= pi)."""
   k = 2 * np.pi / kw.get("wavelength_nm", 13.5)
-  return Geometry(n_voxels=n, box_nm=kw.pop("box_nm", 60.0), detector_px=m,
+  return Geometry(n_voxels=n, box_nm=kw.pop("box_nm", min(60.0, 6.2 * n)),
+                  detector_px=m,
                   q_step_per_nm=1.05 * k / (m // 2), **kw)
 
 

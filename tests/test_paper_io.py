@@ -141,3 +141,20 @@ def test_writes_are_atomic(tmp_path):
       f.write(b"new but broken")
       raise RuntimeError("interrupted")
   assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_atomic_write_keeps_the_umask_and_syncs(tmp_path, monkeypatch):
+  calls = []
+  monkeypatch.setattr(os, "umask", lambda m: calls.append(m) or 0o022)
+  real_fsync = os.fsync
+  synced = []
+  monkeypatch.setattr(os, "fsync",
+                      lambda fd: synced.append(fd) or real_fsync(fd))
+  with paper_io.atomic_write(tmp_path / "a.txt", "w") as f:
+    f.write("data")
+  assert (tmp_path / "a.txt").read_text() == "data"
+  assert synced, "atomic_write must fsync before the rename"
+  if os.path.exists("/proc/self/status"):     # Linux: the umask is read only
+    assert calls == []
+  mask = paper_io._process_umask()
+  assert os.stat(tmp_path / "a.txt").st_mode & 0o777 == 0o666 & ~mask

@@ -58,6 +58,8 @@ def test_launcher_run_resume_and_non_finite_loss(tmp_path):
   resumed = tmp_path / "resumed"
   shutil.copytree(straight / "checkpoints" / "3", resumed / "checkpoints" / "3")
   shutil.copy(straight / "metrics.jsonl", resumed / "metrics.jsonl")
+  with open(resumed / "metrics.jsonl", "a") as f:
+    f.write('{"step": 7, "split": "tr')              # torn by the kill
   state = _train(resumed)
   assert int(state.step) == 6
   reference = train.restore_state(straight / "checkpoints", _config())
@@ -74,10 +76,12 @@ def test_launcher_run_resume_and_non_finite_loss(tmp_path):
     assert a["step"] == b["step"] and a["loss"] == b["loss"]
   assert sorted(os.listdir(resumed / "checkpoints")) == ["3", "6"]
 
-  # A non-finite loss stops the run; the last good checkpoint is intact.
+  # A non-finite state stops the run before it is saved, even between
+  # logged steps; the last good checkpoint is intact.
   bad_dir = tmp_path / "non_finite"
   with pytest.raises(train.NonFiniteLossError, match="last good checkpoint"):
-    _train(bad_dir, learning_rate=1e30, checkpoint_every=1, total_steps=4)
+    _train(bad_dir, learning_rate=1e30, checkpoint_every=1, total_steps=4,
+           log_every=100)
   steps = sorted(int(s) for s in os.listdir(bad_dir / "checkpoints"))
   assert steps and steps[-1] < 4
   restored = train.restore_state(bad_dir / "checkpoints", _config())
