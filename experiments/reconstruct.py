@@ -5,6 +5,7 @@ r"""Reconstruct particles from single patterns: network + MSFT refinement.
       [--coarse_steps=N] [--input_scale=auto|counts|log] [--experimental]
       [--mask=FILE] [--detector_distance_mm=D --pixel_um=P
       [--beam_centre=ROW,COL] [--wavelength_nm=L]] [--mesh] [--batch=8]
+      [--overwrite] [--process_id=I --num_processes=P]
 
 Inputs (``msftnet.measured``): PNG (RGB channel 1; 8/16-bit grayscale),
 ``.npy``, HDF5/CXI (``entry_1/data_1/data`` or
@@ -24,6 +25,10 @@ refinement, masked and in the paper's protocol), ``DIR/STEM.png`` (input with
 mask outline, depth map, three views, simulated pattern) and with ``--mesh``
 ``DIR/STEM.obj``. An input that cannot be used gets one line on stderr and
 the others are still processed; the exit status is 1 if any failed.
+A rerun skips inputs whose ``STEM.json`` exists (written last, so it marks a
+finished input; ``--overwrite`` redoes them); ``--process_id/--num_processes``
+split the inputs between processes writing into one folder (process ``I``
+takes inputs ``i % P == I``; e.g. one per GPU or SLURM task).
 ``STEM.json`` also lists the ranked candidates (start, objective) and the
 estimated offset of the pattern centre; ``--mesh`` meshes the best
 candidate. Runtimes: benchmarks/RESULTS.md and docs/results.md.
@@ -63,6 +68,14 @@ _COARSE = flags.DEFINE_integer("coarse_steps", recon.RefineConfig.coarse_steps,
                                "Polytope refinement: coarse-stage steps.")
 _MESH = flags.DEFINE_bool("mesh", False, "Also write DIR/STEM.obj.")
 _BATCH = flags.DEFINE_integer("batch", 8, "Patterns refined together.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Redo inputs whose STEM.json exists (default: a "
+    "rerun skips them, so an interrupted run resumes).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", 0, "This process's index: it takes inputs i with "
+    "i % num_processes == process_id (several processes, one --out).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1,
+                                      "Processes sharing the inputs.")
 
 
 def main(argv):
@@ -84,6 +97,16 @@ def main(argv):
     sys.exit(1)
   good, bad = inputs.load(paths)
   report.print_errors(bad)
+  try:
+    good, skipped = inputs.select_work(
+        good, _OUT.value, process_id=_PROCESS_ID.value,
+        num_processes=_NUM_PROCESSES.value, overwrite=_OVERWRITE.value)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  if skipped:
+    print(f"skipping {len(skipped)} finished inputs (their STEM.json exists; "
+          "--overwrite redoes them)", flush=True)
   voxel_nm3 = Geometry().voxel_nm ** 3
   config = recon.RefineConfig(steps=_STEPS.value, start=_START.value,
                               method=_METHOD.value,

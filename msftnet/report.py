@@ -135,13 +135,13 @@ def write_result(out_dir, stem: str, *, density, pattern, valid, simulated,
   base = os.path.join(out_dir, stem)
   paths = [base + "_density.npy", base + ".json", base + ".png"]
   save_npy(paths[0], np.asarray(density, np.float32))
-  write_json(paths[1], metrics)
   save_figure(reconstruction_figure(pattern, valid, density, simulated,
                                     title=title, truth=truth), paths[2])
   if mesh:
     paths.append(base + ".obj")
     with atomic_write(paths[3], "w") as f:
       f.write(isosurface_obj(density))
+  write_json(paths[1], metrics)       # last: its presence marks a finished input
   return paths
 
 

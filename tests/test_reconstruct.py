@@ -206,12 +206,12 @@ def test_msftnet_command_outputs_frames_and_errors(tmp_path, tiny_model_dir):
   out = tmp_path / "out"
   # The installed command (msftnet.cli), from a directory outside the
   # repository; the flat detector's geometry from flags.
-  res = subprocess.run(
-      [sys.executable, "-m", "msftnet.cli", "reconstruct", f"--out={out}",
-       f"--checkpoint={tiny_model_dir}", "--refine_steps=2",
-       "--coarse_steps=2", "--mesh", "--detector_distance_mm=30",
-       "--pixel_um=150", str(run), str(bad)],
-      cwd=tmp_path, capture_output=True, text=True, timeout=600)
+  cmd = [sys.executable, "-m", "msftnet.cli", "reconstruct", f"--out={out}",
+         f"--checkpoint={tiny_model_dir}", "--refine_steps=2",
+         "--coarse_steps=2", "--mesh", "--detector_distance_mm=30",
+         "--pixel_um=150", str(run), str(bad)]
+  res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600)
   assert res.returncode == 1
   errors = [l for l in res.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and "bad.npy" in errors[0] and "NaN" in errors[0]
@@ -234,6 +234,12 @@ def test_msftnet_command_outputs_frames_and_errors(tmp_path, tiny_model_dir):
     if dens.max() > 0.5 > dens.min():
       assert (out / f"run_frame{k}.obj").read_text().count("\nf ") > 10
   assert not list(out.glob(".tmp-*"))
+  # A rerun resumes: finished frames are skipped, not redone.
+  stamp = (out / "run_frame0.json").stat().st_mtime_ns
+  res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600)
+  assert res.returncode == 1 and "skipping 2 finished" in res.stdout
+  assert (out / "run_frame0.json").stat().st_mtime_ns == stamp
 
 
 def test_reconstruct_launcher_bad_checkpoint(tmp_path):
