@@ -33,11 +33,11 @@ that :mod:`msftnet.reconstruct` and :mod:`msftnet.fitting` take;
   is an error, never silently rescaled). ``"counts"``: photon counts or
   intensities (>= 0), turned into the model's pattern ``log(I + d)``
   min-max normalised *inside the valid pixels* (a masked hot pixel does not
-  set the scale; the refinement fits its own dark level anyway). The dark
-  level ``d`` (:func:`counts_dark_level`) is ``COUNTS_DARK`` = 10 photons,
-  where Poisson noise falls to 30%, kept inside the relative range the
-  network was trained on (``data.DARK_OFFSET_LOG10``: ``10^-5.3 ..
-  10^-1.7`` of the brightest valid pixel). ``"auto"``
+  set the scale; the refinement fits its own dark level anyway), with
+  ``d = COUNTS_DARK`` = 1 photon: every measured photon level stays
+  visible. (A dark level inside the network's trained range, 10 photons
+  clipped to ``10^-5.3 .. 10^-1.7`` of the peak, lowered the aligned IoU of
+  all four solids of ``benchmarks/cxi_roundtrip``: benchmarks/RESULTS.md.) ``"auto"``
   (default): PNG images are log patterns; ``.npy``/HDF5 data are counts when
   their dtype is an integer or their maximum exceeds 1, else log patterns.
   The decision and its reason come back with ``return_info=True`` and land
@@ -64,8 +64,7 @@ from msftnet.geometry import Geometry
 
 __all__ = ["load_measurement", "load_many", "stem_of", "read_mask",
            "undo_colormap", "prepare_pattern", "DETECTOR_PX", "HDF5_SUFFIXES",
-           "INPUT_SCALES", "CXI_DATA_PATHS", "CXI_GEOMETRY", "COUNTS_DARK",
-           "counts_dark_level"]
+           "INPUT_SCALES", "CXI_DATA_PATHS", "CXI_GEOMETRY", "COUNTS_DARK"]
 
 INPUT_SCALES = ("auto", "counts", "log")
 
@@ -228,16 +227,8 @@ def _detector_for(meta: dict, given, shape, geometry, path: str):
   return det, {**dataclasses.asdict(det), "source": source}
 
 
-#: Photons added before the log of counts (Poisson noise 1/sqrt(10) = 30%).
-COUNTS_DARK = 10.0
-
-
-def counts_dark_level(peak: float) -> float:
-  """The dark level ``d`` of ``log(I + d)`` for counts peaking at ``peak``:
-  ``COUNTS_DARK`` clipped to the training range of relative dark offsets."""
-  from msftnet.data import DARK_OFFSET_LOG10
-  lo, hi = (peak * 10.0**e for e in DARK_OFFSET_LOG10)
-  return float(np.clip(COUNTS_DARK, lo, hi)) if peak > 0 else COUNTS_DARK
+#: Photons added before the log of counts (benchmarks/RESULTS.md, CXI).
+COUNTS_DARK = 1.0
 
 
 def _resolve_scale(raw, inside_max, input_scale, image, name):
@@ -285,7 +276,7 @@ def prepare_pattern(data, valid, *, input_scale: str = "auto",
       raise ValueError(f"{name}: {np.count_nonzero(inside < 0)} valid pixels "
                        f"are negative (down to {lo:.4g}), expected photon "
                        "counts or intensities >= 0.")
-    dark = counts_dark_level(hi)
+    dark = COUNTS_DARK
     logs = np.log(np.maximum(x, 0.0) + dark)
     l_lo, l_hi = float(logs[valid].min()), float(logs[valid].max())
     pattern = np.clip((logs - l_lo) / (l_hi - l_lo), 0.0, 1.0)
