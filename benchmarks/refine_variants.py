@@ -22,7 +22,6 @@ import time
 
 from absl import app
 from absl import flags
-import jax
 import numpy as np
 
 from benchmarks.jsonlines import Report
@@ -68,15 +67,6 @@ def parse_variant(text: str) -> tuple[str, recon.RefineConfig]:
   return name.strip(), dataclasses.replace(recon.RefineConfig(), **changes)
 
 
-def _input(pattern, nr, condition):
-  if condition == "clean":
-    return pattern, np.ones(pattern.shape, bool)
-  p, v = augment.apply_filter("simulated_experiment",
-                              jax.random.fold_in(jax.random.key(1234), nr),
-                              pattern)
-  return np.asarray(p), np.asarray(v)
-
-
 def main(argv):
   del argv
   report = Report()
@@ -88,7 +78,8 @@ def main(argv):
     for condition in _CONDITIONS.value:
       ious, t0 = [], time.perf_counter()
       for r in recs:
-        pat, val = _input(r["pattern"], int(r["index"]), condition)
+        pat, val = augment.evaluation_input(r["pattern"], int(r["index"]),
+                                            condition)
         out = recon.reconstruct(pat, val, model=model, config=config)
         ious.append(metrics.aligned_iou(out.density, r["density"]))
       report.add({"benchmark": "refine_variants", "variant": name,

@@ -158,15 +158,6 @@ def _testset_source():
   return data_lib.PaperSource(root)
 
 
-def _condition(pattern, nr, condition):
-  if condition == "clean":
-    return pattern, np.ones(pattern.shape, bool)
-  p, v = augment.apply_filter("simulated_experiment",
-                              jax.random.fold_in(jax.random.key(1234), nr),
-                              pattern)
-  return np.asarray(p), np.asarray(v)
-
-
 def study_testset(model):
   src = _testset_source()
   n = len(src)
@@ -177,7 +168,8 @@ def study_testset(model):
     for start in range(done, n, _BATCH.value):
       idx = range(start, min(n, start + _BATCH.value))
       recs = [src[i] for i in idx]
-      pv = [_condition(r["pattern"], int(r["index"]), condition) for r in recs]
+      pv = [augment.evaluation_input(r["pattern"], int(r["index"]),
+                                     condition) for r in recs]
       pats = np.stack([p for p, _ in pv])
       vals = np.stack([v for _, v in pv])
       truth = np.stack([r["density"] for r in recs])

@@ -39,9 +39,11 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "network_input",
+    "evaluation_input",
     "FILTERS",
     "FILTER_NAMES",
     "apply_filter",
@@ -188,6 +190,29 @@ def network_input(pattern, valid):
   the filter left there. Works on numpy and JAX arrays, batched or not.
   """
   return jnp.where(valid, pattern, jnp.zeros((), jnp.asarray(pattern).dtype))
+
+
+#: Key of the evaluations' simulated-experiment inputs (folded with the
+#: sample's index): every evaluation sees the same degraded patterns.
+EVALUATION_KEY = 1234
+
+
+def evaluation_input(pattern, index: int, condition: str):
+  """The evaluations' input for a test sample: ``(pattern, valid)``.
+
+  ``condition``: ``"clean"`` (all pixels valid) or ``"simulated_experiment"``
+  (the filter with the key ``fold_in(key(EVALUATION_KEY), index)``).
+  """
+  pattern = np.asarray(pattern)
+  if condition == "clean":
+    return pattern, np.ones(pattern.shape, bool)
+  if condition != "simulated_experiment":
+    raise ValueError(f"condition must be clean or simulated_experiment, got "
+                     f"{condition!r}.")
+  p, v = apply_filter("simulated_experiment",
+                      jax.random.fold_in(jax.random.key(EVALUATION_KEY),
+                                         index), pattern)
+  return np.asarray(p), np.asarray(v)
 
 
 def _check(pattern) -> Array:

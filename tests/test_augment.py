@@ -238,3 +238,15 @@ def test_show_augmentations_launcher(tmp_path):
                         f"--out={out}", f"--pattern={tmp_path / 'no.png'}"],
                        cwd=root, capture_output=True, text=True, timeout=300)
   assert res.returncode == 1 and "no such file" in res.stderr
+
+
+def test_evaluation_input_is_keyed_by_the_sample_index():
+  x = np.random.default_rng(5).random((32, 32)).astype(np.float32)
+  p, v = augment.evaluation_input(x, 7, "clean")
+  assert np.array_equal(p, x) and v.all()
+  a = augment.evaluation_input(x, 7, "simulated_experiment")
+  b = augment.evaluation_input(x, 7, "simulated_experiment")
+  c = augment.evaluation_input(x, 8, "simulated_experiment")
+  assert np.array_equal(a[0], b[0]) and not np.array_equal(a[0], c[0])
+  with pytest.raises(ValueError, match="condition"):
+    augment.evaluation_input(x, 7, "noisy")
