@@ -365,10 +365,10 @@ def _extra_mask(mask):
 def _frames(path, *, mask=None, experimental: bool = False,
             input_scale: str = "auto", detector=None,
             geometry: Geometry | None = None):
-  """The frames of one input: yields ``(frame, name, read)``.
+  """The frames of one input: yields ``(frame, n_frames, read)``.
 
   ``frame`` is the index in an ``[N, H, W]`` dataset (None for a single 2D
-  pattern); ``read()`` returns ``(pattern, valid, info)`` or raises
+  pattern, with ``n_frames`` 1); ``read()`` returns ``(pattern, valid, info)`` or raises
   ``ValueError`` naming the frame. Problems with the whole file raise before
   the first frame. HDF5 frames are read one by one (a run of thousands of
   frames streams); the file stays open until the generator finishes.
@@ -385,7 +385,7 @@ def _frames(path, *, mask=None, experimental: bool = False,
       raise ValueError(f"{path}: expected a 2D pattern, got shape "
                        f"{raw.shape}.")
     det, det_info = _detector_for({}, detector, np.shape(raw), geometry, path)
-    yield None, path, lambda: _frame(
+    yield None, 1, lambda: _frame(
         path, raw, None, extra, image=not path.endswith(".npy"), det=det,
         det_info=det_info, name=path, **kw)
     return
@@ -411,11 +411,10 @@ def _frames(path, *, mask=None, experimental: bool = False,
       return pattern, valid, {**info, "dataset": dname, **extra_info}
 
     if dset.ndim == 2:
-      yield None, path, lambda: read(None, path)
+      yield None, 1, lambda: read(None, path)
       return
     for k in range(dset.shape[0]):
-      name = f"{path} frame {k}"
-      yield k, name, lambda k=k, name=name: read(k, name)
+      yield k, dset.shape[0], lambda k=k: read(k, f"{path} frame {k}")
 
 
 def load_measurement(path, *, mask=None, experimental: bool = False,
@@ -448,26 +447,16 @@ def load_measurement(path, *, mask=None, experimental: bool = False,
   with contextlib.closing(_frames(
       path, mask=mask, experimental=experimental, input_scale=input_scale,
       detector=detector, geometry=geometry)) as frames:
-    last = -1
-    for k, _, read in frames:            # the file is open while we read
-      if k is not None:
-        last = k
-      if frame is None and k is not None and k == 0:
-        n = _frame_count(path)
-        if n > 1:
-          raise ValueError(f"{path}: holds {n} frames, expected one (pass "
-                           "frame=K; the launchers reconstruct every frame).")
+    n = 1
+    for k, n, read in frames:            # the file is open while we read
+      if frame is None and n > 1:
+        raise ValueError(f"{path}: holds {n} frames, expected one (pass "
+                         "frame=K; the launchers reconstruct every frame).")
       if frame is None or k == frame:
         pattern, valid, info = read()
         return (pattern, valid, info) if return_info else (pattern, valid)
   raise ValueError(f"{path}: there is no frame {frame}, expected 0 to "
-                   f"{max(last, 0)}.")
-
-
-def _frame_count(path) -> int:
-  f, dset, _, _, _ = _read_cxi(path)
-  with f:
-    return dset.shape[0] if dset.ndim == 3 else 1
+                   f"{max(n - 1, 0)}.")
 
 
 def stem_of(path) -> str:
