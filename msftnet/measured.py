@@ -231,6 +231,15 @@ def _detector_for(meta: dict, given, shape, geometry, path: str):
 COUNTS_DARK = 1.0
 
 
+def _check_counts(inside, name) -> None:
+  """Counts or intensities (the valid pixels' values) must be >= 0."""
+  lo = float(np.min(inside))
+  if lo < 0:
+    raise ValueError(f"{name}: {np.count_nonzero(inside < 0)} valid pixels "
+                     f"are negative (down to {lo:.4g}), expected photon "
+                     "counts or intensities >= 0.")
+
+
 def _resolve_scale(raw, inside_max, input_scale, image, name):
   if input_scale not in INPUT_SCALES:
     raise ValueError(f"{name}: input_scale must be one of "
@@ -272,10 +281,7 @@ def prepare_pattern(data, valid, *, input_scale: str = "auto",
                        "counts for photon counts or intensities).")
     pattern = x
   else:
-    if lo < 0:
-      raise ValueError(f"{name}: {np.count_nonzero(inside < 0)} valid pixels "
-                       f"are negative (down to {lo:.4g}), expected photon "
-                       "counts or intensities >= 0.")
+    _check_counts(inside, name)
     dark = COUNTS_DARK
     logs = np.log(np.maximum(x, 0.0) + dark)
     l_lo, l_hi = float(logs[valid].min()), float(logs[valid].max())
@@ -337,10 +343,7 @@ def _frame(path, raw, bad, extra_mask, *, experimental, input_scale,
       raise ValueError(f"{name}: a normalised log pattern cannot be mapped "
                        "from a flat detector, expected photon counts or "
                        "intensities (input_scale counts).")
-    if float(raw[valid].min()) < 0:
-      raise ValueError(f"{name}: {np.count_nonzero(raw[valid] < 0)} valid "
-                       "pixels are negative, expected photon counts or "
-                       "intensities >= 0.")
+    _check_counts(raw[valid], name)
     raw, valid = detector_lib.to_q_grid(raw, valid, det, geometry, name=name)
     pattern, info = prepare_pattern(raw, valid, input_scale="counts",
                                     name=name)
