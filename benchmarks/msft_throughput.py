@@ -6,6 +6,9 @@ r"""MSFT throughput: msftnet.msft against two baselines in the same run.
 Prints one JSON line per (implementation, N, batch, mode):
 
 * ``msftnet``: ``msftnet.intensity`` (folded matrix DFT), jit-compiled;
+* ``msftnet_vmap``: ``jax.vmap`` of it (its batching rule), and
+  ``msftnet_vmap_default_rule``: ``jax.vmap`` of the same computation with
+  JAX's default batching (not in the default ``--impls``);
 * ``jnp_einsum``: a naive complex matrix DFT with ``jnp.einsum`` (same model,
   no symmetry folding), jit-compiled;
 * ``numpy_fft``: plain numpy, one zero-padded 2D FFT per slice as in the
@@ -22,6 +25,7 @@ JAX, and tracemalloc's peak for numpy. Runtime: ~5 min with the defaults on
 
 from __future__ import annotations
 
+import importlib
 import time
 import tracemalloc
 
@@ -34,6 +38,9 @@ import numpy as np
 from benchmarks.jsonlines import Report
 from msftnet import Geometry
 from msftnet import intensity
+
+# The module (the package's attribute ``msft`` is the function).
+msft_module = importlib.import_module("msftnet.msft")
 
 _SIZES = flags.DEFINE_list("sizes", ["64", "192"], "Grid sizes N.")
 _BATCHES = flags.DEFINE_list("batches", ["1", "8", "32"], "Batch sizes.")
@@ -87,6 +94,25 @@ def numpy_fft_intensity(rho: np.ndarray, g: Geometry) -> np.ndarray:
   return np.stack(out).reshape(rho.shape[:-3] + (m, m))
 
 
+def _vmapped(d, g):
+  """``jax.vmap`` of :func:`msftnet.intensity` (its batching rule)."""
+  return jax.vmap(lambda v: intensity(v, g))(d)
+
+
+def _vmapped_without_rule(d, g):
+  """``jax.vmap`` of the same computation with XLA's default batching (what
+  ``jax.vmap(msftnet.intensity)`` did before its batching rule)."""
+  def one(v):
+    field = msft_module._field_of_absorbed(msft_module.absorb(v, g), g)
+    return jnp.real(field) ** 2 + jnp.imag(field) ** 2
+  return jax.vmap(one)(d)
+
+
+_JAX_IMPLS = {"msftnet": intensity, "msftnet_vmap": _vmapped,
+              "msftnet_vmap_default_rule": _vmapped_without_rule,
+              "jnp_einsum": naive_einsum_intensity}
+
+
 def _time(fn, min_seconds):
   fn()                                          # compile / warm up
   times, total = [], 0.0
@@ -138,7 +164,7 @@ def main(argv):
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
           else:
-            fn = intensity if impl == "msftnet" else naive_einsum_intensity
+            fn = _JAX_IMPLS[impl]
             run, peak = _jax_case(fn, g, rho, mode)
           sec, reps = _time(run, _MIN_SECONDS.value)
           rec = {"impl": impl, "n_voxels": n, "detector_px": g.detector_px,
