@@ -16,8 +16,6 @@ and mean aligned IoU against the true 64^3 object, seconds per pattern.
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import time
 
 from absl import app
@@ -41,30 +39,10 @@ _VARIANTS = flags.DEFINE_string("variants", "default",
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
 
 
-def _split_top_level(text: str) -> list[str]:
-  """Split at commas outside parentheses (tuple values keep theirs)."""
-  parts, depth, cur = [], 0, ""
-  for ch in text:
-    if ch in "([":
-      depth += 1
-    elif ch in ")]":
-      depth -= 1
-    if ch == "," and depth == 0:
-      parts.append(cur)
-      cur = ""
-    else:
-      cur += ch
-  return [p for p in parts + [cur] if p.strip()]
-
-
 def parse_variant(text: str) -> tuple[str, recon.RefineConfig]:
   """``NAME[:FIELD=VALUE,...]`` -> ``(NAME, RefineConfig)``."""
   name, _, fields = text.partition(":")
-  changes = {}
-  for item in _split_top_level(fields):
-    key, _, value = item.partition("=")
-    changes[key.strip()] = ast.literal_eval(value.strip())
-  return name.strip(), dataclasses.replace(recon.RefineConfig(), **changes)
+  return name.strip(), recon.parse_refine_config(fields)
 
 
 def main(argv):

@@ -85,6 +85,9 @@ _COARSE = flags.DEFINE_integer("coarse_steps",
                                "Polytope refinement: coarse-stage steps.")
 _METHOD = flags.DEFINE_enum("method", recon.RefineConfig.method,
                             ["polytope", "voxels"], "Refinement method.")
+_REFINE = flags.DEFINE_string(
+    "refine", "", "Further refinement settings, FIELD=VALUE,... of "
+    "msftnet.reconstruct.RefineConfig (e.g. keep=3,planes=48).")
 
 CROP_RADII = (16, 24, 32, 48, 64)
 PAPER_BARKE5 = {"forward fit (icosahedron)": 7.10e-3, "network": 4.63e-3,
@@ -108,9 +111,11 @@ def _append_jsonl(path, rows) -> None:
     os.fsync(f.fileno())
 
 
-def _progress(label, done, total, t0):
+def _progress(label, done, total, t0, done_before=0):
+  """One progress line; ``done_before`` items were finished by an earlier
+  run (kept out of the rate)."""
   el = time.perf_counter() - t0
-  rate = done / max(el, 1e-9)
+  rate = (done - done_before) / max(el, 1e-9)
   eta = (total - done) / max(rate, 1e-9)
   print(f"  {label}: {done}/{total}  {rate:.2f}/s  ETA {eta:.0f} s",
         flush=True)
@@ -128,8 +133,8 @@ def _shape_metrics(pred, truth) -> list[dict]:
 
 
 def _config():
-  return recon.RefineConfig(method=_METHOD.value, steps=_STEPS.value,
-                            coarse_steps=_COARSE.value)
+  return recon.parse_refine_config(_REFINE.value, recon.RefineConfig(
+      method=_METHOD.value, steps=_STEPS.value, coarse_steps=_COARSE.value))
 
 
 def _reconstruct_both(model, pats, vals):
@@ -202,7 +207,7 @@ def study_testset(model):
                                f"testset_{condition}_{i}_vols.npy"),
                   np.stack([truth[j], net.density[j], ref.density[j]]))
       _append_jsonl(path, rows)
-      _progress(f"testset/{condition}", idx[-1] + 1, n, t0)
+      _progress(f"testset/{condition}", idx[-1] + 1, n, t0, done)
   _testset_figure()
 
 

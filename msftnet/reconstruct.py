@@ -68,6 +68,7 @@ pixels, zero difference outside the valid region).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 from typing import NamedTuple
@@ -163,6 +164,43 @@ class RefineConfig:
                        f"got {self.start!r}.")
     if self.steps < 0:
       raise ValueError(f"RefineConfig.steps must be >= 0, got {self.steps}.")
+
+
+def _split_top_level(text: str) -> list[str]:
+  """Split at commas outside parentheses and brackets."""
+  parts, depth, cur = [], 0, ""
+  for ch in text:
+    depth += (ch in "([") - (ch in ")]")
+    if ch == "," and depth == 0:
+      parts.append(cur)
+      cur = ""
+    else:
+      cur += ch
+  return [p for p in parts + [cur] if p.strip()]
+
+
+def parse_refine_config(text: str, base: RefineConfig = RefineConfig()
+                        ) -> RefineConfig:
+  """``"FIELD=VALUE,..."`` (Python literals) -> ``base`` with those fields.
+
+  The form of the launchers' ``--refine`` flags, e.g. ``"keep=3,planes=48"``
+  or ``"radius_bands=((0.04, 0.1), (0.1, 0.45))"``; an empty string gives
+  ``base``.
+  """
+  changes = {}
+  fields = {f.name for f in dataclasses.fields(RefineConfig)}
+  for item in _split_top_level(text):
+    key, eq, value = item.partition("=")
+    key = key.strip()
+    if not eq or key not in fields:
+      raise ValueError(f"Refinement setting {item.strip()!r}: expected "
+                       f"FIELD=VALUE with FIELD one of {sorted(fields)}.")
+    try:
+      changes[key] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+      raise ValueError(f"Refinement setting {item.strip()!r}: the value is "
+                       "not a Python literal (number, string, tuple).") from None
+  return dataclasses.replace(base, **changes)
 
 
 class Reconstruction(NamedTuple):

@@ -153,6 +153,23 @@ def test_reconstruct_rejects_bad_input(tiny_model_dir, pattern, valid, expect):
     recon.reconstruct(pattern, valid, model=tiny_model_dir, refine_steps=1)
 
 
+def test_refine_settings_from_text():
+  c = recon.parse_refine_config(
+      "keep=3, planes=24,radius_bands=((0.04, 0.1), (0.1, 0.45))")
+  assert (c.keep, c.planes, c.radius_bands) == (3, 24, ((0.04, 0.1),
+                                                       (0.1, 0.45)))
+  assert c.steps == recon.RefineConfig().steps
+  assert recon.parse_refine_config("") == recon.RefineConfig()
+  base = recon.RefineConfig(method="voxels")
+  assert recon.parse_refine_config("steps=5", base).method == "voxels"
+  for bad, expect in (("kep=3", "expected FIELD=VALUE"),
+                      ("keep", "expected FIELD=VALUE"),
+                      ("keep=three", "not a Python literal"),
+                      ("planes=2", "planes must be >= 4")):
+    with pytest.raises(ValueError, match=expect):
+      recon.parse_refine_config(bad)
+
+
 def test_model_directory_round_trip_and_errors(tiny_model_dir, tmp_path):
   m = pretrained.load_model(tiny_model_dir)
   pretrained.save_model(tmp_path / "copy", m.variables, m.info, "# card\n")
