@@ -23,6 +23,43 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 import pytest  # noqa: E402
 
 
+# The tests that take far longer than the rest on 2 cores (compiles of the
+# train step and the reconstruction launchers), longest first; see
+# `pytest --durations=25`. They are started first, one pair per worker, and
+# the short tests fill in behind them (--dist worksteal in pyproject.toml:
+# each worker starts from the front of its half of the collection and an
+# idle worker steals from the back of the other's). Started last, the
+# longest of them set the length of the run.
+_LONG_TESTS = (
+    "test_launcher_run_resume_and_non_finite_loss",
+    "test_two_devices_give_the_same_losses_as_one",
+    "test_evaluate_experiment_study",
+    "test_msftnet_command_outputs_frames_and_errors",
+    "test_reconstruct_batch_and_single_agree",
+    "test_fit_launcher",
+    "test_demo_end_to_end_with_a_tiny_model",
+    "test_show_augmentations_launcher",
+    "test_gradients_are_finite_and_reach_every_parameter",
+    "test_random_filter_choice_is_uniform_and_deterministic",
+    "test_make_dataset_round_trip_and_resume",
+    "test_fit_recovers_size_and_prefers_the_true_class",
+    "test_tiny_network_forward_and_modes",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+  """Put the long tests at the front of both halves of the collection."""
+  rank = {name: i for i, name in enumerate(_LONG_TESTS)}
+  long = sorted((it for it in items if it.originalname in rank),
+                key=lambda it: rank[it.originalname])
+  rest = [it for it in items if it.originalname not in rank]
+  # Snake order over the two halves: 0, 3, 4, 7, ... | 1, 2, 5, 6, ...
+  first = [t for i, t in enumerate(long) if i % 4 in (0, 3)]
+  second = [t for i, t in enumerate(long) if i % 4 in (1, 2)]
+  cut = max(len(items) // 2 - len(first), 0)
+  items[:] = first + rest[:cut] + second + rest[cut:]
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
   """An untrained width-2 network saved as a model directory.
@@ -56,17 +93,3 @@ def tiny_model_dir(tmp_path_factory):
   path = tmp_path_factory.mktemp("models") / "tiny"
   pretrained.save_model(path, variables, {"width": 2}, "# tiny test model\n")
   return str(path)
-
-
-# Tests that compile a whole training step or start launcher subprocesses
-# take minutes each; scheduled first, they overlap on the two xdist workers
-# with the many short tests instead of forming a serial tail at the end.
-_SLOW_FIRST = ("test_train.py", "launcher", "msftnet_command", "evaluate",
-               "demo",
-               "tiny_network", "two_devices", "fit_recovers", "gradients_are")
-
-
-def pytest_collection_modifyitems(config, items):
-  del config
-  items.sort(key=lambda item: 0 if any(s in item.nodeid for s in _SLOW_FIRST)
-             else 1)
