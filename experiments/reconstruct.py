@@ -2,7 +2,8 @@ r"""Reconstruct particles from single patterns: network + MSFT refinement.
 
   python -m experiments.reconstruct --out=DIR PATTERN [PATTERN ...]
       [--checkpoint=DIR] [--method=polytope|voxels] [--refine_steps=N]
-      [--coarse_steps=N] [--input_scale=auto|counts|log] [--experimental]
+      [--coarse_steps=N] [--refine=FIELD=VALUE,...]
+      [--input_scale=auto|counts|log] [--experimental]
       [--mask=FILE] [--detector_distance_mm=D --pixel_um=P
       [--beam_centre=ROW,COL] [--wavelength_nm=L]] [--mesh] [--batch=8]
       [--overwrite] [--process_id=I --num_processes=P]
@@ -36,6 +37,7 @@ candidate. Runtimes: benchmarks/RESULTS.md and docs/results.md.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -66,6 +68,9 @@ _METHOD = flags.DEFINE_enum("method", recon.RefineConfig.method,
                             "Refinement: convex polytopes or free voxels.")
 _COARSE = flags.DEFINE_integer("coarse_steps", recon.RefineConfig.coarse_steps,
                                "Polytope refinement: coarse-stage steps.")
+_REFINE = flags.DEFINE_string(
+    "refine", "", "Further refinement settings, FIELD=VALUE,... of "
+    "msftnet.reconstruct.RefineConfig (e.g. planes=32,keep=3).")
 _MESH = flags.DEFINE_bool("mesh", False, "Also write DIR/STEM.obj.")
 _BATCH = flags.DEFINE_integer("batch", 8, "Patterns refined together.")
 _OVERWRITE = flags.DEFINE_bool(
@@ -108,9 +113,13 @@ def main(argv):
     print(f"skipping {len(skipped)} finished inputs (their STEM.json exists; "
           "--overwrite redoes them)", flush=True)
   voxel_nm3 = Geometry().voxel_nm ** 3
-  config = recon.RefineConfig(steps=_STEPS.value, start=_START.value,
-                              method=_METHOD.value,
-                              coarse_steps=_COARSE.value)
+  try:
+    config = recon.parse_refine_config(_REFINE.value, recon.RefineConfig(
+        steps=_STEPS.value, start=_START.value, method=_METHOD.value,
+        coarse_steps=_COARSE.value))
+  except ValueError as e:
+    print(f"error: --refine: {e}", file=sys.stderr)
+    sys.exit(1)
   t0 = time.perf_counter()
   done = 0
   for i in range(0, len(good), _BATCH.value):
@@ -127,6 +136,7 @@ def main(argv):
           **scale_info,
           "model": model.path, "method": config.method,
           "refine_steps": _STEPS.value,
+          "refine_config": dataclasses.asdict(config),
           "start": str(out.start_name[j]),
           "centre_shift_px": [int(x) for x in out.centre_shift[j]],
           "candidates": [{"start": str(name), "loss": float(loss)}

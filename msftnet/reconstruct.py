@@ -145,7 +145,7 @@ class RefineConfig:
   sphere_radii: tuple[float, ...] = (0.1, 0.17, 0.24, 0.31)
   shrinkwrap_every: int = 20
   shrinkwrap_threshold: float = 0.3
-  planes: int = 32
+  planes: int = 48
   coarse_steps: int = 150
   keep: int = 2
   radius_bands: tuple[tuple[float, float], ...] = ((0.04, 0.11), (0.11, 0.22),
