@@ -7,8 +7,9 @@ Configs: ``experiments/configs/{paper,cpu,test}.py`` (each docstring gives its
 command, runtime and expected result). Re-running the same command resumes
 from the latest checkpoint in ``DIR/checkpoints``; metrics go to
 ``DIR/metrics.jsonl``. Multi-host (GPU cluster): pass
-``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` (or set
-them in the environment as ``jax.distributed.initialize`` reads them).
+``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``, or
+``--distributed`` where ``jax.distributed.initialize`` finds them in the
+environment (SLURM, Open MPI); ``DIR`` on a filesystem every process sees.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
                                       "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None,
                                    "Multi-host: this process's index.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Multi-host from the environment: "
+    "jax.distributed.initialize() reads the cluster (SLURM, Open MPI).")
 
 
 class _QuietOrbax(pylogging.Filter):
@@ -50,7 +54,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   if _CONFIG.value is None:
     raise app.UsageError("--config=experiments/configs/NAME.py is required.")
-  if _COORDINATOR.value or _NUM_PROCESSES.value:
+  if _COORDINATOR.value or _NUM_PROCESSES.value or _DISTRIBUTED.value:
     # CPU processes exchange gradients over gloo (GPUs use NCCL regardless).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,

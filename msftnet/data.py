@@ -197,12 +197,21 @@ def simulate_batch(config: DataConfig, params: list[solids.SolidParams],
 
 def index_dataset(config: DataConfig, split: str, *,
                   shuffle: bool | None = None, shard_index: int | None = None,
-                  shard_count: int | None = None) -> grain.MapDataset:
+                  shard_count: int | None = None,
+                  global_batch_size: int | None = None) -> grain.MapDataset:
   """The ``(index, epoch)`` stream behind :func:`procedural_dataset`.
 
-  Training: this process's shard of the first ``5n/6`` indices, a new
-  permutation every epoch (shuffle, then repeat), endless. Validation: the
-  rest, in order, once.
+  Training: the first ``5n/6`` indices, a new permutation every epoch
+  (shuffle, then repeat), endless. Validation: the rest, in order, once.
+
+  With ``shard_count > 1`` (several processes) the stream is the same for
+  every process count: it is cut into global batches of
+  ``global_batch_size`` items, and shard ``k`` holds, from each global batch,
+  the ``k``-th of its ``shard_count`` consecutive slices. Batched by
+  ``global_batch_size // shard_count``, the shards' batches together are
+  exactly the one-process batches (a trailing partial global batch is
+  dropped), so ``P`` processes train on the same samples, in the same
+  order, as one.
   """
   n_train, n_val = split_sizes(config.n_samples)
   if split == "train":
@@ -216,14 +225,27 @@ def index_dataset(config: DataConfig, split: str, *,
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
   ds = grain.MapDataset.range(start, start + count)
-  if shard_count > 1:
-    ds = ds[shard_index::shard_count]
   per_epoch = len(ds)
   if shuffle:
     ds = ds.seed(config.seed).shuffle()
   if is_train:
     ds = ds.repeat()
-  return ds.map_with_index(lambda pos, i: (int(i), pos // per_epoch))
+  ds = ds.map_with_index(lambda pos, i: (int(i), pos // per_epoch))
+  if shard_count == 1:
+    return ds
+  if not global_batch_size or global_batch_size % shard_count:
+    raise ValueError(f"{shard_count} shards need a global batch size that "
+                     f"they divide, got {global_batch_size}.")
+  local = global_batch_size // shard_count
+  n_local = (len(ds) // global_batch_size) * local if not is_train else None
+  stream = ds
+
+  def position(k):
+    return (k // local) * global_batch_size + shard_index * local + k % local
+
+  shard = grain.MapDataset.range(n_local if n_local is not None else
+                                 len(ds) // shard_count)
+  return shard.map(lambda k: stream[position(int(k))])
 
 
 def procedural_dataset(config: DataConfig, split: str, batch_size: int, *,
@@ -238,17 +260,22 @@ def procedural_dataset(config: DataConfig, split: str, batch_size: int, *,
     split: ``"train"`` (first 5/6 of the indices; a new permutation every
       epoch, augmented by default) or ``"validation"`` (the rest; in order,
       clean).
-    batch_size: per-process batch size.
+    batch_size: per-process batch size (the global batch is
+      ``batch_size * shard_count``).
     shard_index, shard_count: this process's shard (default: JAX process
-      index and count), for multi-host training.
+      index and count), for multi-host training: the shards' batches
+      together are the one-process batches of the global size
+      (:func:`index_dataset`).
 
   Returns:
     An infinite (train) or one-epoch (validation) ``MapDataset`` of batch
     dicts; use ``.to_iter_dataset()`` and save the iterator state with the
     checkpoint.
   """
+  shard_count = jax.process_count() if shard_count is None else shard_count
   ds = index_dataset(config, split, shuffle=shuffle, shard_index=shard_index,
-                     shard_count=shard_count)
+                     shard_count=shard_count,
+                     global_batch_size=batch_size * shard_count)
   augmented = (split == "train") if augmented is None else augmented
   if split == "validation" and len(ds) < batch_size and drop_remainder:
     raise ValueError(f"{split}: {len(ds)} samples per process, fewer than "

@@ -9,8 +9,9 @@ supervised / hybrid comparisons), following the flax examples and big_vision:
   and ``jax.jit`` inserts the gradient all-reduce (batch norm statistics are
   over the global batch, so 1 and N devices compute the same step);
 * multi-host: call ``jax.distributed.initialize`` first (the launcher does,
-  from flags or the environment); each process feeds its shard of the global
-  batch (grain sharding by process index);
+  from flags or the environment); each process feeds its slice of every
+  global batch (:func:`msftnet.data.index_dataset`), so P processes train
+  on the batches of one;
 * ``train_step(state, batch, rng) -> (state, metrics)``, the dropout key
   ``fold_in(rng, step)``;
 * orbax ``CheckpointManager``: parameters, optimiser state, batch statistics,

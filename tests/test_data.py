@@ -99,6 +99,19 @@ def test_split_shards_and_epochs():
   idx = [np.concatenate([b["index"] for b in _iter(s)]) for s in shards]
   assert not set(idx[0]) & set(idx[1])
   assert sorted(np.concatenate(idx)) == list(range(40, 48))
+  # Two processes' batches together are the one-process batches of the
+  # global size, in training too (same samples, same order, same epochs).
+  one = data.index_dataset(CONFIG, "train", shard_index=0, shard_count=1)
+  two = [data.index_dataset(CONFIG, "train", shard_index=k, shard_count=2,
+                            global_batch_size=6) for k in range(2)]
+  n_train = data.split_sizes(CONFIG.n_samples)[0]
+  for g in range(2 * n_train // 6):        # across an epoch boundary
+    assert ([two[0][3 * g + j] for j in range(3)] +
+            [two[1][3 * g + j] for j in range(3)]) == [one[6 * g + j]
+                                                       for j in range(6)]
+  with pytest.raises(ValueError, match="global batch size that they divide"):
+    data.index_dataset(CONFIG, "train", shard_index=0, shard_count=2,
+                       global_batch_size=5)
   # A sample gets the same dark offset but a new filter in every epoch.
   params = [data.sample_params(CONFIG, i) for i in (3, 3)]
   a = data.simulate_batch(CONFIG, params, [3, 3], augmented=True,
