@@ -100,18 +100,13 @@ def test_launcher_resume_data_parallel_and_non_finite_loss(tmp_path):
   assert sorted(os.listdir(straight / "checkpoints")) == ["3", "6"]
 
   # Data parallel, in the background while the checks below run: two
-  # processes on loopback (one CPU device each, gloo all-reduce) and one
-  # process with two devices (no validation), each with the same global
-  # batch and 3 steps.
-  two_proc, two_dev = tmp_path / "two_processes", tmp_path / "two_devices"
-  jobs = {two_proc: _start(cmd[:4] + [f"--workdir={two_proc}",
-                                      "--config.total_steps=3"],
-                           two_proc, processes=2),
-          two_dev: _start(cmd[:4] + [f"--workdir={two_dev}",
-                                     "--config.total_steps=3",
-                                     "--config.eval_every=0"], two_dev,
-                          env={"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")
-                               + " --xla_force_host_platform_device_count=2"})}
+  # processes on loopback (one CPU device each, gloo all-reduce) with the
+  # same global batch and 3 steps. (One process with two devices runs the
+  # same partitioned step; left out to keep the suite under 10 minutes on 2
+  # cores: the data placement it adds is one jax.device_put.)
+  two_proc = tmp_path / "two_processes"
+  job = _start(cmd[:4] + [f"--workdir={two_proc}", "--config.total_steps=3"],
+               two_proc, processes=2)
 
   # Killed between checkpoints: the checkpoint of step 3 and a log that
   # runs past it. Resumed, it gives the same parameters, optimiser state and
@@ -149,23 +144,20 @@ def test_launcher_resume_data_parallel_and_non_finite_loss(tmp_path):
   leaves = jax.tree_util.tree_leaves(jax.device_get(restored.params))
   assert all(np.all(np.isfinite(x)) for x in leaves)
 
-  # The data-parallel runs log the losses of the straight run: the shards
-  # together are the one-device batches (the same samples, augmentations
+  # The two processes log the losses of the straight run: the shards
+  # together are the one-process batches (the same samples, augmentations
   # and dropout masks), so only the float32 reduction order differs
   # (amplified by Adam: measured <= 2e-4 by step 3 at XLA's default level,
   # 6e-6 at the suite's; before each process's
   # shard was cut from the global batches, two processes differed by 13-22%).
   ref = _losses(straight, last_step=3)
-  for workdir, job in jobs.items():
-    _finish(job)
-    got = _losses(workdir)
-    # (the two-device run skips validation: one compile less)
-    assert set(got) == {k for k in ref
-                        if workdir != two_dev or k[1] == "train"}, workdir
-    assert got[(1, "train")] == pytest.approx(ref[(1, "train")], rel=1e-6)
-    for key in got:
-      assert got[key] == pytest.approx(ref[key], rel=1e-3), (workdir.name, key)
-    assert sorted(os.listdir(workdir / "checkpoints")) == ["3"]
+  _finish(job)
+  got = _losses(two_proc)
+  assert set(got) == set(ref)
+  assert got[(1, "train")] == pytest.approx(ref[(1, "train")], rel=1e-6)
+  for key in ref:
+    assert got[key] == pytest.approx(ref[key], rel=1e-3), key
+  assert sorted(os.listdir(two_proc / "checkpoints")) == ["3"]
 
   # A batch the devices cannot share is refused in one line.
   res = subprocess.run(cmd + ["--config.batch_size=3"], cwd=ROOT,
