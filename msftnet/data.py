@@ -237,15 +237,13 @@ def index_dataset(config: DataConfig, split: str, *,
     raise ValueError(f"{shard_count} shards need a global batch size that "
                      f"they divide, got {global_batch_size}.")
   local = global_batch_size // shard_count
-  n_local = (len(ds) // global_batch_size) * local if not is_train else None
-  stream = ds
 
   def position(k):
     return (k // local) * global_batch_size + shard_index * local + k % local
 
-  shard = grain.MapDataset.range(n_local if n_local is not None else
-                                 len(ds) // shard_count)
-  return shard.map(lambda k: stream[position(int(k))])
+  # Whole global batches only (the training stream is endless).
+  n_local = (len(ds) // global_batch_size) * local
+  return grain.MapDataset.range(n_local).map(lambda k: ds[position(int(k))])
 
 
 def procedural_dataset(config: DataConfig, split: str, batch_size: int, *,

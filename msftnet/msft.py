@@ -240,7 +240,7 @@ def _operator(geometry: Geometry):
 
 
 def _msft_unchecked(rho: jax.Array, geometry: Geometry) -> jax.Array:
-  """MSFT of one ``rho [N, N, N]`` (float32/64) -> complex ``[M, M]``."""
+  """MSFT of ``rho [..., N, N, N]`` (float32/64) -> complex ``[..., M, M]``."""
   return _operator(geometry)(rho)
 
 

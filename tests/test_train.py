@@ -39,7 +39,7 @@ def _lines(path):
   return [json.loads(l) for l in open(path)]
 
 
-def _start(cmd, logdir, processes=1, env=None):
+def _start(cmd, logdir, processes=1):
   """Start ``cmd`` (``processes > 1``: as one jax.distributed job on
   loopback); output to files in ``logdir`` (no pipe to fill)."""
   extra = [[] for _ in range(processes)]
@@ -53,8 +53,7 @@ def _start(cmd, logdir, processes=1, env=None):
   os.makedirs(logdir, exist_ok=True)
   logs = [open(logdir / f"process{k}.log", "w+") for k in range(processes)]
   procs = [subprocess.Popen(cmd + extra[k], cwd=ROOT, stdout=logs[k],
-                            stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})
+                            stderr=subprocess.STDOUT, text=True)
            for k in range(processes)]
   return procs, logs
 
