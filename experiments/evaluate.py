@@ -471,6 +471,7 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"unknown studies {sorted(unknown)}.")
   try:
+    _config()                 # a bad --refine fails before any work starts
     report.check_out_dir(_OUT.value)
     os.makedirs(_OUT.value, exist_ok=True)
     model = pretrained.load_model(_MODEL.value)

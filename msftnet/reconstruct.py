@@ -200,6 +200,12 @@ def parse_refine_config(text: str, base: RefineConfig = RefineConfig()
     except (ValueError, SyntaxError):
       raise ValueError(f"Refinement setting {item.strip()!r}: the value is "
                        "not a Python literal (number, string, tuple).") from None
+  for key, value in changes.items():
+    want = type(getattr(base, key))
+    if not (isinstance(value, want) or (want is float and
+                                        type(value) is int)):
+      raise ValueError(f"Refinement setting {key}={value!r}: expected type "
+                       f"{want.__name__}.")
   return dataclasses.replace(base, **changes)
 
 

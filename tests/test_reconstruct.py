@@ -165,7 +165,8 @@ def test_refine_settings_from_text():
   for bad, expect in (("kep=3", "expected FIELD=VALUE"),
                       ("keep", "expected FIELD=VALUE"),
                       ("keep=three", "not a Python literal"),
-                      ("planes=2", "planes must be >= 4")):
+                      ("planes=2", "planes must be >= 4"),
+                      ("planes='many'", "expected type int")):
     with pytest.raises(ValueError, match=expect):
       recon.parse_refine_config(bad)
 
