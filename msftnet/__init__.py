@@ -7,22 +7,28 @@ doi:10.1103/PhysRevE.103.053312, arXiv:2101.09136.
 
 from msftnet import paper_io
 from msftnet.geometry import Geometry
+from msftnet.material import Material
 from msftnet.msft import PAPER_LOSS_EPS
 from msftnet.msft import absorb
+from msftnet.msft import field
 from msftnet.msft import intensity
 from msftnet.msft import log_pattern
 from msftnet.msft import msft
+from msftnet.msft import pmsft
 from msftnet.msft import simulate_pattern
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Geometry",
+    "Material",
     "PAPER_LOSS_EPS",
     "absorb",
+    "field",
     "intensity",
     "log_pattern",
     "msft",
     "paper_io",
+    "pmsft",
     "simulate_pattern",
 ]

@@ -18,7 +18,14 @@ import math
 
 import numpy as np
 
-__all__ = ["Geometry", "ABSORPTION_CONVENTIONS"]
+from msftnet.material import Material
+
+__all__ = ["Geometry", "ABSORPTION_CONVENTIONS", "FORWARD_MODELS"]
+
+#: The forward models a geometry can name: ``"msft"``, the paper's MSFT
+#: (absorption only, :func:`msftnet.msft`), and ``"pmsft"``, the propagation
+#: MSFT with refraction (:func:`msftnet.pmsft`).
+FORWARD_MODELS = ("msft", "pmsft")
 
 #: ``"amplitude"``: ``absorption_length_nm`` is the 1/e decay length of the
 #: field amplitude (the paper's code). ``"intensity"``: it is the 1/e decay
@@ -64,6 +71,15 @@ class Geometry:
       as ``exp(-z / (2 a))``). Silver at 91.8 eV has an intensity attenuation
       length of about 13.5 nm, i.e. an amplitude length of about 27 nm; the
       paper's 12.5 nm amplitude length is kept as default for reproduction.
+    material: the particle's complex refractive index (:class:`Material`).
+      ``None`` (default): the paper's absorption-only setting given by
+      ``absorption_length_nm`` and ``absorption``
+      (:attr:`refractive_index` states it as a Material). With a material,
+      leave those two at their defaults.
+    forward_model: ``"msft"`` (default, the paper's MSFT: it uses beta and
+      drops delta) or ``"pmsft"`` (propagation MSFT with refraction); what
+      :func:`msftnet.intensity`, and with it the data, losses, refinement and
+      fitting, evaluate.
   """
 
   n_voxels: int = 64
@@ -73,6 +89,8 @@ class Geometry:
   detector_px: int = 128
   q_step_per_nm: float = 2 * math.pi / 850.0
   absorption: str = "amplitude"
+  material: Material | None = None
+  forward_model: str = "msft"
 
   def __post_init__(self):
     _check_int("n_voxels", self.n_voxels, 1, 4096)
@@ -86,6 +104,19 @@ class Geometry:
       raise ValueError(
           f"Geometry.absorption must be one of {ABSORPTION_CONVENTIONS}, "
           f"got {self.absorption!r}.")
+    if self.forward_model not in FORWARD_MODELS:
+      raise ValueError(
+          f"Geometry.forward_model must be one of {FORWARD_MODELS}, "
+          f"got {self.forward_model!r}.")
+    if self.material is not None:
+      if not isinstance(self.material, Material):
+        raise ValueError("Geometry.material must be a msftnet.Material or "
+                         f"None, got {self.material!r}.")
+      if (float(self.absorption_length_nm) != 12.5
+          or self.absorption != "amplitude"):
+        raise ValueError(
+            "Geometry: give either a material or absorption_length_nm / "
+            "absorption (the paper's absorption-only setting), not both.")
     # The voxel grid's spectrum repeats every 2 pi / dr; the detector spans
     # q in [-q_max, q_max], a band of width 2 q_max, which must fit into one
     # period: q_max dr <= pi (Nyquist), else q and q - 2 pi / dr alias.
@@ -113,12 +144,50 @@ class Geometry:
     return (self.detector_px // 2) * float(self.q_step_per_nm)
 
   @property
+  def refractive_index(self) -> Material:
+    """The material as a :class:`Material`: ``material`` if given, else the
+    paper's setting (``delta = 0``, beta from the absorption length)."""
+    if self.material is not None:
+      return self.material
+    return Material.from_attenuation_length(
+        self.absorption_length_nm, self.wavelength_nm,
+        convention=self.absorption, name="paper (absorption only)")
+
+  @property
   def amplitude_attenuation_per_nm(self) -> float:
-    """mu such that the field decays as exp(-mu * depth); 0 without absorption."""
+    """mu such that the field decays as exp(-mu * depth); 0 without absorption.
+
+    ``k beta`` of the material; without one, ``1 / a`` (amplitude) or
+    ``1 / (2 a)`` (intensity convention) exactly.
+    """
+    if self.material is not None:
+      return self.k_per_nm * self.material.beta
     a = float(self.absorption_length_nm)
     if math.isinf(a):
       return 0.0
     return 1.0 / a if self.absorption == "amplitude" else 0.5 / a
+
+  @property
+  def phase_shift_per_nm(self) -> float:
+    """``k delta``: the field's phase lags by ``exp(-i k delta depth)`` (0
+    without a material); used by :func:`msftnet.pmsft`, dropped by ``msft``."""
+    return 0.0 if self.material is None else self.k_per_nm * self.material.delta
+
+  def to_dict(self) -> dict:
+    """JSON-ready fields (the material as a dict or None)."""
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, fields: dict) -> "Geometry":
+    """Inverse of :meth:`to_dict`; unknown keys are an error."""
+    fields = dict(fields)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+      raise ValueError(f"Geometry: unknown fields {unknown}; known: {sorted(known)}.")
+    if isinstance(fields.get("material"), dict):
+      fields["material"] = Material(**fields["material"])
+    return cls(**fields)
 
   def replace(self, **changes) -> "Geometry":
     """A copy with some fields changed (validated again)."""
