@@ -32,7 +32,7 @@ from msftnet import data as data_lib
 from msftnet import losses
 from msftnet import metrics as metrics_lib
 from msftnet import pretrained
-from msftnet.geometry import Geometry
+from msftnet import train as train_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory.",
                                required=True)
@@ -47,9 +47,8 @@ _CONFIG_NAME = flags.DEFINE_string(
 
 def evaluate_network(model, config, n: int, batch: int) -> dict:
   """Validation metrics of the network alone, clean and augmented."""
-  dcfg = data_lib.DataConfig(n_samples=config.n_samples, seed=config.data_seed,
-                             resolution=config.resolution)
-  g = Geometry()
+  dcfg = train_lib.data_config(config)
+  g = model.geometry
   _, n_val = data_lib.split_sizes(dcfg.n_samples)
   n = min(n, n_val)
   ds = data_lib.procedural_dataset(dcfg, "validation", batch)

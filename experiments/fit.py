@@ -3,6 +3,7 @@ r"""Forward-fit parametrised solids to patterns (the classical baseline).
   python -m experiments.fit --out=DIR PATTERN [PATTERN ...] [--experimental]
       [--mask=FILE] [--input_scale=...] [--detector_distance_mm=D ...]
       [--classes=Icosahedron,Decahedron] [--starts=4] [--steps=80] [--mesh]
+      [--forward_model=msft|pmsft] [--material=henke:Ag]
 
 Same inputs (and input flags) and outputs as ``experiments.reconstruct``: for each input
 ``STEM`` it fits every class of ``msftnet.fitting.FIT_CLASSES`` (19 polyhedra
@@ -41,10 +42,11 @@ _MESH = flags.DEFINE_bool("mesh", False, "Also write DIR/STEM.obj.")
 
 
 def fit_record(result: fitting.FitResult, path: str, valid, seconds,
-               scale_info=None) -> dict:
+               scale_info=None, geometry=None) -> dict:
   best = result.best
   return {
       "input": os.path.abspath(path), **(scale_info or {}),
+      **({"geometry": geometry.to_dict()} if geometry is not None else {}),
       "best_class": best.polyhedron,
       "loss": best.paper_loss,
       "masked_loss": best.loss,
@@ -73,6 +75,7 @@ def main(argv):
     config = fitting.FitConfig(starts=_STARTS.value, steps=_STEPS.value,
                                seed=_SEED.value,
                                classes=tuple(_CLASSES.value))
+    geometry = inputs.geometry()
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
@@ -92,9 +95,10 @@ def main(argv):
       el = time.perf_counter() - t
       print(f"  {stem} [{i}/{total}] {cf.polyhedron}: loss {cf.paper_loss:.3e}"
             f"  ({el:.0f} s, ETA {el / i * (total - i):.0f} s)", flush=True)
-    result = fitting.fit(pattern, valid, config=config, progress=progress)
+    result = fitting.fit(pattern, valid, config=config, geometry=geometry,
+                         progress=progress)
     seconds = time.perf_counter() - t
-    record = fit_record(result, path, valid, seconds, scale_info)
+    record = fit_record(result, path, valid, seconds, scale_info, geometry)
     b = result.best
     title = (f"{stem}: best fit {b.polyhedron}, R {b.circumradius_nm:.0f} nm, "
              f"stretch {b.stretch:.2f}, loss {b.paper_loss:.2e}")

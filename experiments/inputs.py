@@ -3,7 +3,9 @@
 ``--mask``, ``--experimental``, ``--input_scale`` and the flat-detector
 geometry (``--detector_distance_mm``, ``--pixel_um``, ``--beam_centre``,
 ``--wavelength_nm``; they override what a CXI file states), and ``load(paths)``
-which reads every frame of every input with them (``msftnet.measured``).
+which reads every frame of every input with them (``msftnet.measured``);
+the forward model that explains them (``--forward_model``, ``--material``)
+and ``geometry()``, the model's geometry with it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 from absl import flags
 
 from msftnet import measured
+from msftnet.geometry import FORWARD_MODELS
+from msftnet.geometry import Geometry
+from msftnet.material import parse_material
 
 MASK = flags.DEFINE_string("mask", None, "Valid-pixel mask (PNG/npy, "
                            "non-zero = valid) for every input.")
@@ -33,6 +38,32 @@ CENTRE = flags.DEFINE_list(
 WAVELENGTH = flags.DEFINE_float(
     "wavelength_nm", None, "Flat detector: photon wavelength in nm (default: "
     "the CXI file's, else the model's).")
+
+FORWARD_MODEL = flags.DEFINE_enum(
+    "forward_model", None, list(FORWARD_MODELS),
+    "Forward model of the refinement / fit: msft (the paper's, absorption "
+    "only) or pmsft (propagation MSFT with refraction). Default: the "
+    "model's (reconstruct), msft (fit).")
+MATERIAL = flags.DEFINE_string(
+    "material", None, "Refractive index: 'paper' (the paper's absorption-"
+    "only setting), DELTA,BETA, henke:FORMULA[:DENSITY] or "
+    "xraydb:FORMULA[:DENSITY] (tables at the model's wavelength). Default: "
+    "the model's (reconstruct), the paper's (fit).")
+
+
+def geometry(base: Geometry | None = None) -> Geometry:
+  """``base`` (default: the paper's geometry) with ``--forward_model`` and
+  ``--material`` where given (ValueError with one sentence for a bad
+  material)."""
+  base = Geometry() if base is None else base
+  changes = {}
+  if FORWARD_MODEL.value is not None:
+    changes["forward_model"] = FORWARD_MODEL.value
+  if MATERIAL.value is not None:
+    changes["material"] = parse_material(MATERIAL.value, base.wavelength_nm)
+    if changes["material"] is not None:   # the material replaces the paper's
+      changes.update(absorption_length_nm=12.5, absorption="amplitude")
+  return base.replace(**changes)
 
 
 def detector_overrides() -> dict:

@@ -7,6 +7,7 @@ r"""Reconstruct particles from single patterns: network + MSFT refinement.
       [--mask=FILE] [--detector_distance_mm=D --pixel_um=P
       [--beam_centre=ROW,COL] [--wavelength_nm=L]] [--mesh] [--batch=8]
       [--overwrite] [--process_id=I --num_processes=P]
+      [--forward_model=msft|pmsft] [--material=henke:Ag]
 
 Inputs (``msftnet.measured``): PNG (RGB channel 1; 8/16-bit grayscale),
 ``.npy``, HDF5/CXI (``entry_1/data_1/data`` or
@@ -19,6 +20,9 @@ taken to be on the paper's grid. ``--experimental``: undo the colour map of
 the paper's experimental images and take zero pixels as invalid. ``--mask``:
 a PNG/npy whose non-zero pixels are valid (applies to every input). ``--checkpoint``: a model directory
 (``msftnet/models/default`` by default) or a training work directory.
+``--forward_model``/``--material``: the physics the refinement fits with
+(default: the model's, i.e. the physics it was trained with; for the bundled
+model the paper's MSFT, absorption only; ``STEM.json`` records it).
 
 For each input ``STEM`` writes ``DIR/STEM_density.npy`` (float32 [64]^3,
 (z, y, x), beam +z, 318.75 nm box), ``DIR/STEM.json`` (losses before/after
@@ -53,7 +57,6 @@ from msftnet import metrics as metrics_lib
 from msftnet import pretrained
 from msftnet import reconstruct as recon
 from msftnet import report
-from msftnet.geometry import Geometry
 
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
 _CHECKPOINT = flags.DEFINE_string(
@@ -112,7 +115,12 @@ def main(argv):
   if skipped:
     print(f"skipping {len(skipped)} finished inputs (their STEM.json exists; "
           "--overwrite redoes them)", flush=True)
-  voxel_nm3 = Geometry().voxel_nm ** 3
+  try:
+    geometry = inputs.geometry(model.geometry)
+  except ValueError as e:
+    print(f"error: --material: {e}", file=sys.stderr)
+    sys.exit(1)
+  voxel_nm3 = geometry.voxel_nm ** 3
   try:
     config = recon.parse_refine_config(_REFINE.value, recon.RefineConfig(
         steps=_STEPS.value, start=_START.value, method=_METHOD.value,
@@ -128,7 +136,7 @@ def main(argv):
     vals = np.stack([c[3] for c in chunk])
     t = time.perf_counter()
     out = recon.reconstruct(pats, vals, model=model, refine_steps=_STEPS.value,
-                            config=config)
+                            config=config, geometry=geometry)
     seconds = (time.perf_counter() - t) / len(chunk)
     for j, (stem, path, pattern, valid, scale_info) in enumerate(chunk):
       metrics = {
@@ -137,6 +145,7 @@ def main(argv):
           "model": model.path, "method": config.method,
           "refine_steps": _STEPS.value,
           "refine_config": dataclasses.asdict(config),
+          "geometry": geometry.to_dict(),
           "start": str(out.start_name[j]),
           "centre_shift_px": [int(x) for x in out.centre_shift[j]],
           "candidates": [{"start": str(name), "loss": float(loss)}

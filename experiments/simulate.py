@@ -4,10 +4,12 @@ Usage:
   python -m experiments.simulate                       # built-in object
   python -m experiments.simulate --density=VOL.npy --out=pattern.png
   python -m experiments.simulate --density=../shared/data/paper-sample/real/14/139901r.png
+  python -m experiments.simulate --forward_model=pmsft --material=henke:Ag
 
 Reads a ``.npy`` volume ``[N, N, N]`` (z, y, x), beam +z, or one of the paper's
 flattened PNG volumes; simulates ``|E|^2`` with the MSFT on the paper's
-geometry (box 318.75 nm, 13.5 nm, 128 x 128 detector; N from the volume) and
+geometry (box 318.75 nm, 13.5 nm, 128 x 128 detector; N from the volume;
+``--forward_model=pmsft`` and ``--material`` for refraction) and
 writes the normalised log pattern as a PNG in the paper's format (RGB, value
 in every channel), plus ``--intensity_out`` as ``.npy`` if asked. Runtime: a
 few seconds on a laptop CPU (most of it start-up and compilation).
@@ -27,6 +29,8 @@ from msftnet import Geometry
 from msftnet import intensity
 from msftnet import log_pattern
 from msftnet import paper_io
+from msftnet.geometry import FORWARD_MODELS
+from msftnet.material import parse_material
 from msftnet.solids import example_density
 
 _DENSITY = flags.DEFINE_string("density", None,
@@ -42,6 +46,13 @@ _ABSORPTION = flags.DEFINE_float(
     "absorption_length_nm", 12.5,
     "1/e absorption length of the field amplitude (inf: none).")
 _DETECTOR = flags.DEFINE_integer("detector_px", 128, "Detector pixels per axis.")
+_FORWARD_MODEL = flags.DEFINE_enum(
+    "forward_model", "msft", list(FORWARD_MODELS),
+    "msft (the paper's, absorption only) or pmsft (propagation, refraction).")
+_MATERIAL = flags.DEFINE_string(
+    "material", "", "Refractive index: '' (the paper's absorption via "
+    "--absorption_length_nm), DELTA,BETA, henke:FORMULA[:DENSITY] or "
+    "xraydb:FORMULA[:DENSITY].")
 _EPS = flags.DEFINE_float("eps", 100.0,
                           "Constant added to |E|^2 before the log (the paper's "
                           "loss uses 100 at 64^3).")
@@ -62,7 +73,10 @@ def main(argv):
     geometry = Geometry(n_voxels=density.shape[0], box_nm=_BOX.value,
                         wavelength_nm=_WAVELENGTH.value,
                         absorption_length_nm=_ABSORPTION.value,
-                        detector_px=_DETECTOR.value)
+                        detector_px=_DETECTOR.value,
+                        forward_model=_FORWARD_MODEL.value,
+                        material=parse_material(_MATERIAL.value,
+                                                _WAVELENGTH.value))
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

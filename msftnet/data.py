@@ -44,6 +44,7 @@ from msftnet import paper_io
 from msftnet import raster
 from msftnet import solids
 from msftnet.geometry import Geometry
+from msftnet.material import parse_material
 from msftnet.msft import PAPER_LOSS_EPS
 from msftnet.msft import intensity
 from msftnet.msft import log_pattern
@@ -80,6 +81,11 @@ class DataConfig:
     test_set: truncated solids (the paper's test set).
     target_voxels: N of the density target (64 in the paper).
     detector_px: pattern size M.
+    forward_model: ``"msft"`` (the paper's) or ``"pmsft"`` (with refraction;
+      ``msftnet.Geometry.forward_model``), for the patterns and the loss.
+    material: the particle's refractive index as ``msftnet.material.
+      parse_material`` reads it: ``""`` (the paper's absorption-only
+      setting), ``"DELTA,BETA"``, ``"henke:Ag"``, ...
   """
 
   n_samples: int = 140_000
@@ -88,6 +94,8 @@ class DataConfig:
   test_set: bool = False
   target_voxels: int = 64
   detector_px: int = 128
+  forward_model: str = "msft"
+  material: str = ""
 
   def __post_init__(self):
     if self.resolution % self.target_voxels:
@@ -96,10 +104,18 @@ class DataConfig:
           f"target_voxels={self.target_voxels}.")
     if self.n_samples < 1:
       raise ValueError(f"DataConfig.n_samples must be >= 1, got {self.n_samples}.")
+    try:
+      self.geometry
+    except ValueError as e:
+      raise ValueError(f"DataConfig: {e}") from None
 
-  @property
+  @functools.cached_property
   def geometry(self) -> Geometry:
-    return Geometry(n_voxels=self.resolution, detector_px=self.detector_px)
+    """The simulation's geometry (``resolution`` voxels per axis)."""
+    base = Geometry(n_voxels=self.resolution, detector_px=self.detector_px)
+    return base.replace(
+        forward_model=self.forward_model,
+        material=parse_material(self.material, base.wavelength_nm))
 
 
 def split_sizes(n_samples: int) -> tuple[int, int]:

@@ -1,7 +1,8 @@
 """Trained networks on disk: the bundled default model and exported checkpoints.
 
-A model directory holds ``config.json`` (``width``, ``dropout_rate`` and the
-training facts), ``MODEL_CARD.md`` and ``variables/`` (an orbax
+A model directory holds ``config.json`` (``width``, ``dropout_rate``, the
+training facts and ``geometry``, the :class:`msftnet.Geometry` it was trained
+on, grid and physics; a directory without one was trained on the paper's), ``MODEL_CARD.md`` and ``variables/`` (an orbax
 ``StandardCheckpointer`` tree of ``params`` and ``batch_stats``; no optimiser
 state). ``DEFAULT_MODEL_DIR`` is the one shipped inside the package
 (``msftnet/models/default``; see its model card).
@@ -28,6 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from msftnet import model as model_lib
+from msftnet.geometry import Geometry
 
 __all__ = ["Predictor", "load_model", "save_model", "DEFAULT_MODEL_DIR"]
 
@@ -50,6 +52,14 @@ class Predictor:
   variables: Any
   info: dict
   path: str = ""
+
+  @functools.cached_property
+  def geometry(self) -> Geometry:
+    """The geometry the network was trained on (``config.json``'s
+    ``geometry``; the paper's for a directory written before it was
+    recorded): its grid is the network's input and output grid."""
+    fields = self.info.get("geometry")
+    return Geometry() if fields is None else Geometry.from_dict(fields)
 
   @functools.cached_property
   def _apply(self):
@@ -98,6 +108,11 @@ def load_model(path: str | os.PathLike | None = None, *, step: int | None = None
                      "directory of experiments.train.")
   info = _read_config(cfg_path)
   width = int(info["width"])
+  if info.get("geometry") is not None:
+    try:
+      Geometry.from_dict(info["geometry"])
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"{cfg_path}: its geometry is not valid ({e}).") from None
   template = _template(width)
   if os.path.isdir(os.path.join(path, "variables")):
     with ocp.StandardCheckpointer() as ckpt:

@@ -87,6 +87,7 @@ from msftnet.msft import intensity
 from msftnet.msft import log_pattern
 
 __all__ = ["RefineConfig", "Reconstruction", "reconstruct", "refine",
+           "network_geometry",
            "polytope_starts", "pattern_losses",
            "support_mask", "fit_dark_level", "simulate_with_dark_level",
            "sphere_density", "start_label"]
@@ -591,9 +592,32 @@ def pattern_losses(density, pattern, valid, geometry: Geometry):
           float(_paper_mse(sim, pat, val)[0]), float(u[0]))
 
 
+def network_geometry(model, geometry: Geometry | None = None) -> Geometry:
+  """The geometry of a reconstruction with ``model`` (a Predictor).
+
+  ``None``: the model's own (``model.geometry``: the grid and physics it was
+  trained on). Otherwise ``geometry``, whose grid (voxels, box, wavelength,
+  detector pixels and q step) must be the model's: only the forward model,
+  the material and the absorption may change; anything else raises
+  ValueError in one sentence.
+  """
+  grid = model.geometry
+  if geometry is None:
+    return grid
+  fields = ("n_voxels", "box_nm", "wavelength_nm", "detector_px",
+            "q_step_per_nm")
+  differ = [f for f in fields if getattr(geometry, f) != getattr(grid, f)]
+  if differ:
+    raise ValueError(
+        "reconstruct: the network was trained on another geometry; this one "
+        f"differs in {', '.join(differ)} (only the forward model, the "
+        "material and the absorption may change).")
+  return geometry
+
+
 def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
-                = None, config: RefineConfig = RefineConfig()
-                ) -> Reconstruction:
+                = None, config: RefineConfig = RefineConfig(),
+                geometry: Geometry | None = None) -> Reconstruction:
   """Pattern(s) ``[128, 128]`` or ``[B, 128, 128]`` -> ``Reconstruction``.
 
   Per pattern: find its centre (``config.centre_search``) and move it to
@@ -609,6 +633,9 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
     model: a :class:`msftnet.pretrained.Predictor` or a model directory
       (default: the bundled model).
     refine_steps: overrides ``config.steps`` (0: the network alone).
+    geometry: the physics of the refinement (forward model, material); its
+      grid must be the network's. Default: the model's own
+      (:func:`network_geometry`).
 
   Returns a :class:`Reconstruction`; ``pattern`` (simulated) is in the
   input's pixel frame, the losses are taken in the centred frame over the
@@ -622,7 +649,7 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
       raise ValueError(f"reconstruct: refine_steps must be >= 0, got "
                        f"{refine_steps}.")
     config = dataclasses.replace(config, steps=int(refine_steps))
-  geometry = Geometry()
+  geometry = network_geometry(model, geometry)
   pat, val, single = _as_batch(pattern, valid, geometry.detector_px)
   pat, val = np.asarray(pat), np.asarray(val)
   rows = []

@@ -185,9 +185,18 @@ def make_mesh(devices=None) -> Mesh:
   return Mesh(np.asarray(devices), ("data",))
 
 
+def training_geometry(config) -> Geometry:
+  """The geometry of the network's output and its physics loss: the data
+  config's forward model and material on the target grid (64^3)."""
+  dcfg = data_config(config)
+  return dcfg.geometry.replace(n_voxels=dcfg.target_voxels)
+
+
 def data_config(config) -> data_lib.DataConfig:
   return data_lib.DataConfig(n_samples=config.n_samples, seed=config.data_seed,
-                             resolution=config.resolution)
+                             resolution=config.resolution,
+                             forward_model=config.get("forward_model", "msft"),
+                             material=config.get("material", ""))
 
 
 def _global_batch(batch: dict, mesh: Mesh) -> dict:
@@ -297,15 +306,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> TrainState:
   """Train (or resume) in ``workdir``; returns the final state."""
   os.makedirs(workdir, exist_ok=True)
+  geometry = training_geometry(config)
   if jax.process_index() == 0:          # msftnet.pretrained.load_model reads it
     with atomic_write(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json(indent=2) + "\n")
+      record = {**json.loads(config.to_json()), "geometry": geometry.to_dict()}
+      f.write(json.dumps(record, indent=2) + "\n")
   mesh = make_mesh()
   n_dev, n_proc = mesh.size, jax.process_count()
   if config.batch_size % n_dev:
     raise ValueError(f"config.batch_size={config.batch_size} must be divisible "
                      f"by the {n_dev} devices.")
-  geometry = Geometry(n_voxels=64)
   state = _replicate(create_train_state(config, jax.random.key(config.seed)),
                      mesh)
 

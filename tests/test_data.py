@@ -124,9 +124,29 @@ def test_split_shards_and_epochs():
   np.testing.assert_array_equal(a["pattern"][0], b["pattern"][0])
 
 
+def test_forward_model_and_material_reach_the_data():
+  """A pMSFT config simulates its targets with pmsft and the material."""
+  config = data.DataConfig(n_samples=6, seed=7, forward_model="pmsft",
+                           material="0.11,0.079")
+  g = config.geometry
+  assert g.forward_model == "pmsft" and g.material.delta == 0.11
+  params = [data.sample_params(config, 1)]
+  b = data.simulate_batch(config, params, [1])
+  vol = b["density"][0]
+  r_pmsft, _ = best_offset_correlation(np.asarray(intensity(vol, g)),
+                                       b["target"][0])
+  r_msft, _ = best_offset_correlation(np.asarray(intensity(vol, Geometry())),
+                                      b["target"][0])
+  assert r_pmsft > 0.9999 and r_msft < 0.999
+
+
 def test_bad_configs():
   with pytest.raises(ValueError, match="multiple of target_voxels"):
     data.DataConfig(resolution=100)
+  with pytest.raises(ValueError, match="DataConfig: material 'silver'"):
+    data.DataConfig(material="silver")
+  with pytest.raises(ValueError, match="DataConfig: Geometry.forward_model"):
+    data.DataConfig(forward_model="mie")
   with pytest.raises(ValueError, match="split must be"):
     data.procedural_dataset(CONFIG, "test", 2)
   with pytest.raises(ValueError, match="fewer than batch_size"):

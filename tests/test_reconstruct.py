@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from msftnet import Geometry
+from msftnet import Material
 from msftnet import losses
 from msftnet import metrics
 from msftnet import pretrained
@@ -178,8 +179,13 @@ def test_model_directory_round_trip_and_errors(tiny_model_dir, tmp_path):
   x = np.random.default_rng(1).uniform(size=(1, 128, 128))
   np.testing.assert_array_equal(np.asarray(m(x)), np.asarray(m2(x)))
   assert (tmp_path / "copy" / "MODEL_CARD.md").read_text() == "# card\n"
+  assert m.geometry == Geometry()          # no geometry recorded: the paper's
   with pytest.raises(ValueError, match="no config.json"):
     pretrained.load_model(tmp_path)
+  bad = {**m.info, "geometry": {"n_voxels": 64, "colour": "blue"}}
+  pretrained.save_model(tmp_path / "bad", m.variables, bad, "# card\n")
+  with pytest.raises(ValueError, match="its geometry is not valid"):
+    pretrained.load_model(tmp_path / "bad")
   with pytest.raises(ValueError, match="no such model directory"):
     pretrained.load_model(tmp_path / "nothing")
 
@@ -244,6 +250,7 @@ def test_msftnet_command_outputs_frames_and_errors(tmp_path, tiny_model_dir):
     assert 0.1 < rec["valid_fraction"] < 0.5        # the detector's q range
     assert rec["loss_refined"] <= rec["masked_loss_refined"]
     assert rec["method"] == "polytope" and len(rec["candidates"]) == 2
+    assert Geometry.from_dict(rec["geometry"]) == Geometry()
     assert rec["candidates"][0]["start"] == rec["start"]
     assert rec["candidates"][0]["loss"] <= rec["candidates"][1]["loss"]
     dens = np.load(out / f"run_frame{k}_density.npy")
@@ -264,6 +271,37 @@ def test_reconstruct_launcher_bad_checkpoint(tmp_path):
   res = _run("experiments.reconstruct", f"--out={tmp_path}",
              f"--checkpoint={tmp_path}", str(FIXTURE))
   assert res.returncode == 1 and "no config.json" in res.stderr
+  res = _run("experiments.reconstruct", f"--out={tmp_path / 'o'}",
+             "--material=0.1", str(FIXTURE))
+  assert res.returncode == 1
+  assert res.stderr.strip().splitlines()[-1].startswith(
+      "error: --material: material '0.1': expected")
+  assert not list((tmp_path / "o").glob("*.json"))
+
+
+def test_reconstruct_takes_the_forward_model_from_the_geometry(tiny_model_dir):
+  """The refinement's physics is the geometry's (pmsft with a material
+  gives other losses for the same network output); the grid is the
+  network's, another is refused in one sentence."""
+  model = pretrained.load_model(tiny_model_dir)
+  pat = np.random.default_rng(3).uniform(size=(128, 128)).astype(np.float32)
+  config = dataclasses.replace(QUICK, centre_search=0)
+  plain = recon.reconstruct(pat, model=model, refine_steps=0, config=config)
+  refracting = recon.reconstruct(
+      pat, model=model, refine_steps=0, config=config,
+      geometry=Geometry(forward_model="pmsft",
+                        material=Material(0.11, 0.079)))
+  np.testing.assert_array_equal(plain.density, refracting.density)
+  assert plain.network_paper_loss != refracting.network_paper_loss
+  with pytest.raises(ValueError, match="differs in wavelength_nm"):
+    recon.reconstruct(pat, model=model, geometry=Geometry(wavelength_nm=13.0))
+  # A model trained with pmsft refines with it by default.
+  trained_so = dataclasses.replace(model, info={
+      **model.info, "geometry": Geometry(forward_model="pmsft", material=
+                                         Material(0.11, 0.079)).to_dict()})
+  default = recon.reconstruct(pat, model=trained_so, refine_steps=0,
+                              config=config)
+  assert default.network_paper_loss == refracting.network_paper_loss
 
 
 def test_demo_end_to_end_with_a_tiny_model(tmp_path, tiny_model_dir):

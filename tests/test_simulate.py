@@ -36,6 +36,13 @@ def test_simulate_default_and_paper_volume(tmp_path):
   res = _run(f"--density={FIXTURE}", f"--out={tmp_path / 'q.png'}")
   assert res.returncode == 0, res.stderr
   assert "192^3 voxels" in res.stdout
+  # Refraction: the propagation MSFT with silver's index, another pattern.
+  res = _run(f"--out={tmp_path / 'r.png'}", "--forward_model=pmsft",
+             "--material=0.11,0.079", f"--intensity_out={tmp_path / 'r.npy'}")
+  assert res.returncode == 0, res.stderr
+  refracted = np.load(tmp_path / "r.npy")
+  assert refracted.argmax() == inten.argmax()
+  assert np.abs(refracted - inten).max() > 0.05 * inten.max()
 
 
 def test_simulate_bad_input_is_one_clear_line(tmp_path):
@@ -46,3 +53,8 @@ def test_simulate_bad_input_is_one_clear_line(tmp_path):
   assert res.stderr.strip().splitlines()[-1] == (
       f"error: {bad}: expected a cubic [N, N, N] density, got shape (8, 8, 9).")
   assert not (tmp_path / "x.png").exists()
+  res = _run("--material=silver", f"--out={tmp_path / 'y.png'}")
+  assert res.returncode == 1
+  assert res.stderr.strip().splitlines()[-1].startswith(
+      "error: material 'silver': expected")
+  assert not (tmp_path / "y.png").exists()

@@ -97,6 +97,13 @@ def test_launcher_resume_data_parallel_and_non_finite_loss(tmp_path):
   assert "steps/s" in res.stderr and "ETA" in res.stderr
   assert "checkpoint_manager.py" not in res.stderr      # orbax INFO is quiet
   assert sorted(os.listdir(straight / "checkpoints")) == ["3", "6"]
+  # The work directory records the geometry (grid and physics) it trains
+  # on, which the loaded model carries.
+  from msftnet import Geometry
+  from msftnet import pretrained
+  assert pretrained.load_model(straight).geometry == Geometry()
+  assert json.loads((straight / "config.json").read_text())["geometry"][
+      "forward_model"] == "msft"
 
   # Data parallel, in the background while the checks below run: two
   # processes on loopback (one CPU device each, gloo all-reduce) with the

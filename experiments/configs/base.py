@@ -24,6 +24,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.resolution = 64                 # 192: simulate at 192^3 as the paper
   c.augment = True
   c.data_threads = 1
+  # Physics of the data and the loss (msftnet.Geometry): "msft" (the
+  # paper's) or "pmsft" (refraction); material "" = the paper's absorption
+  # only, or "DELTA,BETA" / "henke:Ag" (msftnet.material.parse_material).
+  c.forward_model = "msft"
+  c.material = ""
   # Bookkeeping.
   c.seed = 0
   c.log_every = 50
