@@ -9,6 +9,9 @@ Prints one JSON line per (implementation, N, batch, mode):
 * ``msftnet_vmap``: ``jax.vmap`` of it (its batching rule), and
   ``msftnet_vmap_default_rule``: ``jax.vmap`` of the same computation with
   JAX's default batching (not in the default ``--impls``);
+* ``pmsft``: ``msftnet.intensity`` with the propagation MSFT
+  (``forward_model="pmsft"``, silver's Henke index at 13.5 nm; not in the
+  default ``--impls``), the cost of refraction side by side with ``msftnet``;
 * ``jnp_einsum``: a naive complex matrix DFT with ``jnp.einsum`` (same model,
   no symmetry folding), jit-compiled;
 * ``numpy_fft``: plain numpy, one zero-padded 2D FFT per slice as in the
@@ -37,6 +40,7 @@ import numpy as np
 
 from benchmarks.jsonlines import Report
 from msftnet import Geometry
+from msftnet import Material
 from msftnet import intensity
 
 # The module (the package's attribute ``msft`` is the function).
@@ -108,7 +112,14 @@ def _vmapped_without_rule(d, g):
   return jax.vmap(one)(d)
 
 
+def _pmsft(d, g):
+  """:func:`msftnet.intensity` with the propagation MSFT (silver, 13.5 nm)."""
+  return intensity(d, g.replace(forward_model="pmsft",
+                                material=Material(0.1097, 0.0794)))
+
+
 _JAX_IMPLS = {"msftnet": intensity, "msftnet_vmap": _vmapped,
+              "pmsft": _pmsft,
               "msftnet_vmap_default_rule": _vmapped_without_rule,
               "jnp_einsum": naive_einsum_intensity}
 
