@@ -200,7 +200,7 @@ def test_random_filter_choice_is_uniform_and_deterministic(pattern):
   assert counts.min() > 150 and counts.max() < 250
   # And it applies that filter with the second half of the key.
   by_name = jax.jit(augment.apply_filter, static_argnums=0)
-  for k in keys[:5]:
+  for k in keys[:2]:
     kc, kf = jax.random.split(k)
     name = augment.FILTER_NAMES[int(jax.random.randint(kc, (), 0, 10))]
     want = by_name(name, kf, pattern)

@@ -70,13 +70,12 @@ def rng():
   return np.random.default_rng(2026)
 
 
-@pytest.mark.parametrize("padding", [1, 2])
-def test_matches_the_independent_reference(padding, rng):
+def test_matches_the_independent_reference(rng):
   g = small_geometry(8, 12, material=SILVER)
   rho = rng.random((8, 8, 8))
   with jax.enable_x64(True):
-    got = np.asarray(pmsft(jnp.asarray(rho), g, padding=padding))
-  want = reference_pmsft(rho, g, SILVER.delta, SILVER.beta, padding)
+    got = np.asarray(pmsft(jnp.asarray(rho), g, padding=3))
+  want = reference_pmsft(rho, g, SILVER.delta, SILVER.beta, 3)
   assert np.max(np.abs(got - want)) < 1e-9 * np.max(np.abs(want))
   # Propagation and refraction matter at this strength: msft differs.
   with jax.enable_x64(True):
@@ -86,8 +85,8 @@ def test_matches_the_independent_reference(padding, rng):
 
 def test_projection_without_delta_is_the_msft(rng):
   """No propagator, delta = 0: the paper's MSFT exactly (its geometry)."""
-  g = Geometry(n_voxels=16, box_nm=79.6875, detector_px=32)
-  rho = (rng.random((16, 16, 16)) > 0.4).astype(np.float32)
+  g = small_geometry(10, 16)
+  rho = (rng.random((10, 10, 10)) > 0.4).astype(np.float32)
   a = np.asarray(pmsft(rho, g, propagate=False))
   b = np.asarray(msft(rho, g))
   assert np.max(np.abs(a - b)) < 2e-6 * np.max(np.abs(b))
@@ -102,9 +101,9 @@ def test_propagation_correction_vanishes_with_the_index(rng):
   (the shadow diffracts inside the particle) by an amount proportional to
   beta, so pmsft -> msft as the index -> 1; delta = beta = 0 is the Born
   (kinematic) pattern of msft without absorption."""
-  g = small_geometry(16, 24)
-  rho = np.zeros((16, 16, 16), np.float32)
-  rho[3:13, 4:12, 5:13] = 1.0
+  g = small_geometry(12, 16)
+  rho = np.zeros((12, 12, 12), np.float32)
+  rho[2:10, 3:9, 3:10] = 1.0
   def correction(beta):
     gb = g.replace(material=Material(0.0, beta))
     a, b = (np.asarray(pmsft(rho, gb, propagate=p)) for p in (True, False))
@@ -172,9 +171,10 @@ def test_gradient_matches_finite_differences(rng):
 
 
 def test_batch_vmap_and_loop_agree(rng):
-  g = Geometry(n_voxels=16, box_nm=79.6875, detector_px=32, material=SILVER)
-  vols = rng.random((2, 2, 16, 16, 16)).astype(np.float32)
-  loop = np.stack([np.stack([np.asarray(pmsft(v, g)) for v in row])
+  g = small_geometry(8, 12, material=SILVER)
+  vols = rng.random((2, 2, 8, 8, 8)).astype(np.float32)
+  one = jax.jit(lambda v: pmsft(v, g))
+  loop = np.stack([np.stack([np.asarray(one(v)) for v in row])
                    for row in vols])
   batched = np.asarray(pmsft(vols, g))
   vmapped = np.asarray(jax.jit(jax.vmap(jax.vmap(lambda v: pmsft(v, g))))(vols))
@@ -183,16 +183,7 @@ def test_batch_vmap_and_loop_agree(rng):
                                atol=1e-4 * np.abs(loop).max())
   grads = jax.jit(jax.vmap(jax.grad(
       lambda v: jnp.sum(jnp.abs(pmsft(v, g)) ** 2))))(vols[0])
-  assert grads.shape == (2, 16, 16, 16) and np.all(np.isfinite(grads))
-
-
-def test_forward_model_follows_the_geometry(rng):
-  g = Geometry(n_voxels=16, box_nm=79.6875, detector_px=32, material=SILVER)
-  rho = rng.random((16, 16, 16)).astype(np.float32)
-  e = np.asarray(msftnet.field(rho, g.replace(forward_model="pmsft")))
-  np.testing.assert_array_equal(e, np.asarray(pmsft(rho, g)))
-  np.testing.assert_array_equal(np.asarray(msftnet.field(rho, g)),
-                                np.asarray(msft(rho, g)))
+  assert grads.shape == (2, 8, 8, 8) and np.all(np.isfinite(grads))
 
 
 @pytest.mark.parametrize("padding", [0, 1.5, True, "2"])

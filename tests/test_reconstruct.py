@@ -271,12 +271,6 @@ def test_reconstruct_launcher_bad_checkpoint(tmp_path):
   res = _run("experiments.reconstruct", f"--out={tmp_path}",
              f"--checkpoint={tmp_path}", str(FIXTURE))
   assert res.returncode == 1 and "no config.json" in res.stderr
-  res = _run("experiments.reconstruct", f"--out={tmp_path / 'o'}",
-             "--material=0.1", str(FIXTURE))
-  assert res.returncode == 1
-  assert res.stderr.strip().splitlines()[-1].startswith(
-      "error: --material: material '0.1': expected")
-  assert not list((tmp_path / "o").glob("*.json"))
 
 
 def test_reconstruct_takes_the_forward_model_from_the_geometry(tiny_model_dir):
