@@ -127,21 +127,17 @@ def solid_density(theta, body_n, body_d, is_sphere, n: int) -> jax.Array:
   """Differentiable occupancy ``[N, N, N]`` of one parametrised solid."""
   a, _, _, _ = _linear_map(theta)
   a_inv = jnp.linalg.inv(a)
-  c = raster.grid_coords(n)
-  z, y, x = c[:, None, None], c[None, :, None], c[None, None, :]
-  pts = jnp.stack(jnp.broadcast_arrays(z, y, x), -1).reshape(-1, 3)
   nr = body_n @ a_inv                                   # (A^-T n_b) . r <= d_b
   norm2 = jnp.sum(nr * nr, axis=1)
-  pad = norm2 == 0
-  norm = jnp.sqrt(jnp.where(pad, 1.0, norm2))
-  nr, dr = nr / norm[:, None], body_d / norm
-  width = jnp.maximum(jnp.sum(jnp.abs(nr), axis=1) / n, 1e-6)
-  dist = (pts @ nr.T - dr) / width
-  dist = jnp.where(pad[None], -1e6, dist).max(axis=1).reshape(n, n, n)
+  norm = jnp.sqrt(jnp.where(norm2 == 0, 1.0, norm2))
+  nr, dr = nr / norm[:, None], body_d / norm             # padding rows stay 0
   quadric = a_inv.T @ a_inv
-  ball = raster._ellipsoid_distance(quadric, z, y, x, n)
-  dist = jnp.where(is_sphere, ball, dist)
-  return jnp.clip(0.5 - dist, 0.0, 1.0)
+  # The data's rasteriser, one sample per voxel: the sphere is the
+  # ellipsoid alone (no planes), a polyhedron its planes alone.
+  return raster.rasterize(jnp.where(is_sphere, 0.0, nr),
+                          jnp.where(is_sphere, 1.0, dr),
+                          jnp.where(is_sphere, quadric, 0.0), n,
+                          supersample=1, differentiable=True)
 
 
 @functools.partial(jax.jit, static_argnames=("geometry", "config"))
@@ -173,7 +169,7 @@ def _fit_class(body_n, body_d, is_sphere, theta0, pattern, valid, *,
   (theta, _), history = jax.lax.scan(step, (theta, tx.init(theta)), None,
                                      length=config.steps)
   final, sims = per_start(theta)
-  paper = jnp.mean(vals * (sims - pats) ** 2, axis=(-2, -1))
+  paper = losses.paper_mse(sims, pats, vals)
   return theta, final, paper, history
 
 
@@ -193,7 +189,7 @@ def fit_class(name: str, pattern, valid=None, *, config: FitConfig = FitConfig()
               geometry: Geometry | None = None) -> tuple[ClassFit, dict]:
   """Fit one class; returns its best start and that start's raw parameters."""
   geometry = Geometry() if geometry is None else geometry
-  pat, val, single = recon._as_batch(pattern, valid, geometry.detector_px)
+  pat, val, single = recon.check_patterns(pattern, valid, geometry.detector_px)
   if not single:
     raise ValueError("fit_class: give one pattern [M, M].")
   if name not in FIT_CLASSES:

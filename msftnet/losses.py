@@ -27,7 +27,8 @@ from msftnet.msft import simulate_pattern
 
 __all__ = [
     "scatter_loss", "binary_loss", "physics_loss", "bce_loss", "hybrid_loss",
-    "masked_pattern_loss", "masked_mse", "affine_masked_mse", "iou",
+    "masked_pattern_loss", "masked_mse", "paper_mse", "affine_masked_mse",
+    "iou",
 ]
 
 
@@ -104,6 +105,16 @@ def masked_mse(sim, pattern, valid) -> jax.Array:
   valid = jnp.asarray(valid, sim.dtype)
   return (jnp.sum(valid * (sim - pattern) ** 2, axis=(-2, -1))
           / jnp.maximum(jnp.sum(valid, axis=(-2, -1)), 1.0))
+
+
+def paper_mse(sim, pattern, valid=None) -> jax.Array:
+  """The paper's protocol (Fig. 11), per pattern ``[...]``: the mean over
+  *all* ``M x M`` pixels of ``(sim - pattern)^2``, pixels outside ``valid``
+  counting as zero difference (:data:`msftnet.metrics.PAPER_PROTOCOL`)."""
+  d2 = (sim - pattern) ** 2
+  if valid is not None:
+    d2 = jnp.asarray(valid, d2.dtype) * d2
+  return jnp.mean(d2, axis=(-2, -1))
 
 
 def affine_masked_mse(logs, pattern, valid) -> jax.Array:

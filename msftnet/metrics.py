@@ -12,12 +12,16 @@
   and the Ewald curvature, for the inversion).
 * :func:`pattern_mse`: the paper's protocol for experimental data: mean over
   all detector pixels of the squared difference of normalised log patterns,
-  pixels outside the valid region counted as zero difference.
+  pixels outside the valid region counted as zero difference (one pattern;
+  :func:`msftnet.losses.paper_mse`, the same loss, is what the refinement
+  and the fits report for batches).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from msftnet import losses
 
 #: One-line description of :func:`pattern_mse`, stored with reported losses.
 PAPER_PROTOCOL = ("mean over all 128x128 pixels of the squared difference of "
@@ -94,22 +98,19 @@ def pattern_mse(pattern, reference, valid=None) -> float:
   pixels outside the detector's valid region count as zero difference, and the
   mean is over all ``M x M`` pixels.
   """
-  p = np.asarray(pattern, dtype=np.float64)
-  r = np.asarray(reference, dtype=np.float64)
+  p = np.asarray(pattern, dtype=np.float32)
+  r = np.asarray(reference, dtype=np.float32)
   if p.shape != r.shape:
     raise ValueError(f"pattern_mse: shapes differ, {p.shape} vs {r.shape}.")
-  d2 = (p - r) ** 2
-  if valid is not None:
-    d2 = np.where(np.asarray(valid, dtype=bool), d2, 0.0)
-  return float(d2.mean())
+  return float(losses.paper_mse(p, r, None if valid is None
+                                else np.asarray(valid, bool)))
 
 
 def iou(pred, target, threshold: float = 0.5) -> float:
-  """Intersection over union of ``pred > t`` and ``target > t`` (one volume)."""
-  p = np.asarray(pred) > threshold
-  t = np.asarray(target) > threshold
-  union = np.count_nonzero(p | t)
-  return float(np.count_nonzero(p & t) / union) if union else 1.0
+  """Intersection over union of ``pred > t`` and ``target > t`` (one volume;
+  :func:`msftnet.losses.iou` for batches)."""
+  return float(losses.iou(np.asarray(pred)[None], np.asarray(target)[None],
+                          threshold)[0])
 
 
 def aligned_iou(pred, target, threshold: float = 0.5) -> float:

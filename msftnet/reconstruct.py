@@ -87,7 +87,7 @@ from msftnet.msft import intensity
 from msftnet.msft import log_pattern
 
 __all__ = ["RefineConfig", "Reconstruction", "reconstruct", "refine",
-           "network_geometry",
+           "network_geometry", "check_patterns",
            "polytope_starts", "pattern_losses",
            "support_mask", "fit_dark_level", "simulate_with_dark_level",
            "sphere_density", "start_label"]
@@ -252,11 +252,6 @@ def simulate_with_dark_level(density, geometry: Geometry, u) -> jax.Array:
                         jnp.reshape(u, u.shape + (1, 1)))
 
 
-def _paper_mse(sim, pattern, valid):
-  valid = valid.astype(sim.dtype)
-  return jnp.mean(valid * (sim - pattern) ** 2, axis=(-2, -1))
-
-
 def _dark_table(inten, pattern, valid):
   """Masked loss for every ``u`` of the grid: ``[U, ...]``."""
   return jax.lax.map(
@@ -387,17 +382,21 @@ def _refine(init_density, pattern, valid, *, geometry: Geometry,
               initial_pattern=sim0[rows],
               loss_before=losses.masked_mse(sim0, pats, vals)[rows],
               loss_after=final[jnp.arange(b), pick],
-              paper_loss_before=_paper_mse(sim0, pats, vals)[rows],
-              paper_loss_after=_paper_mse(sim, pats, vals)[rows],
+              paper_loss_before=losses.paper_mse(sim0, pats, vals)[rows],
+              paper_loss_after=losses.paper_mse(sim, pats, vals)[rows],
               dark_level=params["u"][rows],
               start=pick if config.start != "sphere" else pick + 1,
               network_loss=losses.masked_mse(sim_net, pattern, valid),
-              network_paper_loss=_paper_mse(sim_net, pattern, valid),
+              network_paper_loss=losses.paper_mse(sim_net, pattern, valid),
               history=jnp.take_along_axis(history, pick[None, :, None],
                                           axis=2)[..., 0])
 
 
-def _as_batch(pattern, valid, m: int):
+def check_patterns(pattern, valid, m: int):
+  """Validate pattern(s) ``[M, M]`` or ``[B, M, M]`` (finite, in [0, 1]) and
+  their valid mask (``None``: all valid; one ``[M, M]`` mask broadcasts);
+  returns ``(pattern [B, M, M] float32, valid [B, M, M] bool, single)``.
+  Bad input raises ValueError in one sentence."""
   pattern = jnp.asarray(pattern, jnp.float32)
   single = pattern.ndim == 2
   if single:
@@ -474,7 +473,7 @@ def refine(init_density, pattern, valid=None, *,
   pattern), so a pattern's result does not depend on the batch it came in.
   """
   geometry = Geometry() if geometry is None else geometry
-  pattern, valid, single = _as_batch(pattern, valid, geometry.detector_px)
+  pattern, valid, single = check_patterns(pattern, valid, geometry.detector_px)
   init = jnp.asarray(init_density, jnp.float32)
   if init.ndim == 3:
     init = init[None]
@@ -589,7 +588,7 @@ def pattern_losses(density, pattern, valid, geometry: Geometry):
   u, _ = fit_dark_level(rho, pat, val, geometry)
   sim = simulate_with_dark_level(rho, geometry, u)
   return (np.asarray(sim[0]), float(losses.masked_mse(sim, pat, val)[0]),
-          float(_paper_mse(sim, pat, val)[0]), float(u[0]))
+          float(losses.paper_mse(sim, pat, val)[0]), float(u[0]))
 
 
 def network_geometry(model, geometry: Geometry | None = None) -> Geometry:
@@ -650,7 +649,7 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
                        f"{refine_steps}.")
     config = dataclasses.replace(config, steps=int(refine_steps))
   geometry = network_geometry(model, geometry)
-  pat, val, single = _as_batch(pattern, valid, geometry.detector_px)
+  pat, val, single = check_patterns(pattern, valid, geometry.detector_px)
   pat, val = np.asarray(pat), np.asarray(val)
   rows = []
   for i in range(pat.shape[0]):
