@@ -48,14 +48,13 @@ _CURVE_OUT = flags.DEFINE_string("curve_out", None,
 
 def learning_curve(metrics_path, baselines: dict, out: str) -> None:
   """Train (running mean) and validation scatter loss against step."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from matplotlib.figure import Figure
   with open(metrics_path) as f:
     recs = [json.loads(line) for line in f]
   tr = [(r["step"], r["scatter"]) for r in recs if r["split"] == "train"]
   va = [(r["step"], r["scatter"]) for r in recs if r["split"] == "validation"]
-  fig, ax = plt.subplots(figsize=(6.4, 4))
+  fig = Figure(figsize=(6.4, 4))
+  ax = fig.subplots()
   steps, vals = np.array(tr).T
   k = 8
   smooth = np.convolve(vals, np.ones(k) / k, mode="valid")

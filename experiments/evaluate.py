@@ -39,23 +39,21 @@ from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from matplotlib.figure import Figure
+import numpy as np
 
-from msftnet import augment  # noqa: E402
-from msftnet import centre  # noqa: E402
-from msftnet import data as data_lib  # noqa: E402
-from msftnet import fitting  # noqa: E402
-from msftnet import losses  # noqa: E402
-from msftnet import measured  # noqa: E402
-from msftnet import metrics  # noqa: E402
-from msftnet import pretrained  # noqa: E402
-from msftnet import reconstruct as recon  # noqa: E402
-from msftnet import report  # noqa: E402
-from msftnet.geometry import Geometry  # noqa: E402
-from msftnet.paper_io import atomic_write  # noqa: E402
+from msftnet import augment
+from msftnet import centre
+from msftnet import data as data_lib
+from msftnet import fitting
+from msftnet import losses
+from msftnet import measured
+from msftnet import metrics
+from msftnet import pretrained
+from msftnet import reconstruct as recon
+from msftnet import report
+from msftnet.geometry import Geometry
+from msftnet.paper_io import atomic_write
 
 _OUT = flags.DEFINE_string("out", "eval", "Work/output directory.")
 _MODEL = flags.DEFINE_string("model", None, "Model directory (default bundled).")
@@ -216,7 +214,8 @@ def _testset_figure():
   k = 6
   if not os.path.exists(os.path.join(_OUT.value, f"testset_{cond}_{k-1}.npy")):
     return
-  fig, axes = plt.subplots(4, k, figsize=(2.4 * k, 9.6))
+  fig = Figure(figsize=(2.4 * k, 9.6))
+  axes = fig.subplots(4, k)
   rows = _read_jsonl(os.path.join(_OUT.value, f"testset_{cond}.jsonl"))
   for i in range(k):
     pv = np.load(os.path.join(_OUT.value, f"testset_{cond}_{i}.npy"))

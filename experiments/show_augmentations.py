@@ -16,17 +16,14 @@ import sys
 from absl import app
 from absl import flags
 import jax
-import matplotlib
+from matplotlib.figure import Figure
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from msftnet.solids import example_density  # noqa: E402
-from msftnet import Geometry  # noqa: E402
-from msftnet import augment  # noqa: E402
-from msftnet import paper_io  # noqa: E402
-from msftnet import simulate_pattern  # noqa: E402
+from msftnet.solids import example_density
+from msftnet import Geometry
+from msftnet import augment
+from msftnet import paper_io
+from msftnet import simulate_pattern
 
 _OUT = flags.DEFINE_string("out", "augmentations.png", "Output figure (PNG).")
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed for the filter parameters.")
@@ -38,7 +35,8 @@ _PATTERN = flags.DEFINE_string("pattern", None,
 def figure(pattern: np.ndarray, seed: int):
   """The figure: original plus one panel per filter, invalid pixels in red."""
   names = ("original",) + augment.FILTER_NAMES
-  fig, axes = plt.subplots(2, 6, figsize=(15, 6.6))
+  fig = Figure(figsize=(15, 6.6))
+  axes = fig.subplots(2, 6)
   key = jax.random.key(seed)
   for ax, name, k in zip(axes.flat, names, jax.random.split(key, len(names))):
     if name == "original":

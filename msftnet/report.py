@@ -18,14 +18,12 @@ import json
 import os
 import sys
 
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from matplotlib.figure import Figure
+import numpy as np
 
-from msftnet.geometry import Geometry  # noqa: E402
-from msftnet.paper_io import atomic_write  # noqa: E402
-from msftnet.paper_io import save_npy  # noqa: E402
+from msftnet.geometry import Geometry
+from msftnet.paper_io import atomic_write
+from msftnet.paper_io import save_npy
 
 __all__ = ["reconstruction_figure", "write_result", "write_json",
            "isosurface_obj", "save_figure", "check_out_dir",
@@ -39,10 +37,13 @@ def check_out_dir(path) -> None:
 
 
 def save_figure(fig, path) -> None:
-  """Save a matplotlib figure to PNG atomically and close it."""
+  """Save a matplotlib figure to PNG atomically.
+
+  Figures here are ``matplotlib.figure.Figure`` objects made without pyplot:
+  no global backend is set or used, and nothing stays registered to close.
+  """
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=110)
-  plt.close(fig)
   with atomic_write(path) as f:
     f.write(buf.getvalue())
 
@@ -73,7 +74,8 @@ def reconstruction_figure(pattern, valid, density, simulated, *,
   """
   g = Geometry() if geometry is None else geometry
   rows = 1 if truth is None else 2
-  fig, axes = plt.subplots(rows, 6, figsize=(18, 3.3 * rows), squeeze=False)
+  fig = Figure(figsize=(18, 3.3 * rows))
+  axes = fig.subplots(rows, 6, squeeze=False)
   vols = [("reconstruction", density)] + ([] if truth is None
                                            else [("truth", truth)])
   for r, (label, vol) in enumerate(vols):
