@@ -19,6 +19,25 @@ from msftnet.msft import simulate_pattern
 
 __version__ = "0.1.0"
 
+#: Submodules reached as attributes on first use (``msftnet.reconstruct``,
+#: ``msftnet.data``, ...), so ``import msftnet`` stays light. ``msftnet.msft``
+#: is the function; its module is ``importlib.import_module("msftnet.msft")``.
+_SUBMODULES = ("augment", "centre", "data", "detector", "fitting", "geometry",
+               "losses", "material", "measured", "metrics", "model",
+               "polytope", "pretrained", "raster", "reconstruct", "report",
+               "solids", "train")
+
+
+def __getattr__(name):
+  if name in _SUBMODULES:
+    import importlib
+    return importlib.import_module(f"msftnet.{name}")
+  raise AttributeError(f"module 'msftnet' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_SUBMODULES))
+
 __all__ = [
     "Geometry",
     "Material",
