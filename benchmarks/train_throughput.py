@@ -56,12 +56,12 @@ def main(argv):
                                                  geometry=geometry),
                    donate_argnums=0)
     t = time.perf_counter()
-    state, m = step(state, train._global_batch(next(it), mesh))
+    state, m = step(state, train.global_batch(next(it), mesh))
     jax.block_until_ready(m)
     first = time.perf_counter() - t
     t = time.perf_counter()
     for _ in range(_STEPS.value):
-      state, m = step(state, train._global_batch(next(it), mesh))
+      state, m = step(state, train.global_batch(next(it), mesh))
     jax.block_until_ready(m)
     sec = (time.perf_counter() - t) / _STEPS.value
     rec = {"config": name, "width": config.width,

@@ -55,7 +55,8 @@ from msftnet.paper_io import atomic_write
 
 __all__ = [
     "TrainState", "create_train_state", "train_step", "eval_step",
-    "train_and_evaluate", "make_mesh", "NonFiniteLossError",
+    "train_and_evaluate", "make_mesh", "NonFiniteLossError", "global_batch",
+    "data_config", "training_geometry",
 ]
 
 BATCH_KEYS = ("pattern", "valid", "density", "loss_target")
@@ -199,7 +200,7 @@ def data_config(config) -> data_lib.DataConfig:
                              material=config.get("material", ""))
 
 
-def _global_batch(batch: dict, mesh: Mesh) -> dict:
+def global_batch(batch: dict, mesh: Mesh) -> dict:
   """Assemble this process's shard into a global array sharded over "data"."""
   sharding = NamedSharding(mesh, P("data"))
   out = {}
@@ -295,7 +296,7 @@ def evaluate(state, config, geometry, mesh, eval_fn) -> dict:
   it = iter(ds.to_iter_dataset())
   sums, count = {}, 0
   for _ in range(min(config.eval_batches, len(ds))):
-    metrics = _to_float(eval_fn(state, _global_batch(next(it), mesh)))
+    metrics = _to_float(eval_fn(state, global_batch(next(it), mesh)))
     for k, v in metrics.items():
       sums[k] = sums.get(k, 0.0) + v
     count += 1
@@ -371,7 +372,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   log = (lambda rec: _append_metrics(metrics_path, [rec])
          if jax.process_index() == 0 else None)
   for step in range(start + 1, total + 1):
-    batch = _global_batch(next(train_iter), mesh)
+    batch = global_batch(next(train_iter), mesh)
     with jax.set_mesh(mesh):
       state, metrics = step_fn(state, batch)
     if step % config.log_every == 0 or step == total:
