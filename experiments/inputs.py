@@ -56,14 +56,14 @@ def geometry(base: Geometry | None = None) -> Geometry:
   ``--material`` where given (ValueError with one sentence for a bad
   material)."""
   base = Geometry() if base is None else base
-  changes = {}
-  if FORWARD_MODEL.value is not None:
-    changes["forward_model"] = FORWARD_MODEL.value
   if MATERIAL.value is not None:
-    changes["material"] = parse_material(MATERIAL.value, base.wavelength_nm)
-    if changes["material"] is not None:   # the material replaces the paper's
-      changes.update(absorption_length_nm=12.5, absorption="amplitude")
-  return base.replace(**changes)
+    material = parse_material(MATERIAL.value, base.wavelength_nm)
+    # A material replaces the paper's absorption-length setting.
+    base = base.replace(material=material) if material is None else (
+        base.replace(material=material,
+                     absorption_length_nm=Geometry.absorption_length_nm,
+                     absorption=Geometry.absorption))
+  return base.with_physics(forward_model=FORWARD_MODEL.value)
 
 
 def detector_overrides() -> dict:

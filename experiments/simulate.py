@@ -30,7 +30,6 @@ from msftnet import intensity
 from msftnet import log_pattern
 from msftnet import paper_io
 from msftnet.geometry import FORWARD_MODELS
-from msftnet.material import parse_material
 from msftnet.solids import example_density
 
 _DENSITY = flags.DEFINE_string("density", None,
@@ -73,10 +72,8 @@ def main(argv):
     geometry = Geometry(n_voxels=density.shape[0], box_nm=_BOX.value,
                         wavelength_nm=_WAVELENGTH.value,
                         absorption_length_nm=_ABSORPTION.value,
-                        detector_px=_DETECTOR.value,
-                        forward_model=_FORWARD_MODEL.value,
-                        material=parse_material(_MATERIAL.value,
-                                                _WAVELENGTH.value))
+                        detector_px=_DETECTOR.value).with_physics(
+                            _FORWARD_MODEL.value, _MATERIAL.value)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

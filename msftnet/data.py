@@ -44,7 +44,6 @@ from msftnet import paper_io
 from msftnet import raster
 from msftnet import solids
 from msftnet.geometry import Geometry
-from msftnet.material import parse_material
 from msftnet.msft import PAPER_LOSS_EPS
 from msftnet.msft import intensity
 from msftnet.msft import log_pattern
@@ -112,10 +111,14 @@ class DataConfig:
   @functools.cached_property
   def geometry(self) -> Geometry:
     """The simulation's geometry (``resolution`` voxels per axis)."""
-    base = Geometry(n_voxels=self.resolution, detector_px=self.detector_px)
-    return base.replace(
-        forward_model=self.forward_model,
-        material=parse_material(self.material, base.wavelength_nm))
+    return Geometry(n_voxels=self.resolution,
+                    detector_px=self.detector_px).with_physics(
+                        self.forward_model, self.material)
+
+  @property
+  def target_geometry(self) -> Geometry:
+    """The targets' and the physics loss's geometry (``target_voxels``)."""
+    return self.geometry.replace(n_voxels=self.target_voxels)
 
 
 def split_sizes(n_samples: int) -> tuple[int, int]:
@@ -168,7 +171,7 @@ def _simulate(normals, offsets, quadrics, indices, epochs, *,
     b, n = vols.shape[0], config.target_voxels
     vols = vols.reshape(b, n, factor, n, factor, n, factor).mean((2, 4, 6))
     vols = (vols > 0.5).astype(jnp.float32)
-    inten = intensity(vols, g.replace(n_voxels=n))
+    inten = intensity(vols, config.target_geometry)
   # The physics loss compares 64^3 patterns at the paper's eps.
   loss_target = log_pattern(inten, eps=PAPER_LOSS_EPS)
   if augmented:

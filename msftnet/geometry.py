@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from msftnet.material import Material
+from msftnet.material import parse_material
 
 __all__ = ["Geometry", "ABSORPTION_CONVENTIONS", "FORWARD_MODELS"]
 
@@ -112,8 +113,8 @@ class Geometry:
       if not isinstance(self.material, Material):
         raise ValueError("Geometry.material must be a msftnet.Material or "
                          f"None, got {self.material!r}.")
-      if (float(self.absorption_length_nm) != 12.5
-          or self.absorption != "amplitude"):
+      if (float(self.absorption_length_nm) != Geometry.absorption_length_nm
+          or self.absorption != Geometry.absorption):
         raise ValueError(
             "Geometry: give either a material or absorption_length_nm / "
             "absorption (the paper's absorption-only setting), not both.")
@@ -172,6 +173,19 @@ class Geometry:
     """``k delta``: the field's phase lags by ``exp(-i k delta depth)`` (0
     without a material); used by :func:`msftnet.pmsft`, dropped by ``msft``."""
     return 0.0 if self.material is None else self.k_per_nm * self.material.delta
+
+  def with_physics(self, forward_model: str | None = None,
+                   material: str | None = None) -> "Geometry":
+    """A copy with another forward model and/or material, each left as it
+    is when None; ``material`` is text as
+    :func:`msftnet.material.parse_material` reads it, at this geometry's
+    wavelength (``""``/``"paper"``: no material)."""
+    changes = {}
+    if forward_model is not None:
+      changes["forward_model"] = forward_model
+    if material is not None:
+      changes["material"] = parse_material(material, self.wavelength_nm)
+    return self.replace(**changes)
 
   def to_dict(self) -> dict:
     """JSON-ready fields (the material as a dict or None)."""

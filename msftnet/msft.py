@@ -301,11 +301,6 @@ def _operator(geometry: Geometry, model: str = "msft", padding: int = 2,
   return op
 
 
-def _msft_unchecked(rho: jax.Array, geometry: Geometry) -> jax.Array:
-  """MSFT of ``rho [..., N, N, N]`` (float32/64) -> complex ``[..., M, M]``."""
-  return _operator(geometry)(rho)
-
-
 def _apply(density, geometry: Geometry, chunk_size, name: str, op):
   """``op`` (one volume -> ``[M, M]``) over ``density [..., N, N, N]``."""
   rho = _check_density(density, geometry)

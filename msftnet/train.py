@@ -189,8 +189,7 @@ def make_mesh(devices=None) -> Mesh:
 def training_geometry(config) -> Geometry:
   """The geometry of the network's output and its physics loss: the data
   config's forward model and material on the target grid (64^3)."""
-  dcfg = data_config(config)
-  return dcfg.geometry.replace(n_voxels=dcfg.target_voxels)
+  return data_config(config).target_geometry
 
 
 def data_config(config) -> data_lib.DataConfig:
