@@ -19,7 +19,9 @@ Prints one JSON line per (implementation, N, batch, mode):
   nearest FFT grid, not exactly ``dq``), forward only.
 
 Modes: ``forward`` (density -> |E|^2) and ``forward+grad`` (value and gradient
-of a log-pattern loss). ``patterns_per_s`` is the batch size over the median
+of a log-pattern loss); ``rel_err`` is the forward pass's relative L2
+distance from a numpy float64 DFT of the first volume (the MSFT's model;
+not reported for ``pmsft``, a different model). ``patterns_per_s`` is the batch size over the median
 wall time of repeated calls after compilation; ``peak_bytes`` is XLA's
 buffer estimate for the compiled call (arguments + outputs + temporaries) for
 JAX, and tracemalloc's peak for numpy. Runtime: ~5 min with the defaults on
@@ -118,6 +120,19 @@ def _pmsft(d, g):
                                 material=Material(0.1097, 0.0794)))
 
 
+def reference_intensity(vol: np.ndarray, g: Geometry) -> np.ndarray:
+  """One volume's |E|^2 in numpy float64 (plain complex DFT): the accuracy
+  reference of every implementation's forward pass (``rel_err``)."""
+  vol = vol.astype(np.float64)
+  eff = vol * np.exp(-g.amplitude_attenuation_per_nm * g.voxel_nm *
+                     np.cumsum(vol, axis=0))
+  f = np.exp(-1j * np.outer(g.q_axis, g.in_plane_nm))          # [M, N]
+  a = np.tensordot(eff, f, axes=([2], [1]))                    # z, y, qx
+  b = np.tensordot(f, a, axes=([1], [1]))                      # qy, z, qx
+  phase = np.exp(1j * g.qz[:, None, :] * g.depth_nm[None, :, None])
+  return np.abs(np.sum(b * phase, axis=1) * g.ewald_mask) ** 2
+
+
 _JAX_IMPLS = {"msftnet": intensity, "msftnet_vmap": _vmapped,
               "pmsft": _pmsft,
               "msftnet_vmap_default_rule": _vmapped_without_rule,
@@ -163,9 +178,11 @@ def main(argv):
     for b in map(int, _BATCHES.value):
       rho_np = (rng.random((b, n, n, n)) > 0.7).astype(np.float32)
       rho = jnp.asarray(rho_np)
+      ref = reference_intensity(rho_np[0], g)
       for impl in _IMPLS.value:
         modes = ["forward"] if impl == "numpy_fft" else ["forward", "forward+grad"]
         for mode in modes:
+          err = None
           if impl == "numpy_fft":
             if n == 192 and b > 8:
               continue                          # minutes per call; skip
@@ -177,10 +194,14 @@ def main(argv):
           else:
             fn = _JAX_IMPLS[impl]
             run, peak = _jax_case(fn, g, rho, mode)
+            if mode == "forward" and impl != "pmsft":
+              out = np.asarray(run()[0], np.float64)
+              err = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
           sec, reps = _time(run, _MIN_SECONDS.value)
           rec = {"impl": impl, "n_voxels": n, "detector_px": g.detector_px,
                  "batch": b, "mode": mode, "seconds_per_call": round(sec, 5),
                  "patterns_per_s": round(b / sec, 2), "peak_bytes": peak,
+                 "rel_err": None if err is None else float(f"{err:.2e}"),
                  "reps": reps, "backend": jax.default_backend(),
                  "devices": jax.device_count()}
           report.add(rec)

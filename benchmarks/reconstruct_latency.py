@@ -31,6 +31,9 @@ from msftnet import reconstruct as recon
 
 _MODEL = flags.DEFINE_string("model", None, "Model directory (default bundled).")
 _BATCHES = flags.DEFINE_list("batches", ["1"], "Batch sizes.")
+_VARIANTS = flags.DEFINE_list(
+    "variants", ["network", "voxels", "polytope"],
+    "Which of network / voxels / polytope to run at every batch size.")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Warm calls per setting.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
 
@@ -46,10 +49,16 @@ def main(argv):
   cfg = data_lib.DataConfig(n_samples=64, seed=4321, test_set=True)
   sample = data_lib.simulate_batch(cfg, [data_lib.sample_params(cfg, 0)], [0])
   base = recon.RefineConfig()
+  keys = ["network", "voxels", "polytope"]
+  unknown = set(_VARIANTS.value) - set(keys)
+  if unknown:
+    raise app.UsageError(f"--variants: unknown {sorted(unknown)}; "
+                         f"expected some of {keys}.")
   variants = [("network alone (baseline)", 0, base),
               ("voxels, network start", 150,
                dataclasses.replace(base, method="voxels", steps=150)),
               ("polytope (default)", base.steps, base)]
+  variants = [v for k, v in zip(keys, variants) if k in _VARIANTS.value]
   for b in (int(x) for x in _BATCHES.value):
     pats = np.repeat(sample["pattern"], b, axis=0)
     vals = np.broadcast_to(valid, (b, m, m))

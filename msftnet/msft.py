@@ -193,8 +193,8 @@ def _map_batch(f, xs, chunk: int):
   b = jax.tree_util.tree_leaves(xs)[0].shape[0]
   if b == 1:              # XLA:CPU picks a slow dot for a size-1 batch axis
     return f(jax.tree_util.tree_map(lambda a: a[0], xs))[None]
-  if chunk >= b:
-    return f(xs)
+  if chunk >= b:                    # f maps one item: batch it with vmap
+    return jax.vmap(f)(xs)
   return jax.lax.map(f, xs, batch_size=None if chunk == 1 else chunk)
 
 

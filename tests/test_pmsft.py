@@ -177,8 +177,10 @@ def test_batch_vmap_and_loop_agree(rng):
   loop = np.stack([np.stack([np.asarray(one(v)) for v in row])
                    for row in vols])
   batched = np.asarray(pmsft(vols, g))
+  # chunk_size >= batch: the whole batch at once, as on accelerators.
+  whole = np.asarray(pmsft(vols, g, chunk_size=4))
   vmapped = np.asarray(jax.jit(jax.vmap(jax.vmap(lambda v: pmsft(v, g))))(vols))
-  for other in (batched, vmapped):
+  for other in (batched, whole, vmapped):
     np.testing.assert_allclose(other, loop, rtol=0,
                                atol=1e-4 * np.abs(loop).max())
   grads = jax.jit(jax.vmap(jax.grad(
