@@ -14,6 +14,9 @@ Prints one JSON line per (implementation, N, batch, mode):
   default ``--impls``), the cost of refraction side by side with ``msftnet``;
 * ``jnp_einsum``: a naive complex matrix DFT with ``jnp.einsum`` (same model,
   no symmetry folding), jit-compiled;
+* ``pymsft``: pyMSFT's MSFT (numpy and FFTW, its own FFT q grid), run in
+  the interpreter ``--pymsft_python`` (it needs its own environment:
+  Python >= 3.12 by its metadata, scipy < 1.17), forward only;
 * ``numpy_fft``: plain numpy, one zero-padded 2D FFT per slice as in the
   paper's code (pads N=64 to 170 and N=192 to 512, so its q grid is the
   nearest FFT grid, not exactly ``dq``), forward only.
@@ -31,6 +34,7 @@ JAX, and tracemalloc's peak for numpy. Runtime: ~5 min with the defaults on
 from __future__ import annotations
 
 import importlib
+import subprocess
 import time
 import tracemalloc
 
@@ -55,6 +59,33 @@ _MIN_SECONDS = flags.DEFINE_float("min_seconds", 2.0,
 _IMPLS = flags.DEFINE_list("impls", ["msftnet", "jnp_einsum", "numpy_fft"],
                            "Implementations to run.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
+_PYMSFT_PYTHON = flags.DEFINE_string(
+    "pymsft_python", None, "A Python interpreter with pyMSFT installed: adds "
+    "the impl 'pymsft' (run in that interpreter, in the same run).")
+
+# pyMSFT's MSFT (numpy + FFTW, CPU) on the same volumes: N^3 -> M^2 with its
+# own FFT q grid, forward only; prints seconds per pattern (median of loops).
+_PYMSFT_SCRIPT = """
+import os, sys, time
+os.environ["pyMSFT_FORCE_CPU"] = "True"
+import numpy as np
+from pyMSFT.simulation.simulation import MSFTSimulation
+n, m, b, box, lam, min_s = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]),
+                            float(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]))
+sim = MSFTSimulation(npix_fft=m, npix_real=n, box_size=box, wavelength=lam,
+                     pool_size=os.cpu_count())
+rng = np.random.default_rng(0)
+vols = [(rng.random((n, n, n)) > 0.7) * 0.01j for _ in range(b)]
+sim.get_diffraction_image(vols[0])
+times, total = [], 0.0
+while total < min_s or len(times) < 3:
+  t = time.perf_counter()
+  for v in vols:
+    sim.get_diffraction_image(v)
+  times.append(time.perf_counter() - t)
+  total += times[-1]
+print(float(np.median(times)) / b)
+"""
 
 _FFT_SIZE = {64: 170, 192: 512}
 
@@ -169,6 +200,23 @@ def _jax_case(fn, g, rho, mode):
   return (lambda: jax.block_until_ready(compiled(rho))), peak
 
 
+def _pymsft_case(report, g: Geometry, b: int) -> None:
+  """Time pyMSFT in ``--pymsft_python`` (a subprocess) on ``b`` volumes."""
+  if not _PYMSFT_PYTHON.value:
+    raise app.UsageError("--impls=pymsft needs --pymsft_python=INTERPRETER.")
+  res = subprocess.run(
+      [_PYMSFT_PYTHON.value, "-c", _PYMSFT_SCRIPT, str(g.n_voxels),
+       str(g.detector_px), str(b), str(g.box_nm), str(g.wavelength_nm),
+       str(_MIN_SECONDS.value)], capture_output=True, text=True, check=True)
+  sec = float(res.stdout.split()[-1])
+  report.add({"impl": "pymsft", "n_voxels": g.n_voxels,
+              "detector_px": g.detector_px, "batch": b, "mode": "forward",
+              "seconds_per_call": round(sec * b, 5),
+              "patterns_per_s": round(1 / sec, 2), "peak_bytes": None,
+              "rel_err": None, "reps": None, "backend": "cpu (pyMSFT)",
+              "devices": None})
+
+
 def main(argv):
   del argv
   report = Report()
@@ -180,6 +228,9 @@ def main(argv):
       rho = jnp.asarray(rho_np)
       ref = reference_intensity(rho_np[0], g)
       for impl in _IMPLS.value:
+        if impl == "pymsft":
+          _pymsft_case(report, g, b)
+          continue
         modes = ["forward"] if impl == "numpy_fft" else ["forward", "forward+grad"]
         for mode in modes:
           err = None

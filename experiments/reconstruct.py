@@ -5,7 +5,8 @@ r"""Reconstruct particles from single patterns: network + MSFT refinement.
       [--coarse_steps=N] [--refine=FIELD=VALUE,...]
       [--input_scale=auto|counts|log] [--experimental]
       [--mask=FILE] [--detector_distance_mm=D --pixel_um=P
-      [--beam_centre=ROW,COL] [--wavelength_nm=L]] [--mesh] [--batch=8]
+      [--beam_centre=ROW,COL] [--wavelength_nm=L]] [--mesh] [--nofigures]
+      [--batch=32]
       [--overwrite] [--process_id=I --num_processes=P]
       [--forward_model=msft|pmsft] [--material=henke:Ag]
 
@@ -27,8 +28,8 @@ model the paper's MSFT, absorption only; ``STEM.json`` records it).
 For each input ``STEM`` writes ``DIR/STEM_density.npy`` (float32 [64]^3,
 (z, y, x), beam +z, 318.75 nm box), ``DIR/STEM.json`` (losses before/after
 refinement, masked and in the paper's protocol), ``DIR/STEM.png`` (input with
-mask outline, depth map, three views, simulated pattern) and with ``--mesh``
-``DIR/STEM.obj``. An input that cannot be used gets one line on stderr and
+mask outline, depth map, three views, simulated pattern; not with
+``--nofigures``) and with ``--mesh`` ``DIR/STEM.obj``. An input that cannot be used gets one line on stderr and
 the others are still processed; the exit status is 1 if any failed.
 A rerun skips inputs whose ``STEM.json`` exists (written last, so it marks a
 finished input; ``--overwrite`` redoes them); ``--process_id/--num_processes``
@@ -75,7 +76,11 @@ _REFINE = flags.DEFINE_string(
     "refine", "", "Further refinement settings, FIELD=VALUE,... of "
     "msftnet.reconstruct.RefineConfig (e.g. planes=32,keep=3).")
 _MESH = flags.DEFINE_bool("mesh", False, "Also write DIR/STEM.obj.")
-_BATCH = flags.DEFINE_integer("batch", 8, "Patterns refined together.")
+_FIGURES = flags.DEFINE_bool("figures", True,
+                             "Write DIR/STEM.png (--nofigures for long runs).")
+_BATCH = flags.DEFINE_integer(
+    "batch", 32, "Patterns per call (the network alone runs them together; "
+    "a refinement takes them one by one).")
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Redo inputs whose STEM.json exists (default: a "
     "rerun skips them, so an interrupted run resumes).")
@@ -170,7 +175,8 @@ def main(argv):
       if not report.try_write_result(
           _OUT.value, stem, path, bad, density=out.density[j],
           pattern=pattern, valid=valid, simulated=out.pattern[j],
-          metrics=metrics, title=title, mesh=_MESH.value):
+          metrics=metrics, title=title, mesh=_MESH.value,
+          figure=_FIGURES.value):
         continue
       done += 1
       finished = i + j + 1

@@ -16,9 +16,75 @@ outside the detector become invalid).
 
 from __future__ import annotations
 
+import functools
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["find_centre", "shift_pattern"]
+__all__ = ["find_centre", "find_centres", "shift_pattern"]
+
+
+@functools.lru_cache(maxsize=8)
+def _candidates(m: int, max_shift: int, radius: int):
+  """Flat pixel indices of the pairs of every candidate centre:
+  ``(a, b, ok)``, each ``[S, K]`` for ``S = (2 max_shift + 1)^2`` candidates
+  (row-major in ``(dy, dx)``) and the ``K`` offsets of a half disc of
+  ``radius``; ``ok`` marks pairs on the detector (the others index 0)."""
+  yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+  half = ((yy * yy + xx * xx <= radius * radius)
+          & ((yy > 0) | ((yy == 0) & (xx > 0))))
+  dy, dx = yy[half], xx[half]
+  s = np.arange(-max_shift, max_shift + 1)
+  cy = (m // 2 + np.repeat(s, s.size))[:, None]
+  cx = (m // 2 + np.tile(s, s.size))[:, None]
+  idx = [cy + dy, cx + dx, cy - dy, cx - dx]
+  ok = (np.minimum.reduce(idx) >= 0) & (np.maximum.reduce(idx) < m)
+  a = np.where(ok, idx[0] * m + idx[1], 0).astype(np.int32)
+  b = np.where(ok, idx[2] * m + idx[3], 0).astype(np.int32)
+  return a, b, ok
+
+
+@functools.partial(jax.jit, static_argnames=("max_shift", "radius",
+                                             "min_pairs"))
+def _scores(t, v, *, max_shift, radius, min_pairs):
+  """Symmetry score ``[B, S]`` of every candidate (inf: too few pairs)."""
+  ia, ib, ok = _candidates(t.shape[-1], max_shift, radius)
+
+  def one(args):
+    ti, vi = args
+    ti, vi = (ti * vi).reshape(-1), vi.reshape(-1)
+    w = vi[ia] * vi[ib] * ok                                   # [S, K]
+    nw = jnp.sum(w, axis=1)
+    a, b = ti[ia], ti[ib]
+    safe = jnp.maximum(nw, 1.0)
+    mean = jnp.sum(w * (a + b), axis=1) / (2 * safe)
+    spread = jnp.sum(w * ((a - mean[:, None]) ** 2 + (b - mean[:, None]) ** 2),
+                     axis=1) / (2 * safe)
+    score = (jnp.sum(w * (a - b) ** 2, axis=1) / safe
+             / jnp.maximum(spread, 1e-12))
+    return jnp.where(nw >= min_pairs, score, jnp.inf)
+
+  return jax.lax.map(one, (t, v))
+
+
+def find_centres(patterns, valid=None, *, max_shift: int = 10,
+                 radius: int = 40, min_pairs: int = 200) -> np.ndarray:
+  """:func:`find_centre` of a batch ``[B, M, M]``: offsets ``[B, 2]``
+  (int64; all candidates of a pattern scored at once, jit-compiled)."""
+  t = np.asarray(patterns, np.float32)
+  if t.ndim != 3 or t.shape[1] != t.shape[2]:
+    raise ValueError(f"find_centres: patterns must be [B, M, M], got "
+                     f"{t.shape}.")
+  v = (np.ones(t.shape, np.float32) if valid is None else
+       np.broadcast_to(np.asarray(valid, bool), t.shape).astype(np.float32))
+  score = np.asarray(_scores(t, v, max_shift=int(max_shift),
+                             radius=int(radius), min_pairs=int(min_pairs)))
+  side = 2 * max_shift + 1
+  k = np.argmin(score, axis=1)
+  found = np.isfinite(score).any(axis=1)
+  out = np.stack([k // side - max_shift, k % side - max_shift], axis=1)
+  return np.where(found[:, None], out, 0).astype(np.int64)
 
 
 def find_centre(pattern, valid=None, *, max_shift: int = 10,
@@ -33,37 +99,13 @@ def find_centre(pattern, valid=None, *, max_shift: int = 10,
     radius: pixel pairs within this distance of the candidate centre.
     min_pairs: candidates with fewer valid pairs are skipped.
 
-  Returns ``(0, 0)`` when no candidate has enough valid pairs.
+  Returns ``(0, 0)`` when no candidate has enough valid pairs; among equal
+  scores the first candidate in row-major ``(dy, dx)`` order.
   """
-  t = np.asarray(pattern, np.float64)
-  m = t.shape[0]
-  v = (np.ones(t.shape, bool) if valid is None
-       else np.asarray(valid, bool)).astype(np.float64)
-  t = t * v
-  c0 = m // 2
-  yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
-  half = ((yy * yy + xx * xx <= radius * radius)
-          & ((yy > 0) | ((yy == 0) & (xx > 0))))
-  dy, dx = yy[half], xx[half]
-  best, arg = np.inf, (0, 0)
-  for sy in range(-max_shift, max_shift + 1):
-    for sx in range(-max_shift, max_shift + 1):
-      cy, cx = c0 + sy, c0 + sx
-      ya, xa, yb, xb = cy + dy, cx + dx, cy - dy, cx - dx
-      ok = ((np.minimum.reduce([ya, xa, yb, xb]) >= 0)
-            & (np.maximum.reduce([ya, xa, yb, xb]) < m))
-      ya, xa, yb, xb = ya[ok], xa[ok], yb[ok], xb[ok]
-      w = v[ya, xa] * v[yb, xb]
-      nw = w.sum()
-      if nw < min_pairs:
-        continue
-      a, b = t[ya, xa], t[yb, xb]
-      mean = (w * (a + b)).sum() / (2 * nw)
-      spread = (w * ((a - mean) ** 2 + (b - mean) ** 2)).sum() / (2 * nw)
-      score = (w * (a - b) ** 2).sum() / nw / max(spread, 1e-12)
-      if score < best:
-        best, arg = score, (sy, sx)
-  return arg
+  v = None if valid is None else np.asarray(valid, bool)[None]
+  dy, dx = find_centres(np.asarray(pattern)[None], v, max_shift=max_shift,
+                        radius=radius, min_pairs=min_pairs)[0]
+  return int(dy), int(dx)
 
 
 def shift_pattern(pattern, valid, shift) -> tuple[np.ndarray, np.ndarray]:

@@ -25,6 +25,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -66,10 +69,29 @@ class Predictor:
     net = model_lib.build(self.width, dropout_rate=0.0)
     return jax.jit(lambda v, x: net.apply(v, x, train=False)[..., 0])
 
+  @functools.cached_property
+  def _mesh(self) -> Mesh:
+    return Mesh(np.asarray(jax.local_devices()), ("batch",))
+
+  @functools.cached_property
+  def _replicated(self):
+    return jax.device_put(self.variables, NamedSharding(self._mesh, P()))
+
   def __call__(self, patterns) -> jax.Array:
-    """``[B, 128, 128]`` patterns -> ``[B, 64, 64, 64]`` densities in [0, 1]."""
+    """``[B, 128, 128]`` patterns -> ``[B, 64, 64, 64]`` densities in [0, 1].
+
+    With several local devices the batch is split over them (padded to a
+    multiple of the device count); with one it runs as it is.
+    """
     x = jnp.asarray(patterns, jnp.float32)
-    return self._apply(self.variables, x)
+    n = jax.local_device_count()
+    if n == 1 or x.ndim != 3 or x.shape[0] < 2:
+      return self._apply(self.variables, x)
+    b = x.shape[0]
+    if b % n:
+      x = jnp.concatenate([x, jnp.zeros((n - b % n,) + x.shape[1:], x.dtype)])
+    x = jax.device_put(x, NamedSharding(self._mesh, P("batch")))
+    return self._apply(self._replicated, x)[:b]
 
 
 def _read_config(path: str) -> dict:

@@ -580,15 +580,23 @@ def _polytope_one(network_density, pattern, valid, geometry: Geometry,
               history=np.asarray(history)[:, order[0]])
 
 
+@functools.partial(jax.jit, static_argnames="geometry")
+def _batch_losses(density, pattern, valid, geometry: Geometry):
+  """:func:`pattern_losses` of a batch ``[B, N, N, N]``, one compiled call."""
+  u, _ = fit_dark_level(density, pattern, valid, geometry)
+  sim = simulate_with_dark_level(density, geometry, u)
+  return (sim, losses.masked_mse(sim, pattern, valid),
+          losses.paper_mse(sim, pattern, valid), u)
+
+
 def pattern_losses(density, pattern, valid, geometry: Geometry):
   """Min-max normalised pattern with the grid-fitted dark level, its masked
   and paper-protocol losses: ``(sim [M, M], masked, paper, u)``."""
-  rho = jnp.asarray(density, jnp.float32)[None]
-  pat, val = jnp.asarray(pattern)[None], jnp.asarray(valid)[None]
-  u, _ = fit_dark_level(rho, pat, val, geometry)
-  sim = simulate_with_dark_level(rho, geometry, u)
-  return (np.asarray(sim[0]), float(losses.masked_mse(sim, pat, val)[0]),
-          float(losses.paper_mse(sim, pat, val)[0]), float(u[0]))
+  sim, ml, pl, u = _batch_losses(
+      jnp.asarray(density, jnp.float32)[None],
+      jnp.asarray(pattern, jnp.float32)[None], jnp.asarray(valid)[None],
+      geometry)
+  return np.asarray(sim[0]), float(ml[0]), float(pl[0]), float(u[0])
 
 
 def network_geometry(model, geometry: Geometry | None = None) -> Geometry:
@@ -614,15 +622,22 @@ def network_geometry(model, geometry: Geometry | None = None) -> Geometry:
   return geometry
 
 
+#: Patterns per call of the network and its losses in :func:`reconstruct`.
+_NETWORK_CHUNK = 32
+
+
 def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
                 = None, config: RefineConfig = RefineConfig(),
                 geometry: Geometry | None = None) -> Reconstruction:
   """Pattern(s) ``[128, 128]`` or ``[B, 128, 128]`` -> ``Reconstruction``.
 
   Per pattern: find its centre (``config.centre_search``) and move it to
-  pixel ``M // 2``; run the network; refine (``config.method``). Each
-  pattern is processed on its own with the same compiled functions, so its
-  result does not depend on the batch.
+  pixel ``M // 2``; run the network; refine (``config.method``). With a
+  refinement each pattern is processed on its own with the same compiled
+  functions, so its result does not depend on the batch (bit for bit); the
+  network alone (``refine_steps=0``) runs on chunks of up to 32 patterns,
+  sharded over the local devices, and agrees with single calls to float32
+  rounding.
 
   Args:
     pattern: normalised log pattern(s) in [0, 1] (``msftnet.measured``
@@ -651,17 +666,35 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
   geometry = network_geometry(model, geometry)
   pat, val, single = check_patterns(pattern, valid, geometry.detector_px)
   pat, val = np.asarray(pat), np.asarray(val)
+  shifts = (np.zeros((pat.shape[0], 2), np.int64) if not config.centre_search
+            else centre.find_centres(pat, val, max_shift=config.centre_search))
+  centred = [centre.shift_pattern(p, v, s) for p, v, s in zip(pat, val, shifts)]
+  for i, (p_c, v_c) in enumerate(centred):
+    if not v_c.any():                 # the shift left no valid pixel
+      centred[i], shifts[i] = (pat[i], val[i]), (0, 0)
+  p_all = np.stack([c[0] for c in centred]).astype(np.float32)
+  v_all = np.stack([c[1] for c in centred])
+  support = support_mask(geometry.n_voxels, config.support_radius)
+  # The network and its losses: in chunks for the network alone; one
+  # pattern per call before a refinement, so that a refined result does not
+  # depend on the other patterns of the batch (the same compiled programs
+  # for every pattern: bit-identical to a single call).
+  chunk = _NETWORK_CHUNK if config.steps == 0 else 1
+  first = {}
+  for lo in range(0, pat.shape[0], chunk):
+    sl = slice(lo, lo + chunk)
+    net = model(p_all[sl]) * support
+    parts = _batch_losses(net, jnp.asarray(p_all[sl]), jnp.asarray(v_all[sl]),
+                          geometry)
+    for k, x in zip(("net", "sim", "ml", "pl", "u"), (net,) + parts):
+      first.setdefault(k, []).append(np.asarray(x))
+  first = {k: np.concatenate(x) for k, x in first.items()}
   rows = []
   for i in range(pat.shape[0]):
-    shift = ((0, 0) if not config.centre_search else
-             centre.find_centre(pat[i], val[i],
-                                max_shift=config.centre_search))
-    p_c, v_c = centre.shift_pattern(pat[i], val[i], shift)
-    if not v_c.any():
-      p_c, v_c, shift = pat[i], val[i], (0, 0)
-    net = np.asarray(model(p_c[None]))[0] * np.asarray(
-        support_mask(geometry.n_voxels, config.support_radius))
-    sim_n, ml_n, pl_n, u_n = pattern_losses(net, p_c, v_c, geometry)
+    p_c, v_c = p_all[i], v_all[i]
+    shift = tuple(int(x) for x in shifts[i])
+    net, sim_n = first["net"][i], first["sim"][i]
+    ml_n, pl_n, u_n = (float(first[k][i]) for k in ("ml", "pl", "u"))
     row = dict(initial_density=net[None], initial_pattern=sim_n[None],
                loss_before=np.asarray([ml_n]),
                paper_loss_before=np.asarray([pl_n]),

@@ -131,19 +131,23 @@ def isosurface_obj(density, geometry: Geometry | None = None,
 
 def write_result(out_dir, stem: str, *, density, pattern, valid, simulated,
                  metrics: dict, title: str = "", mesh: bool = False,
-                 truth=None) -> list[str]:
-  """Write the output files of one input; returns their paths."""
+                 truth=None, figure: bool = True) -> list[str]:
+  """Write the output files of one input (``figure=False``: no PNG, for
+  runs of thousands of patterns); returns their paths."""
   os.makedirs(out_dir, exist_ok=True)
   base = os.path.join(out_dir, stem)
-  paths = [base + "_density.npy", base + ".json", base + ".png"]
+  paths = [base + "_density.npy"]
   save_npy(paths[0], np.asarray(density, np.float32))
-  save_figure(reconstruction_figure(pattern, valid, density, simulated,
-                                    title=title, truth=truth), paths[2])
+  if figure:
+    paths.append(base + ".png")
+    save_figure(reconstruction_figure(pattern, valid, density, simulated,
+                                      title=title, truth=truth), paths[-1])
   if mesh:
     paths.append(base + ".obj")
-    with atomic_write(paths[3], "w") as f:
+    with atomic_write(paths[-1], "w") as f:
       f.write(isosurface_obj(density))
-  write_json(paths[1], metrics)       # last: its presence marks a finished input
+  paths.append(base + ".json")
+  write_json(paths[-1], metrics)      # last: its presence marks a finished input
   return paths
 
 

@@ -23,8 +23,7 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 # subprocesses already fill the 2 cores, and XLA's per-process thread pool
 # only adds contention there.
 if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] += (" --xla_cpu_multi_thread_eigen=false"
-                              " intra_op_parallelism_threads=1")
+  os.environ["XLA_FLAGS"] += " --xla_cpu_multi_thread_eigen=false"
 
 _CACHE = os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",

@@ -151,3 +151,10 @@ def test_find_centre_recovers_a_shift_and_leaves_a_centred_pattern():
   assert centre.find_centre(moved, valid) == (3, -4)
   back, valid_back = centre.shift_pattern(moved, valid, (3, -4))
   np.testing.assert_array_equal(back[valid_back], pattern[valid_back])
+  # The batch search: the same offsets; a pattern with too few valid pixel
+  # pairs anywhere keeps its centre.
+  other, v_other = centre.shift_pattern(pattern, None, (5, -2))
+  none = np.zeros(pattern.shape, bool)
+  got = centre.find_centres(np.stack([moved, other, pattern]),
+                            np.stack([valid, v_other, none]))
+  np.testing.assert_array_equal(got, [[3, -4], [-5, 2], [0, 0]])

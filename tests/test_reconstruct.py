@@ -115,6 +115,13 @@ def test_reconstruct_batch_and_single_agree(tiny_model_dir, method):
   np.testing.assert_allclose(net_only.density * 1.0,
                              np.asarray(model(np.where(valid, pats, 0)))
                              * np.asarray(recon.support_mask(64)), atol=1e-6)
+  # The network alone runs on the whole batch: equal to single calls up to
+  # float32 rounding.
+  one = recon.reconstruct(pats[1], valid, model=model, refine_steps=0,
+                          config=dataclasses.replace(config, centre_search=0))
+  np.testing.assert_allclose(one.density, net_only.density[1], atol=1e-6)
+  np.testing.assert_allclose(one.paper_loss_after,
+                             net_only.paper_loss_after[1], rtol=1e-4)
 
 
 def test_reconstruct_returns_ranked_candidates_and_finds_the_centre(

@@ -1,0 +1,40 @@
+"""msftnet.pretrained: the predictor on several devices."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_SHARDED = textwrap.dedent("""
+    import sys
+    import jax
+    import numpy as np
+    from msftnet import pretrained
+    from msftnet import reconstruct as recon
+    assert jax.local_device_count() == 2, jax.devices()
+    model = pretrained.load_model(sys.argv[1])
+    x = np.random.default_rng(0).uniform(size=(4, 128, 128)).astype("f4")
+    four = model(x)
+    assert len(four.sharding.device_set) == 2, four.sharding
+    three = model(x[:3])                       # padded to 4, trimmed
+    singles = np.concatenate([np.asarray(model(x[i:i + 1])) for i in range(4)])
+    assert three.shape == (3, 64, 64, 64), three.shape
+    np.testing.assert_allclose(np.asarray(four), singles, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(three), singles[:3], atol=1e-6)
+    out = recon.reconstruct(x[:3], model=model, refine_steps=0)
+    assert out.density.shape == (3, 64, 64, 64)
+    assert np.all(np.isfinite(out.paper_loss_after))
+    print("ok")
+""")
+
+
+def test_predictor_splits_the_batch_over_local_devices(tiny_model_dir):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                      " --xla_force_host_platform_device_count=2").strip()
+  res = subprocess.run([sys.executable, "-c", _SHARDED, str(tiny_model_dir)],
+                       cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+  assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-3000:]
