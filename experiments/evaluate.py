@@ -69,7 +69,10 @@ _STEPS = flags.DEFINE_integer("refine_steps", recon.RefineConfig.steps,
 _FIT_STARTS = flags.DEFINE_integer("fit_starts", fitting.FitConfig.starts,
                                    "Forward fit: starts per class.")
 _FIT_STEPS = flags.DEFINE_integer("fit_steps", fitting.FitConfig.steps,
-                                  "Forward fit: steps per start.")
+                                  "Forward fit: full-problem steps.")
+_FIT_COARSE = flags.DEFINE_integer(
+    "fit_coarse_steps", fitting.FitConfig.coarse_steps,
+    "Forward fit: coarse steps per start (0: the former full-problem fit).")
 _FIT_CLASSES = flags.DEFINE_list("fit_classes", list(fitting.FIT_CLASSES),
                                  "Forward fit: classes.")
 _EXP_DIR = flags.DEFINE_string("experiment_dir", "../shared/data/experiment",
@@ -280,6 +283,7 @@ def study_experiment(model):
   good, bad = measured.load_many(paths, experimental=True)
   report.print_errors(bad)
   config = fitting.FitConfig(starts=_FIT_STARTS.value, steps=_FIT_STEPS.value,
+                             coarse_steps=_FIT_COARSE.value,
                              classes=tuple(_FIT_CLASSES.value))
   fits_dir = os.path.join(out, "fits")
   os.makedirs(fits_dir, exist_ok=True)

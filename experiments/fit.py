@@ -2,21 +2,24 @@ r"""Forward-fit parametrised solids to patterns (the classical baseline).
 
   python -m experiments.fit --out=DIR PATTERN [PATTERN ...] [--experimental]
       [--mask=FILE] [--input_scale=...] [--detector_distance_mm=D ...]
-      [--classes=Icosahedron,Decahedron] [--starts=4] [--steps=80] [--mesh]
+      [--classes=Icosahedron,Decahedron] [--starts=4] [--coarse_steps=80]
+      [--steps=30] [--keep=3] [--mesh]
       [--forward_model=msft|pmsft] [--material=henke:Ag]
 
 Same inputs (and input flags) and outputs as ``experiments.reconstruct``: for each input
 ``STEM`` it fits every class of ``msftnet.fitting.FIT_CLASSES`` (19 polyhedra
 and the sphere; size, stretch, orientation and dark level by gradient descent
-from ``--starts`` random starts) and writes ``DIR/STEM_density.npy`` (the best
+from ``--starts`` random starts; ``--coarse_steps`` on the coarse problem,
+then ``--steps`` on the full one for the ``--keep`` best classes;
+``--coarse_steps=0`` fits every start on the full problem) and writes ``DIR/STEM_density.npy`` (the best
 solid), ``DIR/STEM.json`` (best class, its parameters, the loss of every
 class; paper protocol and masked), ``DIR/STEM.png`` and with ``--mesh``
-``DIR/STEM.obj``. Runtime on 2 CPU cores: about 10-25 s per class with the
-defaults (4 starts x 80 steps), i.e. 4-8 minutes per pattern for all 20.
+``DIR/STEM.obj``. Runtimes: benchmarks/RESULTS.md ("Forward fitting").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -35,17 +38,24 @@ _CLASSES = flags.DEFINE_list("classes", list(fitting.FIT_CLASSES),
                              "Classes to fit (comma-separated).")
 _STARTS = flags.DEFINE_integer("starts", fitting.FitConfig.starts,
                                "Random starts per class.")
-_STEPS = flags.DEFINE_integer("steps", fitting.FitConfig.steps,
-                              "Adam steps per start.")
+_STEPS = flags.DEFINE_integer(
+    "steps", fitting.FitConfig.steps,
+    "Adam steps on the full problem (per start with --coarse_steps=0).")
+_COARSE = flags.DEFINE_integer(
+    "coarse_steps", fitting.FitConfig.coarse_steps,
+    "Adam steps per start on the coarse problem (0: no coarse stage).")
+_KEEP = flags.DEFINE_integer("keep", fitting.FitConfig.keep,
+                             "Classes continued on the full problem.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random starts.")
 _MESH = flags.DEFINE_bool("mesh", False, "Also write DIR/STEM.obj.")
 
 
 def fit_record(result: fitting.FitResult, path: str, valid, seconds,
-               scale_info=None, geometry=None) -> dict:
+               scale_info=None, geometry=None, config=None) -> dict:
   best = result.best
   return {
       "input": os.path.abspath(path), **(scale_info or {}),
+      **({"fit_config": dataclasses.asdict(config)} if config else {}),
       **({"geometry": geometry.to_dict()} if geometry is not None else {}),
       "best_class": best.polyhedron,
       "loss": best.paper_loss,
@@ -73,6 +83,7 @@ def main(argv):
     raise app.UsageError("give at least one PATTERN file.")
   try:
     config = fitting.FitConfig(starts=_STARTS.value, steps=_STEPS.value,
+                               coarse_steps=_COARSE.value, keep=_KEEP.value,
                                seed=_SEED.value,
                                classes=tuple(_CLASSES.value))
     geometry = inputs.geometry()
@@ -98,7 +109,8 @@ def main(argv):
     result = fitting.fit(pattern, valid, config=config, geometry=geometry,
                          progress=progress)
     seconds = time.perf_counter() - t
-    record = fit_record(result, path, valid, seconds, scale_info, geometry)
+    record = fit_record(result, path, valid, seconds, scale_info, geometry,
+                        config)
     b = result.best
     title = (f"{stem}: best fit {b.polyhedron}, R {b.circumradius_nm:.0f} nm, "
              f"stretch {b.stretch:.2f}, loss {b.paper_loss:.2e}")

@@ -18,9 +18,17 @@ gradient descent through the differentiable rasteriser and MSFT:
 * objective: the masked pattern loss of :mod:`msftnet.reconstruct` (pixels
   outside the valid mask have no influence);
 * ``starts`` random starts per class (uniform random rotations, circumradii
-  spread geometrically over [0.1, 0.4] box), Adam for ``steps`` iterations,
-  all starts of a class in one jitted ``lax.scan``; the best start of the
-  best class wins.
+  spread geometrically over [0.1, 0.4] box), all starts of a class in one
+  jitted ``lax.scan`` of Adam;
+* coarse to fine (``coarse_steps > 0``): every start of every class takes
+  ``coarse_steps`` iterations on the coarse problem of
+  :mod:`msftnet.reconstruct` (N/2 voxels, the central M/2 pixels, the
+  affine-invariant loss, since the crop's normalisation is not the full
+  pattern's); the best start of each class is then scored on the full
+  problem, and the ``keep`` classes with the lowest coarse loss continue
+  from it for ``steps`` iterations on the full problem. ``coarse_steps=0``
+  fits every start of every class on the full problem (the former
+  behaviour). The lowest full-problem loss wins.
 
 Face planes are padded to 8, 16, 32 or 64 rows, so the 20 classes share
 four compiled functions and a cube does not pay for 64 planes.
@@ -56,19 +64,24 @@ class FitConfig:
   """Settings of the forward fit (hashable: static under jit)."""
 
   starts: int = 4
-  steps: int = 80
+  steps: int = 30
   learning_rate: float = 0.05
   seed: int = 0
   classes: tuple[str, ...] = FIT_CLASSES
+  coarse_steps: int = 80
+  keep: int = 3
 
   def __post_init__(self):
     for name in self.classes:
       if name not in FIT_CLASSES:
         raise ValueError(f"FitConfig.classes: {name!r} cannot be fitted; "
                          f"expected some of {', '.join(FIT_CLASSES)}.")
-    if self.starts < 1 or self.steps < 0:
-      raise ValueError("FitConfig: starts must be >= 1 and steps >= 0, got "
-                       f"{self.starts} and {self.steps}.")
+    if (self.starts < 1 or self.steps < 0 or self.coarse_steps < 0
+        or self.keep < 1):
+      raise ValueError("FitConfig: starts and keep must be >= 1, steps and "
+                       f"coarse_steps >= 0; got starts={self.starts}, "
+                       f"keep={self.keep}, steps={self.steps}, "
+                       f"coarse_steps={self.coarse_steps}.")
 
 
 class ClassFit(NamedTuple):
@@ -140,23 +153,30 @@ def solid_density(theta, body_n, body_d, is_sphere, n: int) -> jax.Array:
                           supersample=1, differentiable=True)
 
 
-@functools.partial(jax.jit, static_argnames=("geometry", "config"))
+@functools.partial(jax.jit, static_argnames=("geometry", "steps",
+                                             "learning_rate", "affine"))
 def _fit_class(body_n, body_d, is_sphere, theta0, pattern, valid, *,
-               geometry: Geometry, config: FitConfig):
+               geometry: Geometry, steps: int, learning_rate: float,
+               affine: bool = False):
+  """Adam on every start of ``theta0`` (leading axis): the fitted
+  parameters, each start's final masked (``affine``: affine-invariant) loss,
+  its paper-protocol loss and the best loss per step."""
   n = geometry.n_voxels
   vol = jax.vmap(lambda t: solid_density(t, body_n, body_d, is_sphere, n))
   k = theta0["a"].shape[0]
   pats = jnp.broadcast_to(pattern, (k,) + pattern.shape)
   vals = jnp.broadcast_to(valid, (k,) + valid.shape)
   u0, _ = recon.fit_dark_level(vol(theta0), pats, vals, geometry)
-  theta = {**theta0, "u": u0}
+  theta = {**{k_: v for k_, v in theta0.items() if k_ != "u"}, "u": u0}
 
   def per_start(t):
     rho = vol(t)
     sim = recon.simulate_with_dark_level(rho, geometry, t["u"])
-    return losses.masked_mse(sim, pats, vals), sim
+    # sim is an affine map of log(I + eps): the affine loss of either is the same.
+    loss = losses.affine_masked_mse if affine else losses.masked_mse
+    return loss(sim, pats, vals), sim
 
-  tx = optax.adam(config.learning_rate)
+  tx = optax.adam(learning_rate)
 
   def step(carry, _):
     t, s = carry
@@ -167,7 +187,7 @@ def _fit_class(body_n, body_d, is_sphere, theta0, pattern, valid, *,
     return (optax.apply_updates(t, updates), s), jnp.min(per)
 
   (theta, _), history = jax.lax.scan(step, (theta, tx.init(theta)), None,
-                                     length=config.steps)
+                                     length=steps)
   final, sims = per_start(theta)
   paper = losses.paper_mse(sims, pats, vals)
   return theta, final, paper, history
@@ -185,21 +205,17 @@ def _starts(config: FitConfig, class_index: int) -> dict:
           "b": np.zeros(k, np.float32), "dir": d.astype(np.float32)}
 
 
-def fit_class(name: str, pattern, valid=None, *, config: FitConfig = FitConfig(),
-              geometry: Geometry | None = None) -> tuple[ClassFit, dict]:
-  """Fit one class; returns its best start and that start's raw parameters."""
-  geometry = Geometry() if geometry is None else geometry
-  pat, val, single = recon.check_patterns(pattern, valid, geometry.detector_px)
-  if not single:
-    raise ValueError("fit_class: give one pattern [M, M].")
-  if name not in FIT_CLASSES:
-    raise ValueError(f"fit_class: {name!r} cannot be fitted; expected one of "
-                     f"{', '.join(FIT_CLASSES)}.")
+def _run(name: str, theta0: dict, pattern, valid, geometry: Geometry,
+         steps: int, config: FitConfig, affine: bool = False):
   body_n, body_d = _body_planes(name)
-  theta, final, paper, _ = jax.device_get(_fit_class(
-      body_n, body_d, jnp.asarray(name == "Sphere"),
-      _starts(config, FIT_CLASSES.index(name)), pat[0], val[0],
-      geometry=geometry, config=config))
+  return jax.device_get(_fit_class(
+      body_n, body_d, jnp.asarray(name == "Sphere"), theta0, pattern, valid,
+      geometry=geometry, steps=steps, learning_rate=config.learning_rate,
+      affine=affine))
+
+
+def _class_fit(name: str, theta, final, paper, geometry: Geometry
+               ) -> tuple[ClassFit, dict]:
   i = int(np.argmin(final))
   best = {k: np.asarray(v[i]) for k, v in theta.items()}
   a, radius, stretch, d = jax.device_get(_linear_map(best))
@@ -212,6 +228,43 @@ def fit_class(name: str, pattern, valid=None, *, config: FitConfig = FitConfig()
       dark_level=float(best["u"])), best
 
 
+def _checked(name, pattern, valid, geometry):
+  pat, val, single = recon.check_patterns(pattern, valid, geometry.detector_px)
+  if not single:
+    raise ValueError("fit_class: give one pattern [M, M].")
+  if name not in FIT_CLASSES:
+    raise ValueError(f"fit_class: {name!r} cannot be fitted; expected one of "
+                     f"{', '.join(FIT_CLASSES)}.")
+  return pat[0], val[0]
+
+
+def fit_class(name: str, pattern, valid=None, *, config: FitConfig = FitConfig(),
+              geometry: Geometry | None = None) -> tuple[ClassFit, dict]:
+  """Fit one class; returns its best start and that start's raw parameters.
+
+  With ``config.coarse_steps > 0`` every start runs the coarse stage and the
+  best one ``config.steps`` full-problem iterations; otherwise every start
+  runs ``config.steps`` on the full problem.
+  """
+  geometry = Geometry() if geometry is None else geometry
+  pat, val = _checked(name, pattern, valid, geometry)
+  theta0 = _starts(config, FIT_CLASSES.index(name))
+  if config.coarse_steps:
+    theta0 = _coarse_best(name, theta0, pat, val, geometry, config)[0]
+  theta, final, paper, _ = _run(name, theta0, pat, val, geometry,
+                                config.steps, config)
+  return _class_fit(name, theta, final, paper, geometry)
+
+
+def _coarse_best(name, theta0, pat, val, geometry, config):
+  """The coarse stage of one class: its best start ``[1]`` and its loss."""
+  coarse, crop, crop_valid = recon.coarse_problem(pat, val, geometry)
+  theta, final, _, _ = _run(name, theta0, crop, crop_valid, coarse,
+                            config.coarse_steps, config, affine=True)
+  i = int(np.argmin(final))
+  return {k: np.asarray(v[i:i + 1]) for k, v in theta.items()}, float(final[i])
+
+
 def fit(pattern, valid=None, *, config: FitConfig = FitConfig(),
         geometry: Geometry | None = None, progress=None) -> FitResult:
   """Fit every class of ``config.classes``; the lowest masked loss wins.
@@ -219,18 +272,43 @@ def fit(pattern, valid=None, *, config: FitConfig = FitConfig(),
   Args:
     pattern: ``[M, M]`` normalised log pattern in [0, 1].
     valid: optional ``[M, M]`` bool mask of valid pixels.
-    progress: optional callable ``(i, total, ClassFit)`` after each class.
+    progress: optional callable ``(i, total, ClassFit)`` after each class
+      (with a coarse stage, ``total`` counts the coarse fits of every class
+      and the full-problem fits of the ``keep`` best).
   """
   geometry = Geometry() if geometry is None else geometry
-  fits, raw = [], {}
-  for i, name in enumerate(config.classes):
-    cf, theta = fit_class(name, pattern, valid, config=config,
-                          geometry=geometry)
-    fits.append(cf)
-    raw[name] = theta
-    if progress is not None:
-      progress(i + 1, len(config.classes), cf)
-  best = min(fits, key=lambda f: f.loss)
+  names = config.classes
+  pat, val = _checked(names[0], pattern, valid, geometry)
+  fits, raw = {}, {}
+  if not config.coarse_steps:
+    for i, name in enumerate(names):
+      fits[name], raw[name] = fit_class(name, pat, val, config=config,
+                                        geometry=geometry)
+      if progress is not None:
+        progress(i + 1, len(names), fits[name])
+  else:
+    keep = min(config.keep, len(names))
+    total = len(names) + keep
+    coarse = {}
+    for i, name in enumerate(names):
+      theta0, loss = _coarse_best(name, _starts(config, FIT_CLASSES.index(name)),
+                                  pat, val, geometry, config)
+      # Scored on the full problem without iterations: comparable losses.
+      fits[name], raw[name] = _class_fit(
+          name, *_run(name, theta0, pat, val, geometry, 0, config)[:3],
+          geometry)
+      coarse[name] = (loss, theta0)
+      if progress is not None:
+        progress(i + 1, total, fits[name])
+    ranked = sorted(names, key=lambda n: coarse[n][0])[:keep]
+    for j, name in enumerate(ranked):
+      fits[name], raw[name] = _class_fit(
+          name, *_run(name, coarse[name][1], pat, val, geometry, config.steps,
+                      config)[:3], geometry)
+      if progress is not None:
+        progress(len(names) + j + 1, total, fits[name])
+  per_class = tuple(fits[n] for n in names)
+  best = min(per_class, key=lambda f: f.loss)
   body_n, body_d = _body_planes(best.polyhedron)
   theta = {k: jnp.asarray(v) for k, v in raw[best.polyhedron].items()}
   rho = solid_density(theta, body_n, body_d,
@@ -238,5 +316,5 @@ def fit(pattern, valid=None, *, config: FitConfig = FitConfig(),
                       geometry.n_voxels)
   sim = recon.simulate_with_dark_level(rho[None], geometry,
                                        jnp.asarray([best.dark_level]))[0]
-  return FitResult(best=best, per_class=tuple(fits), density=np.asarray(rho),
+  return FitResult(best=best, per_class=per_class, density=np.asarray(rho),
                    pattern=np.asarray(sim))

@@ -90,13 +90,31 @@ def absorb(density: jax.Array, geometry: Geometry) -> jax.Array:
   mu = geometry.amplitude_attenuation_per_nm
   if mu == 0.0:
     return density
-  # Cumulative sum along z as a matmul with a lower-triangular matrix of
-  # ones: exact, and 1.5-2x faster than the scan XLA emits for jnp.cumsum
-  # on CPU (also for its gradient).
-  n = density.shape[-3]
-  tri = jnp.asarray(np.tril(np.ones((n, n))), dtype=density.dtype)
-  depth = jnp.einsum("zw,...wyx->...zyx", tri, density, precision=_HIGHEST)
+  depth = _cumsum_z(density)
   return density * jnp.exp(-(mu * geometry.voxel_nm) * depth)
+
+
+def _cumsum_z(x: jax.Array, block: int = 16) -> jax.Array:
+  """Inclusive cumulative sum over axis -3 of ``[..., N, N, N]``.
+
+  As matmuls with lower-triangular matrices of ones (faster than the scan
+  XLA emits for ``jnp.cumsum`` on CPU, also for the gradient), in blocks of
+  ``block`` slices: within each block, then the blocks' running totals.
+  ``N^3 block`` multiply-adds instead of ``N^4`` (a single triangular matrix
+  at 192^3 costs 3.5 times the whole DFT).
+  """
+  n = x.shape[-3]
+  if n % block or n <= block:
+    tri = jnp.asarray(np.tril(np.ones((n, n))), dtype=x.dtype)
+    return jnp.einsum("zw,...wyx->...zyx", tri, x, precision=_HIGHEST)
+  k = n // block
+  xb = x.reshape(x.shape[:-3] + (k, block) + x.shape[-2:])
+  tri = jnp.asarray(np.tril(np.ones((block, block))), dtype=x.dtype)
+  inner = jnp.einsum("zw,...kwyx->...kzyx", tri, xb, precision=_HIGHEST)
+  before = jnp.asarray(np.tril(np.ones((k, k)), -1), dtype=x.dtype)
+  offset = jnp.einsum("kj,...jyx->...kyx", before, inner[..., -1, :, :],
+                      precision=_HIGHEST)
+  return (inner + offset[..., None, :, :]).reshape(x.shape)
 
 
 def _check_density(density, geometry: Geometry) -> jax.Array:

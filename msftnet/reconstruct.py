@@ -88,7 +88,7 @@ from msftnet.msft import log_pattern
 
 __all__ = ["RefineConfig", "Reconstruction", "reconstruct", "refine",
            "network_geometry", "check_patterns",
-           "polytope_starts", "pattern_losses",
+           "polytope_starts", "pattern_losses", "coarse_problem",
            "support_mask", "fit_dark_level", "simulate_with_dark_level",
            "sphere_density", "start_label"]
 
@@ -498,7 +498,7 @@ def _first(out: Reconstruction) -> Reconstruction:
                            for k, v in out._asdict().items()})
 
 
-def _coarse_problem(pattern, valid, geometry: Geometry):
+def coarse_problem(pattern, valid, geometry: Geometry):
   """The coarse stage's geometry (N/2 voxels, the central M/2 pixels on the
   same q grid) and the pattern's central crop."""
   m = geometry.detector_px
@@ -533,7 +533,7 @@ def polytope_starts(network_density, pattern, valid, geometry: Geometry,
   Returns ``(normals [S, K, 3], offsets [S, K], names [S])``.
   """
   dirs = polytope.fibonacci_directions(config.planes)
-  coarse, crop, crop_valid = _coarse_problem(pattern, valid, geometry)
+  coarse, crop, crop_valid = coarse_problem(pattern, valid, geometry)
   if crop_valid.sum() < 16:            # nothing near the centre: use all
     crop_valid = np.ones_like(crop_valid)
   scan = np.asarray(_sphere_scan(jnp.asarray(_SCAN_RADII, jnp.float32),
@@ -562,7 +562,7 @@ def _polytope_one(network_density, pattern, valid, geometry: Geometry,
   n = geometry.n_voxels
   normals, offsets, names = polytope_starts(network_density, pattern, valid,
                                             geometry, config)
-  coarse, crop, crop_valid = _coarse_problem(pattern, valid, geometry)
+  coarse, crop, crop_valid = coarse_problem(pattern, valid, geometry)
   if crop_valid.sum() < 16:
     coarse, crop, crop_valid = geometry, pattern, valid
   p, loss, _ = polytope.refine_polytopes(

@@ -87,9 +87,25 @@ def test_fit_recovers_size_and_prefers_the_true_class():
   assert out.density.shape == (32, 32, 32) and out.pattern.shape == (64, 64)
 
 
-def test_fit_config_rejects_unknown_classes():
+def test_fit_config_rejects_unknown_classes_and_bad_counts():
   with pytest.raises(ValueError, match="Potato"):
     fitting.FitConfig(classes=("Potato",))
+  with pytest.raises(ValueError, match="keep"):
+    fitting.FitConfig(keep=0)
+
+
+def test_full_problem_fit_without_coarse_stage():
+  # coarse_steps=0: every start on the full problem (the former default).
+  truth = solids.SolidParams("Cube", size=0.5, theta=0.2, phi=0.1, alpha=0.3)
+  rho = rasterize(*solids.half_spaces(truth), 32)
+  pattern = np.asarray(recon.simulate_with_dark_level(
+      rho[None], SMALL, jnp.asarray([-3.0])))[0]
+  cf, theta = fitting.fit_class(
+      "Cube", pattern, config=fitting.FitConfig(starts=2, steps=3,
+                                                coarse_steps=0),
+      geometry=SMALL)
+  assert np.isfinite(cf.loss) and cf.loss > 0 and np.isfinite(cf.paper_loss)
+  assert theta["a"].shape == ()
 
 
 def test_fit_launcher(tmp_path):
@@ -97,6 +113,7 @@ def test_fit_launcher(tmp_path):
   res = subprocess.run(
       [sys.executable, "-m", "experiments.fit", f"--out={tmp_path}",
        "--experimental", "--classes=Icosahedron", "--starts=1", "--steps=2",
+       "--coarse_steps=2",
        str(fixture), str(tmp_path / "missing.png")],
       cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert res.returncode == 1 and "missing.png: no such file" in res.stderr
