@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from msftnet.paper_io import atomic_write
+from msftnet import records
 
 
 class Report:
@@ -21,6 +21,4 @@ class Report:
     """Write all records to ``path`` atomically (nothing if ``path`` is None)."""
     if not path:
       return
-    with atomic_write(path, "w") as f:
-      for rec in self.records:
-        f.write(json.dumps(rec) + "\n")
+    records.write_jsonl(path, self.records)

@@ -51,6 +51,7 @@ from msftnet import measured
 from msftnet import metrics
 from msftnet import pretrained
 from msftnet import reconstruct as recon
+from msftnet import records
 from msftnet import report
 from msftnet.geometry import Geometry
 from msftnet.paper_io import atomic_write
@@ -97,21 +98,6 @@ G = Geometry()
 
 
 # ------------------------------------------------------------------ helpers
-def _read_jsonl(path) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-def _append_jsonl(path, rows) -> None:
-  with open(path, "a") as f:
-    for r in rows:
-      f.write(json.dumps(r) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
-
-
 def _progress(label, done, total, t0, done_before=0):
   """One progress line; ``done_before`` items were finished by an earlier
   run (kept out of the rate)."""
@@ -169,7 +155,7 @@ def study_testset(model):
   n = len(src)
   for condition in ("clean", "simulated_experiment"):
     path = os.path.join(_OUT.value, f"testset_{condition}.jsonl")
-    done = len(_read_jsonl(path))
+    done = len(records.read_jsonl(path))
     t0 = time.perf_counter()
     for start in range(done, n, _BATCH.value):
       idx = range(start, min(n, start + _BATCH.value))
@@ -207,7 +193,7 @@ def study_testset(model):
           np.save(os.path.join(_OUT.value,
                                f"testset_{condition}_{i}_vols.npy"),
                   np.stack([truth[j], net.density[j], ref.density[j]]))
-      _append_jsonl(path, rows)
+      records.append_jsonl(path, rows)
       _progress(f"testset/{condition}", idx[-1] + 1, n, t0, done)
   _testset_figure()
 
@@ -219,7 +205,7 @@ def _testset_figure():
     return
   fig = Figure(figsize=(2.4 * k, 9.6))
   axes = fig.subplots(4, k)
-  rows = _read_jsonl(os.path.join(_OUT.value, f"testset_{cond}.jsonl"))
+  rows = records.read_jsonl(os.path.join(_OUT.value, f"testset_{cond}.jsonl"))
   for i in range(k):
     pv = np.load(os.path.join(_OUT.value, f"testset_{cond}_{i}.npy"))
     vols = np.load(os.path.join(_OUT.value, f"testset_{cond}_{i}_vols.npy"))
@@ -246,7 +232,7 @@ def study_crop(model):
   src = _testset_source()
   n = min(_N_CROP.value, len(src))
   path = os.path.join(_OUT.value, "crop.jsonl")
-  done = {(r["nr"], r["radius_px"]) for r in _read_jsonl(path)}
+  done = {(r["nr"], r["radius_px"]) for r in records.read_jsonl(path)}
   m = G.detector_px
   yy, xx = np.mgrid[:m, :m] - m // 2
   recs = [src[i] for i in range(n)]
@@ -267,7 +253,7 @@ def study_crop(model):
         rows.append({"nr": int(recs[s + j]["index"]), "radius_px": radius,
                      **{f"{q}_network": v for q, v in a.items()},
                      **{f"{q}_refined": v for q, v in b.items()}})
-    _append_jsonl(path, rows)
+    records.append_jsonl(path, rows)
     _progress("crop radii", k + 1, len(CROP_RADII), t0)
 
 
@@ -379,7 +365,7 @@ def results_markdown(model) -> str:
            "paper; aligned IoU is the best IoU over translations and the "
            "inversion r -> -r, which a far-field pattern cannot see.", ""]
   for condition in ("clean", "simulated_experiment"):
-    rows = _read_jsonl(os.path.join(_OUT.value, f"testset_{condition}.jsonl"))
+    rows = records.read_jsonl(os.path.join(_OUT.value, f"testset_{condition}.jsonl"))
     if not rows:
       continue
     lines += [f"## (a) Test set of truncated solids, {condition} input "
@@ -417,7 +403,7 @@ def results_markdown(model) -> str:
     lines.append("")
   if os.path.exists("docs/eval_testset.png"):
     lines += ["![test set](eval_testset.png)", ""]
-  rows = _read_jsonl(os.path.join(_OUT.value, "crop.jsonl"))
+  rows = records.read_jsonl(os.path.join(_OUT.value, "crop.jsonl"))
   if rows:
     lines += ["## (b) Detector range (Fig. 8): clean patterns seen inside a "
               "disc of radius r", "",

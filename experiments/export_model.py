@@ -14,7 +14,6 @@ the truth; then writes ``variables/`` (params and batch statistics only),
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from msftnet import data as data_lib
 from msftnet import losses
 from msftnet import metrics as metrics_lib
 from msftnet import pretrained
+from msftnet import records
 from msftnet import train as train_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training work directory.",
@@ -146,8 +146,7 @@ def main(argv):
   minutes = "time not recorded"
   mpath = os.path.join(_WORKDIR.value, "metrics.jsonl")
   if os.path.exists(mpath):
-    with open(mpath) as f:
-      recs = [json.loads(line) for line in f]
+    recs = records.read_jsonl(mpath)
     rates = [r["steps_per_s"] for r in recs if r.get("split") == "train"]
     if rates:
       steps = model.info["step"]

@@ -24,7 +24,8 @@ __version__ = "0.1.0"
 #: is the function; its module is ``importlib.import_module("msftnet.msft")``.
 _SUBMODULES = ("augment", "centre", "data", "detector", "fitting", "geometry",
                "losses", "material", "measured", "metrics", "model",
-               "polytope", "pretrained", "raster", "reconstruct", "report",
+               "polytope", "pretrained", "raster", "reconstruct", "records",
+               "report",
                "solids", "train")
 
 

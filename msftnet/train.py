@@ -50,6 +50,7 @@ from jax.sharding import PartitionSpec as P
 from msftnet import data as data_lib
 from msftnet import losses
 from msftnet import model as model_lib
+from msftnet import records
 from msftnet.geometry import Geometry
 from msftnet.paper_io import atomic_write
 
@@ -259,28 +260,12 @@ def _with_tree(state: TrainState, tree: dict) -> TrainState:
                        rng=jax.random.wrap_key_data(tree["rng"]))
 
 
-def _append_metrics(path, records):
-  with open(path, "a") as f:
-    for rec in records:
-      f.write(json.dumps(rec) + "\n")
-
-
 def _truncate_metrics(path, step):
   """Drop logged lines past ``step`` (written after the restored checkpoint)
   and a torn line a killed run may have left."""
-  if not os.path.exists(path):
-    return
-  keep = []
-  with open(path) as f:
-    for line in f:
-      try:
-        rec = json.loads(line)
-      except json.JSONDecodeError:   # torn by a kill mid-write: drop it
-        continue
-      if rec["step"] <= step:
-        keep.append(line if line.endswith("\n") else line + "\n")
-  with atomic_write(path, "w") as f:
-    f.writelines(keep)
+  if os.path.exists(path):
+    records.write_jsonl(path, [r for r in records.read_jsonl(path)
+                               if r.get("step", 0) <= step])
 
 
 def _to_float(metrics) -> dict:
@@ -368,7 +353,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 
   total = config.total_steps
   t0, last_t, last_step = time.perf_counter(), time.perf_counter(), start
-  log = (lambda rec: _append_metrics(metrics_path, [rec])
+  log = (lambda rec: records.append_jsonl(metrics_path, [rec])
          if jax.process_index() == 0 else None)
   for step in range(start + 1, total + 1):
     batch = global_batch(next(train_iter), mesh)
