@@ -10,6 +10,7 @@ and ``geometry()``, the model's geometry with it.
 
 from __future__ import annotations
 
+from absl import app
 from absl import flags
 
 from msftnet import measured
@@ -38,6 +39,10 @@ CENTRE = flags.DEFINE_list(
 WAVELENGTH = flags.DEFINE_float(
     "wavelength_nm", None, "Flat detector: photon wavelength in nm (default: "
     "the CXI file's, else the model's).")
+COUNTS_DARK = flags.DEFINE_float(
+    "counts_dark", measured.COUNTS_DARK,
+    "Photons added before the log of counts (input_scale counts); give the "
+    "counts in photons.")
 
 FORWARD_MODEL = flags.DEFINE_enum(
     "forward_model", None, list(FORWARD_MODELS),
@@ -83,9 +88,13 @@ def detector_overrides() -> dict:
 
 def load(paths):
   """``measured.load_many`` with the flags: ``(good, bad)``."""
+  if not COUNTS_DARK.value > 0:
+    raise app.UsageError(f"--counts_dark must be > 0 photons, got "
+                         f"{COUNTS_DARK.value}.")
   return measured.load_many(paths, mask=MASK.value,
                             experimental=EXPERIMENTAL.value,
                             input_scale=INPUT_SCALE.value,
+                            counts_dark=COUNTS_DARK.value,
                             detector=detector_overrides())
 
 

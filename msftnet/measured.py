@@ -34,10 +34,11 @@ that :mod:`msftnet.reconstruct` and :mod:`msftnet.fitting` take;
   intensities (>= 0), turned into the model's pattern ``log(I + d)``
   min-max normalised *inside the valid pixels* (a masked hot pixel does not
   set the scale; the refinement fits its own dark level anyway), with
-  ``d = COUNTS_DARK`` = 1 photon: every measured photon level stays
-  visible. (A dark level inside the network's trained range, 10 photons
-  clipped to ``10^-5.3 .. 10^-1.7`` of the peak, lowered the aligned IoU of
-  all four solids of ``benchmarks/cxi_roundtrip``: benchmarks/RESULTS.md.) ``"auto"``
+  ``d = COUNTS_DARK`` = 100 photons: shot noise then moves ``log(I + d)``
+  by at most ``1 / (2 sqrt(d))`` = 0.05 (at ``I = d``), where ``d`` = 1
+  photon let the noise of the many low-count pixels reach 0.5 and steer the
+  refinement (benchmarks/RESULTS.md, "Raw counts in a CXI run"). Counts
+  must be photons (or intensities in photon units) for this to hold. ``"auto"``
   (default): PNG images are log patterns; ``.npy``/HDF5 data are counts when
   their dtype is an integer or their maximum exceeds 1, else log patterns.
   The decision and its reason come back with ``return_info=True`` and land
@@ -227,8 +228,9 @@ def _detector_for(meta: dict, given, shape, geometry, path: str):
   return det, {**dataclasses.asdict(det), "source": source}
 
 
-#: Photons added before the log of counts (benchmarks/RESULTS.md, CXI).
-COUNTS_DARK = 1.0
+#: Photons added before the log of counts (module docstring; measured in
+#: benchmarks/RESULTS.md, "Raw counts in a CXI run").
+COUNTS_DARK = 100.0
 
 
 def _check_counts(inside, name) -> None:
@@ -256,7 +258,8 @@ def _resolve_scale(raw, inside_max, input_scale, image, name):
 
 
 def prepare_pattern(data, valid, *, input_scale: str = "auto",
-                    image: bool = False, name: str = "pattern"):
+                    image: bool = False, name: str = "pattern",
+                    counts_dark: float = COUNTS_DARK):
   """Raw detector numbers -> ``(pattern in [0, 1], info)`` (module docstring).
 
   Args:
@@ -265,7 +268,11 @@ def prepare_pattern(data, valid, *, input_scale: str = "auto",
     input_scale: ``"auto"``, ``"counts"`` or ``"log"``.
     image: the data came from an image file (auto: a log pattern).
     name: how errors name the input.
+    counts_dark: ``d`` of ``log(I + d)`` for counts (photons, > 0).
   """
+  if not counts_dark > 0:
+    raise ValueError(f"{name}: counts_dark must be > 0 (photons), got "
+                     f"{counts_dark}.")
   raw = np.asarray(data)
   x = raw.astype(np.float64)
   inside = x[valid]
@@ -282,7 +289,7 @@ def prepare_pattern(data, valid, *, input_scale: str = "auto",
     pattern = x
   else:
     _check_counts(inside, name)
-    dark = COUNTS_DARK
+    dark = float(counts_dark)
     logs = np.log(np.maximum(x, 0.0) + dark)
     l_lo, l_hi = float(logs[valid].min()), float(logs[valid].max())
     pattern = np.clip((logs - l_lo) / (l_hi - l_lo), 0.0, 1.0)
@@ -310,7 +317,7 @@ def read_mask(path) -> np.ndarray:
 
 
 def _frame(path, raw, bad, extra_mask, *, experimental, input_scale,
-           image, det, det_info, geometry, name):
+           image, det, det_info, geometry, name, counts_dark):
   """One raw frame (any shape) -> ``(pattern, valid, info)``."""
   raw = np.asarray(raw)
   if not np.issubdtype(raw.dtype, np.number) or np.iscomplexobj(raw):
@@ -346,12 +353,13 @@ def _frame(path, raw, bad, extra_mask, *, experimental, input_scale,
     _check_counts(raw[valid], name)
     raw, valid = detector_lib.to_q_grid(raw, valid, det, geometry, name=name)
     pattern, info = prepare_pattern(raw, valid, input_scale="counts",
-                                    name=name)
+                                    name=name, counts_dark=counts_dark)
     info.update(input_scale_reason=reason, detector=det_info,
                 detector_coverage=float(valid.mean()))
   else:
     pattern, info = prepare_pattern(raw, valid, input_scale=input_scale,
-                                    image=image, name=name)
+                                    image=image, name=name,
+                                    counts_dark=counts_dark)
   if experimental:
     pattern = np.where(valid, undo_colormap(pattern), 0.0).astype(np.float32)
   return pattern, valid, info
@@ -367,7 +375,8 @@ def _extra_mask(mask):
 
 def _frames(path, *, mask=None, experimental: bool = False,
             input_scale: str = "auto", detector=None,
-            geometry: Geometry | None = None):
+            geometry: Geometry | None = None,
+            counts_dark: float = COUNTS_DARK):
   """The frames of one input: yields ``(frame, n_frames, read)``.
 
   ``frame`` is the index in an ``[N, H, W]`` dataset (None for a single 2D
@@ -380,7 +389,7 @@ def _frames(path, *, mask=None, experimental: bool = False,
   geometry = Geometry() if geometry is None else geometry
   extra = _extra_mask(mask)
   kw = dict(experimental=experimental, input_scale=input_scale,
-            geometry=geometry)
+            geometry=geometry, counts_dark=counts_dark)
   if not path.lower().endswith(HDF5_SUFFIXES):
     raw = (paper_io.read_array(path) if path.endswith(".npy") and detector
            else paper_io.read_pattern(path))
@@ -424,7 +433,8 @@ def load_measurement(path, *, mask=None, experimental: bool = False,
                      input_scale: str = "auto", detector=None,
                      frame: int | None = None,
                      geometry: Geometry | None = None,
-                     return_info: bool = False):
+                     return_info: bool = False,
+                     counts_dark: float = COUNTS_DARK):
   """Read one pattern and its valid mask (see the module docstring).
 
   Args:
@@ -441,6 +451,7 @@ def load_measurement(path, *, mask=None, experimental: bool = False,
     geometry: the model's geometry (default: the paper's).
     return_info: also return a dict with the scale decision (and detector
       mapping, frame).
+    counts_dark: photons added before the log of counts (module docstring).
 
   Returns:
     ``(pattern [M, M] float32 in [0, 1], valid [M, M] bool)`` (and
@@ -449,7 +460,8 @@ def load_measurement(path, *, mask=None, experimental: bool = False,
   path = os.fspath(path)
   with contextlib.closing(_frames(
       path, mask=mask, experimental=experimental, input_scale=input_scale,
-      detector=detector, geometry=geometry)) as frames:
+      detector=detector, geometry=geometry,
+      counts_dark=counts_dark)) as frames:
     n = 1
     for k, n, read in frames:            # the file is open while we read
       if frame is None and n > 1:
@@ -469,7 +481,8 @@ def stem_of(path) -> str:
 
 def load_many(paths, *, mask=None, experimental: bool = False,
               input_scale: str = "auto", detector=None,
-              geometry: Geometry | None = None):
+              geometry: Geometry | None = None,
+              counts_dark: float = COUNTS_DARK):
   """Read several inputs, every frame of each; a bad one does not stop the
   others.
 
@@ -490,7 +503,7 @@ def load_many(paths, *, mask=None, experimental: bool = False,
     try:
       for k, _, read in _frames(path, mask=mask, experimental=experimental,
                                 input_scale=input_scale, detector=detector,
-                                geometry=geometry):
+                                geometry=geometry, counts_dark=counts_dark):
         try:
           pattern, valid, info = read()
         except ValueError as e:

@@ -115,7 +115,7 @@ def test_load_many_keeps_going_and_rejects_duplicate_stems(tmp_path):
 
 def test_counts_are_log_scaled_inside_the_valid_pixels(tmp_path):
   rng = np.random.default_rng(2)
-  inten = 1e5 * np.exp(-np.hypot(*np.mgrid[-64:64, -64:64]) / 6.0)
+  inten = 1e7 * np.exp(-np.hypot(*np.mgrid[-64:64, -64:64]) / 10.0)
   counts = rng.poisson(inten).astype(np.int32)
   counts[5, 5] = 10**9                               # a hot pixel, masked
   bad = np.zeros((128, 128), np.uint16)
@@ -128,10 +128,20 @@ def test_counts_are_log_scaled_inside_the_valid_pixels(tmp_path):
   assert info["input_scale"] == "counts" and "int32" in info[
       "input_scale_reason"]
   assert not valid[5, 5] and pat[5, 5] == 0
-  assert info["dark_level"] == measured.COUNTS_DARK == 1.0
-  want = np.log(counts + 1.0)
+  assert info["dark_level"] == measured.COUNTS_DARK == 100.0
+  want = np.log(counts + 100.0)
   want = (want - want[valid].min()) / (want[valid].max() - want[valid].min())
   np.testing.assert_allclose(pat[valid], want[valid], atol=1e-6)
+  # The dark level is the caller's to choose.
+  pat1, _, info1 = measured.load_measurement(path, return_info=True,
+                                             counts_dark=1.0)
+  want1 = np.log(counts + 1.0)
+  want1 = (want1 - want1[valid].min()) / (want1[valid].max()
+                                          - want1[valid].min())
+  assert info1["dark_level"] == 1.0
+  np.testing.assert_allclose(pat1[valid], want1[valid], atol=1e-6)
+  with pytest.raises(ValueError, match="counts_dark must be > 0"):
+    measured.load_measurement(path, counts_dark=0.0)
   # Linear scaling would leave almost every pixel near 0; the log does not.
   assert np.median(pat[valid]) > 0.1
   # The same numbers declared a log pattern are refused, not rescaled.
@@ -190,7 +200,7 @@ def test_cxi_detector_geometry_maps_onto_the_q_grid(tmp_path):
   geometry_px, pixel_m, dist_m = (300, 300), 150e-6, 0.030
   det = det_lib.FlatDetector(dist_m * 1e3, pixel_m * 1e6, (149.5, 149.5), 13.5)
   qy, qx, omega = det_lib.detector_q(det, geometry_px)
-  counts = (1e5 * np.exp(-np.hypot(qy, qx) / 0.05) * omega).astype(np.int32)
+  counts = (1e8 * np.exp(-np.hypot(qy, qx) / 0.05) * omega).astype(np.int32)
   path = tmp_path / "flat.cxi"
   with h5py.File(path, "w") as f:
     f["entry_1/data_1/data"] = counts
@@ -208,7 +218,7 @@ def test_cxi_detector_geometry_maps_onto_the_q_grid(tmp_path):
       info["detector_coverage"]
   # The solid-angle corrected, resampled pattern is the radial exponential.
   gy, gx = measured.Geometry().q_grid
-  want = np.log(1e5 * np.exp(-np.hypot(gy, gx) / 0.05) + 1)
+  want = np.log(1e8 * np.exp(-np.hypot(gy, gx) / 0.05) + measured.COUNTS_DARK)
   want = (want - want[valid].min()) / (want[valid].max() - want[valid].min())
   assert np.max(np.abs(pat[valid] - want[valid])) < 0.03
   # Flags override the file; a wavelength the model was not made for is
