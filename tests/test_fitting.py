@@ -113,7 +113,7 @@ def test_fit_launcher(tmp_path):
   res = subprocess.run(
       [sys.executable, "-m", "experiments.fit", f"--out={tmp_path}",
        "--experimental", "--classes=Icosahedron", "--starts=1", "--steps=2",
-       "--coarse_steps=2",
+       "--coarse_steps=0",
        str(fixture), str(tmp_path / "missing.png")],
       cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert res.returncode == 1 and "missing.png: no such file" in res.stderr

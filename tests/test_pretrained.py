@@ -12,7 +12,6 @@ _SHARDED = textwrap.dedent("""
     import jax
     import numpy as np
     from msftnet import pretrained
-    from msftnet import reconstruct as recon
     assert jax.local_device_count() == 2, jax.devices()
     model = pretrained.load_model(sys.argv[1])
     x = np.random.default_rng(0).uniform(size=(4, 128, 128)).astype("f4")
@@ -23,9 +22,6 @@ _SHARDED = textwrap.dedent("""
     assert three.shape == (3, 64, 64, 64), three.shape
     np.testing.assert_allclose(np.asarray(four), singles, atol=1e-6)
     np.testing.assert_allclose(np.asarray(three), singles[:3], atol=1e-6)
-    out = recon.reconstruct(x[:3], model=model, refine_steps=0)
-    assert out.density.shape == (3, 64, 64, 64)
-    assert np.all(np.isfinite(out.paper_loss_after))
     print("ok")
 """)
 

@@ -353,7 +353,7 @@ def test_evaluate_experiment_study(tmp_path, tiny_model_dir):
              f"--model={tiny_model_dir}", "--studies=experiment",
              f"--experiment_dir={exp}", f"--results={results}",
              "--fit_classes=Icosahedron", "--fit_starts=1", "--fit_steps=2",
-             "--refine_steps=0")
+             "--fit_coarse_steps=0", "--refine_steps=0")
   assert res.returncode == 0, res.stderr[-2000:]
   rec = json.loads((tmp_path / "eval" / "experiment" / "barke5.json")
                    .read_text())
