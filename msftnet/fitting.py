@@ -167,7 +167,7 @@ def _fit_class(body_n, body_d, is_sphere, theta0, pattern, valid, *,
   pats = jnp.broadcast_to(pattern, (k,) + pattern.shape)
   vals = jnp.broadcast_to(valid, (k,) + valid.shape)
   u0, _ = recon.fit_dark_level(vol(theta0), pats, vals, geometry)
-  theta = {**{k_: v for k_, v in theta0.items() if k_ != "u"}, "u": u0}
+  theta = {**theta0, "u": u0}        # a coarse start's u is re-fitted here
 
   def per_start(t):
     rho = vol(t)

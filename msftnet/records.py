@@ -3,8 +3,9 @@
 Training's ``metrics.jsonl``, the evaluations' resumable result rows and the
 benchmarks' outputs are JSON lines, one record (a dict) per line. Appends
 are flushed to disk before returning, so a finished record survives a
-crash; a line torn by a kill mid-write is skipped on reading (and dropped
-by :func:`rewrite`), so a torn log never makes a run unresumable.
+crash; a line torn by a kill mid-write is skipped on reading (so a log
+rewritten with :func:`write_jsonl` loses it), and a torn log never makes a
+run unresumable.
 """
 
 from __future__ import annotations

@@ -265,7 +265,7 @@ def _truncate_metrics(path, step):
   and a torn line a killed run may have left."""
   if os.path.exists(path):
     records.write_jsonl(path, [r for r in records.read_jsonl(path)
-                               if r.get("step", 0) <= step])
+                               if r["step"] <= step])
 
 
 def _to_float(metrics) -> dict:
