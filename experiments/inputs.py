@@ -10,6 +10,8 @@ and ``geometry()``, the model's geometry with it.
 
 from __future__ import annotations
 
+import sys
+
 from absl import app
 from absl import flags
 
@@ -91,11 +93,15 @@ def load(paths):
   if not COUNTS_DARK.value > 0:
     raise app.UsageError(f"--counts_dark must be > 0 photons, got "
                          f"{COUNTS_DARK.value}.")
-  return measured.load_many(paths, mask=MASK.value,
-                            experimental=EXPERIMENTAL.value,
-                            input_scale=INPUT_SCALE.value,
-                            counts_dark=COUNTS_DARK.value,
-                            detector=detector_overrides())
+  good, bad = measured.load_many(paths, mask=MASK.value,
+                                 experimental=EXPERIMENTAL.value,
+                                 input_scale=INPUT_SCALE.value,
+                                 counts_dark=COUNTS_DARK.value,
+                                 detector=detector_overrides())
+  for *_, info in good:
+    if "warning" in info:
+      print(f"warning: {info['warning']}", file=sys.stderr)
+  return good, bad
 
 
 def select_work(good, out_dir: str, *, process_id: int = 0,

@@ -65,7 +65,8 @@ from msftnet.geometry import Geometry
 
 __all__ = ["load_measurement", "load_many", "stem_of", "read_mask",
            "undo_colormap", "prepare_pattern", "DETECTOR_PX", "HDF5_SUFFIXES",
-           "INPUT_SCALES", "CXI_DATA_PATHS", "CXI_GEOMETRY", "COUNTS_DARK"]
+           "INPUT_SCALES", "CXI_DATA_PATHS", "CXI_GEOMETRY", "COUNTS_DARK",
+           "DARK_WARN_FRACTION"]
 
 INPUT_SCALES = ("auto", "counts", "log")
 
@@ -232,6 +233,11 @@ def _detector_for(meta: dict, given, shape, geometry, path: str):
 #: benchmarks/RESULTS.md, "Raw counts in a CXI run").
 COUNTS_DARK = 100.0
 
+#: Above this fraction of the brightest valid pixel the dark level flattens
+#: ``log(I + d)`` (its span is at most ``log(1 + 1/f)``): the loaders add a
+#: ``warning`` to the input's info, which the launchers print.
+DARK_WARN_FRACTION = 0.1
+
 
 def _check_counts(inside, name) -> None:
   """Counts or intensities (the valid pixels' values) must be >= 0."""
@@ -297,6 +303,12 @@ def prepare_pattern(data, valid, *, input_scale: str = "auto",
           "input_range": [lo, hi]}
   if input_scale == "counts":
     info["dark_level"] = dark
+    if dark > DARK_WARN_FRACTION * hi:
+      info["warning"] = (
+          f"{name}: the dark level {dark:g} is more than "
+          f"{DARK_WARN_FRACTION:.0%} of the brightest valid pixel ({hi:.4g}), "
+          "so log(I + d) flattens the pattern; give the counts in photons or "
+          "set counts_dark (--counts_dark).")
   return np.asarray(augment.network_input(pattern.astype(np.float32), valid),
                     np.float32), info
 

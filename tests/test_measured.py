@@ -142,6 +142,14 @@ def test_counts_are_log_scaled_inside_the_valid_pixels(tmp_path):
   np.testing.assert_allclose(pat1[valid], want1[valid], atol=1e-6)
   with pytest.raises(ValueError, match="counts_dark must be > 0"):
     measured.load_measurement(path, counts_dark=0.0)
+  assert "warning" not in info and "warning" not in info1
+  # Counts far below the dark level (not photons?) are flagged, not hidden.
+  weak = tmp_path / "weak.npy"
+  few = np.round(counts / 2e5).astype(np.int32)       # peak 50
+  few[5, 5] = 0                                       # no hot pixel here
+  np.save(weak, few)
+  _, _, info_w = measured.load_measurement(weak, return_info=True)
+  assert "flattens the pattern" in info_w["warning"]
   # Linear scaling would leave almost every pixel near 0; the log does not.
   assert np.median(pat[valid]) > 0.1
   # The same numbers declared a log pattern are refused, not rescaled.
