@@ -1,7 +1,7 @@
 r"""Raw counts in a CXI run vs the same patterns in the paper's format.
 
   python -m benchmarks.cxi_roundtrip [--n=4] [--seed=4242] [--photons=1e7]
-      [--refine_steps=100] [--json_out=FILE]
+      [--refine_steps=100] [--counts_dark=100] [--json_out=FILE]
 
 ``--n`` truncated test solids (``DataConfig(test_set=True)``, data seed
 ``--seed``, never used for tuning) are simulated at 64^3; their intensities
@@ -42,6 +42,8 @@ _PHOTONS = flags.DEFINE_float("photons", 1e7, "Photons at the brightest "
                               "pixel.")
 _STEPS = flags.DEFINE_integer("refine_steps", recon.RefineConfig.steps,
                               "Fine refinement steps.")
+_DARK = flags.DEFINE_float("counts_dark", measured.COUNTS_DARK,
+                           "Photons added before the log of the CXI counts.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
 
 
@@ -76,7 +78,7 @@ def main(argv):
       f["entry_1/instrument_1/detector_1/mask"] = bad
       f["entry_1/data_1/data"] = h5py.SoftLink(
           "/entry_1/instrument_1/detector_1/data")
-    frames, errors = measured.load_many([run])
+    frames, errors = measured.load_many([run], counts_dark=_DARK.value)
     if errors:
       raise SystemExit(errors[0][1])
     paper_io.write_pattern(os.path.join(tmp, "valid.png"), 1.0 - bad,
