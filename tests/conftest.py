@@ -48,23 +48,62 @@ import pytest  # noqa: E402
 # idle worker steals from the back of the other's). Started last, the
 # longest of them set the length of the run.
 _LONG_TESTS = (
+    # --launchers only:
     "test_launcher_resume_data_parallel_and_non_finite_loss",
     "test_evaluate_experiment_study",
+    "test_make_dataset_round_trip_and_resume",
     "test_msftnet_command_outputs_frames_and_errors",
+    # both runs:
     "test_reconstruct_batch_and_single_agree",
-    "test_fit_launcher",
+    "test_fit_recovers_size_and_prefers_the_true_class",
+    "test_predictor_splits_the_batch_over_local_devices",
     "test_demo_end_to_end_with_a_tiny_model",
     "test_show_augmentations_launcher",
+    "test_fit_launcher",
+    "test_refinement_lowers_the_loss_and_finds_facets",
     "test_gradients_are_finite_and_reach_every_parameter",
+    "test_split_shards_and_epochs",
+    "test_reconstruct_returns_ranked_candidates_and_finds_the_centre",
     "test_random_filter_choice_is_uniform_and_deterministic",
-    "test_make_dataset_round_trip_and_resume",
-    "test_fit_recovers_size_and_prefers_the_true_class",
+    "test_multi_start_keeps_the_best_start",
     "test_tiny_network_forward_and_modes",
 )
 
 
+LAUNCHERS_OPTION = "--launchers"
+
+
+def pytest_addoption(parser):
+  parser.addoption(
+      LAUNCHERS_OPTION, action="store_true",
+      help="also run the end-to-end launcher tests (marked 'launcher'): "
+           "the README's test command and CI do.")
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "launcher: an end-to-end launcher run in subprocesses "
+      "(training on two processes, the evaluation study, ...); minutes on "
+      f"2 cores, deselected unless {LAUNCHERS_OPTION} is given.")
+
+
+def pytest_terminal_summary(terminalreporter, config):
+  if not config.getoption(LAUNCHERS_OPTION):
+    terminalreporter.write_line(
+        "The end-to-end launcher tests (marker 'launcher') were deselected; "
+        f"`python -m pytest tests {LAUNCHERS_OPTION}` (the README's test "
+        "command, run by CI) runs them too.", yellow=True)
+
+
 def pytest_collection_modifyitems(config, items):
-  """Put the long tests at the front of both halves of the collection."""
+  """Deselect the launcher tests unless asked for; put the long tests at
+  the front of both halves of the collection."""
+  if not config.getoption(LAUNCHERS_OPTION):
+    kept = [it for it in items if it.get_closest_marker("launcher") is None]
+    if len(kept) < len(items):
+      config.hook.pytest_deselected(
+          items=[it for it in items if it.get_closest_marker("launcher")])
+      items[:] = kept
   rank = {name: i for i, name in enumerate(_LONG_TESTS)}
   long = sorted((it for it in items if it.originalname in rank),
                 key=lambda it: rank[it.originalname])

@@ -222,6 +222,7 @@ def test_batched_forms(pattern):
     augment.FILTERS["shift"](KEYS[0], batch)
 
 
+@pytest.mark.launcher
 def test_show_augmentations_launcher(tmp_path):
   import pathlib
   import subprocess

@@ -180,6 +180,7 @@ def _files(folder):
           for p in sorted(pathlib.Path(folder).rglob("*")) if p.is_file()}
 
 
+@pytest.mark.launcher
 def test_make_dataset_round_trip_and_resume(tmp_path):
   out = tmp_path / "a"
   res = _make(out, "--test_set", "--batch=4")

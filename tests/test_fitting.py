@@ -108,6 +108,7 @@ def test_full_problem_fit_without_coarse_stage():
   assert theta["a"].shape == ()
 
 
+@pytest.mark.launcher
 def test_fit_launcher(tmp_path):
   fixture = ROOT / "tests" / "fixtures" / "experiment" / "barke5.png"
   res = subprocess.run(

@@ -84,6 +84,7 @@ def _losses(workdir, last_step=None):
           if last_step is None or l["step"] <= last_step}
 
 
+@pytest.mark.launcher
 def test_launcher_resume_data_parallel_and_non_finite_loss(tmp_path):
   # One compiled train step serves the three runs (the launcher's
   # subprocess fills the persistent compilation cache; the learning rate is
