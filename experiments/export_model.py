@@ -5,10 +5,9 @@ r"""Export a trained network as a model directory with a model card.
 
 Reads the latest (or ``--step``) checkpoint of an ``experiments.train`` work
 directory, measures the network on ``--eval_samples`` validation samples of
-its own data config (no augmentation, and again with the simulated-experiment
-filter): scatter loss (eq. 3), IoU at 0.5, IoU after the best translation /
-inversion (``msftnet.metrics.aligned_iou``) and the occupied volume against
-the truth; then writes ``variables/`` (params and batch statistics only),
+its own data config (``msftnet.evaluation.network_validation``: no
+augmentation, and again with the simulated-experiment filter; scatter loss,
+IoU, aligned IoU, occupied volumes); then writes ``variables/`` (params and batch statistics only),
 ``config.json`` and ``MODEL_CARD.md`` to ``--out`` (atomically).
 """
 
@@ -17,7 +16,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -26,10 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from msftnet import augment
-from msftnet import data as data_lib
-from msftnet import losses
-from msftnet import metrics as metrics_lib
+from msftnet import evaluation
 from msftnet import pretrained
 from msftnet import records
 from msftnet import train as train_lib
@@ -43,47 +38,6 @@ _N = flags.DEFINE_integer("eval_samples", 256, "Validation samples.")
 _BATCH = flags.DEFINE_integer("batch", 16, "Evaluation batch.")
 _CONFIG_NAME = flags.DEFINE_string(
     "config_name", "bundled", "Name of the training config (for the card).")
-
-
-def evaluate_network(model, config, n: int, batch: int) -> dict:
-  """Validation metrics of the network alone, clean and augmented."""
-  dcfg = train_lib.data_config(config)
-  g = model.geometry
-  _, n_val = data_lib.split_sizes(dcfg.n_samples)
-  n = min(n, n_val)
-  ds = data_lib.procedural_dataset(dcfg, "validation", batch)
-  it = iter(ds.to_iter_dataset())
-  rows = {"clean": [], "simulated_experiment": []}
-  scatter = jax.jit(jax.vmap(lambda p, t: losses.scatter_loss(
-      p[None], g, target_pattern=t[None])))
-  seen, t0 = 0, time.perf_counter()
-  while seen < n:
-    b = next(it)
-    variants = {"clean": b["pattern"]}
-    pats, _ = augment.apply_filter_batch("simulated_experiment",
-                                         jax.random.key(seen), b["pattern"])
-    variants["simulated_experiment"] = np.asarray(pats)
-    for name, pat in variants.items():
-      pred = np.asarray(model(pat))
-      sc = np.asarray(scatter(pred, b["loss_target"]))
-      for i in range(len(pred)):
-        rows[name].append(dict(
-            scatter=float(sc[i]),
-            iou=metrics_lib.iou(pred[i], b["density"][i]),
-            aligned_iou=metrics_lib.aligned_iou(pred[i], b["density"][i]),
-            vol_pred=float((pred[i] > 0.5).mean()),
-            vol_true=float((b["density"][i] > 0.5).mean())))
-    seen += len(b["pattern"])
-    print(f"  evaluated {seen}/{n} ({seen / (time.perf_counter() - t0):.1f} "
-          "samples/s)", flush=True)
-  out = {}
-  for name, rs in rows.items():
-    rs = rs[:n]
-    out[name] = {k: float(np.mean([r[k] for r in rs])) for k in rs[0]}
-    out[name]["scatter_sem"] = float(np.std([r["scatter"] for r in rs])
-                                     / np.sqrt(len(rs)))
-    out[name]["samples"] = len(rs)
-  return out
 
 
 CARD = """# Bundled model: `{name}`
@@ -142,7 +96,8 @@ def main(argv):
   config = ml_collections.ConfigDict(model.info)
   print(f"loaded step {model.info['step']} of {_WORKDIR.value}; evaluating",
         flush=True)
-  val = evaluate_network(model, config, _N.value, _BATCH.value)
+  val = evaluation.network_validation(
+      model, train_lib.data_config(config), _N.value, _BATCH.value)
   minutes = "time not recorded"
   mpath = os.path.join(_WORKDIR.value, "metrics.jsonl")
   if os.path.exists(mpath):

@@ -22,7 +22,8 @@ __version__ = "0.1.0"
 #: Submodules reached as attributes on first use (``msftnet.reconstruct``,
 #: ``msftnet.data``, ...), so ``import msftnet`` stays light. ``msftnet.msft``
 #: is the function; its module is ``importlib.import_module("msftnet.msft")``.
-_SUBMODULES = ("augment", "centre", "data", "detector", "fitting", "geometry",
+_SUBMODULES = ("augment", "centre", "data", "detector", "evaluation",
+               "fitting", "geometry",
                "losses", "material", "measured", "metrics", "model",
                "polytope", "pretrained", "raster", "reconstruct", "records",
                "report",

@@ -32,12 +32,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
+import io
+import multiprocessing
 import os
 
 import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from msftnet import augment
 from msftnet import paper_io
@@ -58,6 +61,7 @@ __all__ = [
     "PaperSource",
     "paper_dataset",
     "read_infos",
+    "write_paper_dataset",
     "DARK_OFFSET_LOG10",
 ]
 
@@ -375,3 +379,107 @@ def paper_dataset(root, batch_size: int, *, csv_names=None, seed: int = 0,
   if shuffle:
     ds = ds.seed(seed).shuffle()
   return ds.batch(batch_size)
+
+
+#: Samples per numbered sub-folder of ``real/`` and ``scatter/`` (the paper's).
+PER_FOLDER = 10_000
+PAPER_COLUMNS = ("nr", "real", "scatter", "polyhedron", "symm", "theta",
+                 "phi", "alpha", "size", "stretch", "axis")
+
+
+def _sample_paths(nr: int) -> tuple[str, str]:
+  folder = (nr - 1) // PER_FOLDER + 1
+  return f"./real/{folder}/{nr}r.png", f"./scatter/{folder}/{nr}s.png"
+
+
+def _writer_config(resolution: int, seed: int, n: int, test_set: bool
+                   ) -> DataConfig:
+  return DataConfig(n_samples=n, seed=seed, resolution=resolution,
+                    target_voxels=resolution, test_set=test_set)
+
+
+def _write_samples(args) -> int:
+  """Write samples ``nrs`` (one block); returns how many were new."""
+  out, nrs, resolution, seed, n, test_set, batch = args
+  config = _writer_config(resolution, seed, n, test_set)
+  todo = [nr for nr in nrs if not all(
+      os.path.exists(os.path.join(out, p)) for p in _sample_paths(nr))]
+  for start in range(0, len(todo), batch):
+    chunk = todo[start:start + batch]
+    # Pad to the fixed batch size (one compilation); padding is dropped.
+    padded = chunk + [chunk[-1]] * (batch - len(chunk))
+    params = [sample_params(config, nr - 1) for nr in padded]
+    sims = simulate_batch(config, params, [nr - 1 for nr in padded])
+    for j, nr in enumerate(chunk):
+      real, scatter = _sample_paths(nr)
+      paper_io.write_density(os.path.join(out, real), sims["density"][j])
+      paper_io.write_pattern(os.path.join(out, scatter), sims["target"][j])
+  return len(todo)
+
+
+def _write_infos(out: str, n: int, seed: int, resolution: int,
+                 test_set: bool) -> list[str]:
+  """(Re)write ``infosK.csv`` for all samples; returns the file names."""
+  config = _writer_config(resolution, seed, n, test_set)
+  columns = list(PAPER_COLUMNS) + (["cut", "caxis"] if test_set else [])
+  columns.append("seed")
+  names = []
+  for folder in range(1, (n - 1) // PER_FOLDER + 2):
+    lo, hi = (folder - 1) * PER_FOLDER + 1, min(folder * PER_FOLDER, n)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for nr in range(lo, hi + 1):
+      row = sample_params(config, nr - 1).to_row()
+      real, scatter = _sample_paths(nr)
+      writer.writerow({"nr": nr, "real": real, "scatter": scatter, **row})
+    name = f"infos{folder}.csv"
+    with paper_io.atomic_write(os.path.join(out, name), "w") as f:
+      f.write(buf.getvalue())
+    names.append(name)
+  return names
+
+
+def write_paper_dataset(out, n: int, *, seed: int = 0, resolution: int = 192,
+                        test_set: bool = False, workers: int = 1,
+                        batch: int = 8, progress: bool = True) -> list[str]:
+  """Write ``n`` procedural samples in the paper's layout; resumable.
+
+  Sample ``nr`` (1-based) is ``sample_params(config, nr - 1)``; its volume
+  goes to ``real/K/NNNr.png`` (the paper's flattened 16-bit PNG) and its
+  normalised log pattern (random dark offset) to ``scatter/K/NNNs.png``,
+  ``K = (nr - 1) // 10000 + 1``; ``infosK.csv`` lists them with the paper's
+  columns, plus ``cut, caxis`` for ``test_set`` (truncated solids) and
+  ``seed``. The same arguments give byte-identical files whatever
+  ``workers`` (spawned processes); every file is written atomically and
+  finished samples are skipped, so an interrupted call is resumed by
+  calling it again (the CSVs are rewritten at the end). Returns the CSV
+  names. ``progress``: a bar with rate and ETA on stderr.
+  """
+  out = os.fspath(out)
+  if n < 1 or workers < 1 or batch < 1:
+    raise ValueError(f"n, workers and batch must be >= 1, got {n}, {workers} "
+                     f"and {batch}.")
+  if resolution not in (64, 192):
+    raise ValueError(f"resolution must be 64 or 192, got {resolution}.")
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise ValueError(f"{out} is a file, expected a folder.")
+  os.makedirs(out, exist_ok=True)
+  # Contiguous blocks of `batch` samples, dealt round-robin to the workers.
+  jobs = [(out, list(range(s, min(s + batch, n + 1))), resolution, seed, n,
+           test_set, batch) for s in range(1, n + 1, batch)]
+  pool = (multiprocessing.get_context("spawn").Pool(workers)
+          if workers > 1 else None)
+  results = pool.imap(_write_samples, jobs) if pool else map(_write_samples,
+                                                             jobs)
+  try:
+    with tqdm(total=n, unit="sample", desc="samples",
+              disable=not progress) as bar:
+      for job, _ in zip(jobs, results):
+        bar.update(len(job[1]))
+  finally:
+    if pool:
+      pool.close()
+      pool.join()
+  return _write_infos(out, n, seed, resolution, test_set)
