@@ -19,8 +19,6 @@ class; paper protocol and masked), ``DIR/STEM.png`` and with ``--mesh``
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import sys
 import time
 
@@ -30,8 +28,8 @@ from absl import logging
 
 from experiments import inputs
 from msftnet import fitting
-from msftnet import metrics
 from msftnet import report
+from msftnet import runs
 
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
 _CLASSES = flags.DEFINE_list("classes", list(fitting.FIT_CLASSES),
@@ -48,32 +46,6 @@ _KEEP = flags.DEFINE_integer("keep", fitting.FitConfig.keep,
                              "Classes continued on the full problem.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random starts.")
 _MESH = flags.DEFINE_bool("mesh", False, "Also write DIR/STEM.obj.")
-
-
-def fit_record(result: fitting.FitResult, path: str, valid, seconds,
-               scale_info=None, geometry=None, config=None) -> dict:
-  best = result.best
-  return {
-      "input": os.path.abspath(path), **(scale_info or {}),
-      **({"fit_config": dataclasses.asdict(config)} if config else {}),
-      **({"geometry": geometry.to_dict()} if geometry is not None else {}),
-      "best_class": best.polyhedron,
-      "loss": best.paper_loss,
-      "masked_loss": best.loss,
-      "circumradius_nm": best.circumradius_nm,
-      "stretch": best.stretch,
-      "stretch_dir_body_zyx": list(best.stretch_dir),
-      "rotation_body_to_box": [list(r) for r in best.rotation],
-      "dark_level_log10": best.dark_level,
-      "valid_fraction": float(valid.mean()),
-      "per_class": {f.polyhedron: {"loss": f.paper_loss,
-                                   "masked_loss": f.loss,
-                                   "circumradius_nm": f.circumradius_nm,
-                                   "stretch": f.stretch}
-                    for f in result.per_class},
-      "seconds": seconds,
-      "loss_protocol": metrics.PAPER_PROTOCOL,
-  }
 
 
 def main(argv):
@@ -98,33 +70,11 @@ def main(argv):
   good, bad = inputs.load(paths)
   report.print_errors(bad)
   t0 = time.perf_counter()
-  done = 0
-  for stem, path, pattern, valid, scale_info in good:
-    t = time.perf_counter()
-
-    def progress(i, total, cf, t=t, stem=stem):
-      el = time.perf_counter() - t
-      print(f"  {stem} [{i}/{total}] {cf.polyhedron}: loss {cf.paper_loss:.3e}"
-            f"  ({el:.0f} s, ETA {el / i * (total - i):.0f} s)", flush=True)
-    result = fitting.fit(pattern, valid, config=config, geometry=geometry,
-                         progress=progress)
-    seconds = time.perf_counter() - t
-    record = fit_record(result, path, valid, seconds, scale_info, geometry,
-                        config)
-    b = result.best
-    title = (f"{stem}: best fit {b.polyhedron}, R {b.circumradius_nm:.0f} nm, "
-             f"stretch {b.stretch:.2f}, loss {b.paper_loss:.2e}")
-    if not report.try_write_result(
-        _OUT.value, stem, path, bad, density=result.density,
-        pattern=pattern, valid=valid, simulated=result.pattern,
-        metrics=record, title=title, mesh=_MESH.value):
-      continue
-    done += 1
-    print(f"{title} ({seconds:.0f} s); wrote {_OUT.value}/{stem}.*",
-          flush=True)
-  print(f"fitted {done} of {len(good) + len(bad)} patterns in "
-        f"{time.perf_counter() - t0:.0f} s")
-  if bad:
+  written, errors = runs.fit_inputs(good, _OUT.value, config=config,
+                                    geometry=geometry, mesh=_MESH.value)
+  print(f"fitted {len(written)} of {len(good) + len(bad)} patterns in "
+        f"{time.perf_counter() - t0:.0f} s; wrote {_OUT.value}/STEM.*")
+  if bad or errors:
     sys.exit(1)
 
 

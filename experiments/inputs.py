@@ -102,25 +102,3 @@ def load(paths):
     if "warning" in info:
       print(f"warning: {info['warning']}", file=sys.stderr)
   return good, bad
-
-
-def select_work(good, out_dir: str, *, process_id: int = 0,
-                num_processes: int = 1, overwrite: bool = False):
-  """This process's share of the inputs, without the finished ones.
-
-  ``good`` as ``load``/``load_many`` return it; entry ``i`` belongs to process
-  ``i % num_processes`` (all processes may write into one folder: the stems
-  are unique). An entry whose ``OUT/STEM.json`` exists is finished (results
-  are written atomically, the JSON last) and skipped unless ``overwrite``.
-  Returns ``(todo, skipped_stems)``.
-  """
-  import os
-  if not 0 <= process_id < num_processes:
-    raise ValueError(f"--process_id must lie in [0, {num_processes}), got "
-                     f"{process_id}.")
-  mine = [g for i, g in enumerate(good) if i % num_processes == process_id]
-  if overwrite:
-    return mine, []
-  done = [g[0] for g in mine
-          if os.path.exists(os.path.join(out_dir, f"{g[0]}.json"))]
-  return [g for g in mine if g[0] not in set(done)], done

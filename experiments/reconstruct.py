@@ -42,22 +42,19 @@ candidate. Runtimes: benchmarks/RESULTS.md and docs/results.md.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import sys
 import time
 
 from absl import app
 from absl import flags
 from absl import logging
-import numpy as np
 
 from experiments import inputs
 
-from msftnet import metrics as metrics_lib
 from msftnet import pretrained
 from msftnet import reconstruct as recon
 from msftnet import report
+from msftnet import runs
 
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
 _CHECKPOINT = flags.DEFINE_string(
@@ -111,7 +108,7 @@ def main(argv):
   good, bad = inputs.load(paths)
   report.print_errors(bad)
   try:
-    good, skipped = inputs.select_work(
+    good, skipped = runs.select_work(
         good, _OUT.value, process_id=_PROCESS_ID.value,
         num_processes=_NUM_PROCESSES.value, overwrite=_OVERWRITE.value)
   except ValueError as e:
@@ -125,7 +122,6 @@ def main(argv):
   except ValueError as e:
     print(f"error: --material: {e}", file=sys.stderr)
     sys.exit(1)
-  voxel_nm3 = geometry.voxel_nm ** 3
   try:
     config = recon.parse_refine_config(_REFINE.value, recon.RefineConfig(
         steps=_STEPS.value, start=_START.value, method=_METHOD.value,
@@ -134,59 +130,14 @@ def main(argv):
     print(f"error: --refine: {e}", file=sys.stderr)
     sys.exit(1)
   t0 = time.perf_counter()
-  done = 0
-  for i in range(0, len(good), _BATCH.value):
-    chunk = good[i:i + _BATCH.value]
-    pats = np.stack([c[2] for c in chunk])
-    vals = np.stack([c[3] for c in chunk])
-    t = time.perf_counter()
-    out = recon.reconstruct(pats, vals, model=model, refine_steps=_STEPS.value,
-                            config=config, geometry=geometry)
-    seconds = (time.perf_counter() - t) / len(chunk)
-    for j, (stem, path, pattern, valid, scale_info) in enumerate(chunk):
-      metrics = {
-          "input": os.path.abspath(path),
-          **scale_info,
-          "model": model.path, "method": config.method,
-          "refine_steps": _STEPS.value,
-          "refine_config": dataclasses.asdict(config),
-          "geometry": geometry.to_dict(),
-          "start": str(out.start_name[j]),
-          "centre_shift_px": [int(x) for x in out.centre_shift[j]],
-          "candidates": [{"start": str(name), "loss": float(loss)}
-                         for name, loss in zip(out.candidate_name[j],
-                                               out.candidate_loss[j])],
-          "experimental": inputs.EXPERIMENTAL.value,
-          "valid_fraction": float(valid.mean()),
-          "loss_network": float(out.network_paper_loss[j]),
-          "loss_start": float(out.paper_loss_before[j]),
-          "loss_refined": float(out.paper_loss_after[j]),
-          "masked_loss_network": float(out.network_loss[j]),
-          "masked_loss_start": float(out.loss_before[j]),
-          "masked_loss_refined": float(out.loss_after[j]),
-          "dark_level_log10": float(out.dark_level[j]),
-          "volume_nm3": float(out.density[j].sum() * voxel_nm3),
-          "seconds": seconds,
-          "loss_protocol": metrics_lib.PAPER_PROTOCOL,
-      }
-      title = (f"{stem}: loss {metrics['loss_network']:.2e} (network) -> "
-               f"{metrics['loss_refined']:.2e} ({config.method}, best start "
-               f"{metrics['start']}, {_STEPS.value} steps)")
-      if not report.try_write_result(
-          _OUT.value, stem, path, bad, density=out.density[j],
-          pattern=pattern, valid=valid, simulated=out.pattern[j],
-          metrics=metrics, title=title, mesh=_MESH.value,
-          figure=_FIGURES.value):
-        continue
-      done += 1
-      finished = i + j + 1
-      elapsed = time.perf_counter() - t0
-      eta = elapsed / finished * (len(good) - finished)
-      print(f"[{finished}/{len(good)}, {finished / elapsed:.2f} patterns/s, "
-            f"ETA {eta:.0f} s] {title} ({seconds:.1f} s); wrote "
-            f"{_OUT.value}/{stem}.*", flush=True)
-  print(f"reconstructed {done} of {len(good) + len(bad)} patterns in "
-        f"{time.perf_counter() - t0:.1f} s")
+  written, errors = runs.reconstruct_inputs(
+      good, _OUT.value, model, config=config, geometry=geometry,
+      batch=_BATCH.value, mesh=_MESH.value, figures=_FIGURES.value,
+      experimental=inputs.EXPERIMENTAL.value)
+  bad += errors
+  print(f"reconstructed {len(written)} of {len(good) + len(bad) - len(errors)}"
+        f" patterns in {time.perf_counter() - t0:.1f} s; wrote "
+        f"{_OUT.value}/STEM.*")
   if bad:
     sys.exit(1)
 

@@ -333,7 +333,7 @@ def _cached_fit(pattern, valid, stem, fits_dir, s: Settings):
     cached = np.load(fit_path, allow_pickle=False)
     return (json.loads(str(cached["info"])), cached["density"],
             cached["pattern"])
-  with tqdm(total=len(s.fit.classes), desc=f"{stem} fit", unit="class",
+  with tqdm(total=s.fit.class_fits, desc=f"{stem} fit", unit="class",
             disable=not s.progress) as bar:
     t1 = time.perf_counter()
     fit = fitting.fit(pattern, valid, config=s.fit,

@@ -83,6 +83,14 @@ class FitConfig:
                        f"keep={self.keep}, steps={self.steps}, "
                        f"coarse_steps={self.coarse_steps}.")
 
+  @property
+  def class_fits(self) -> int:
+    """Class fits per pattern (the ``total`` of :func:`fit`'s progress): one
+    per class, plus the full-problem fits of the ``keep`` best after a
+    coarse stage."""
+    n = len(self.classes)
+    return n + (min(self.keep, n) if self.coarse_steps else 0)
+
 
 class ClassFit(NamedTuple):
   """The best start of one class."""
@@ -285,10 +293,10 @@ def fit(pattern, valid=None, *, config: FitConfig = FitConfig(),
       fits[name], raw[name] = fit_class(name, pat, val, config=config,
                                         geometry=geometry)
       if progress is not None:
-        progress(i + 1, len(names), fits[name])
+        progress(i + 1, config.class_fits, fits[name])
   else:
     keep = min(config.keep, len(names))
-    total = len(names) + keep
+    total = config.class_fits
     coarse = {}
     for i, name in enumerate(names):
       theta0, loss = _coarse_best(name, _starts(config, FIT_CLASSES.index(name)),

@@ -239,20 +239,3 @@ def test_cxi_detector_geometry_maps_onto_the_q_grid(tmp_path):
   p2, v2 = measured.load_measurement(
       tmp_path / "flat.npy", detector={"distance_mm": 30.0, "pixel_um": 150.0})
   np.testing.assert_allclose(p2, pat, atol=1e-6)
-
-
-def test_select_work_shares_inputs_and_skips_finished_ones(tmp_path):
-  from experiments import inputs
-  good = [(f"s{i}", None, None, None, {}) for i in range(7)]
-  shares = [inputs.select_work(good, str(tmp_path), process_id=p,
-                               num_processes=3)[0] for p in range(3)]
-  stems = sorted(g[0] for share in shares for g in share)
-  assert stems == sorted(g[0] for g in good)              # each exactly once
-  assert [g[0] for g in shares[1]] == ["s1", "s4"]
-  (tmp_path / "s3.json").write_text("{}")
-  todo, skipped = inputs.select_work(good, str(tmp_path))
-  assert skipped == ["s3"] and "s3" not in [g[0] for g in todo]
-  todo, skipped = inputs.select_work(good, str(tmp_path), overwrite=True)
-  assert len(todo) == 7 and not skipped
-  with pytest.raises(ValueError, match="process_id"):
-    inputs.select_work(good, str(tmp_path), process_id=3, num_processes=3)

@@ -270,9 +270,9 @@ def test_msftnet_command_outputs_frames_and_errors(tmp_path, tiny_model_dir):
       assert (out / f"run_frame{k}.obj").read_text().count("\nf ") > 10
   assert not list(out.glob(".tmp-*"))
   # A rerun would skip both frames: their JSON (written last) exists
-  # (experiments.inputs.select_work, tested in test_measured).
-  from experiments import inputs
-  todo, skipped = inputs.select_work(
+  # (msftnet.runs.select_work, tested in test_runs).
+  from msftnet import runs
+  todo, skipped = runs.select_work(
       [(f"run_frame{k}", None, None, None, {}) for k in (0, 1)], str(out))
   assert not todo and skipped == ["run_frame0", "run_frame1"]
 

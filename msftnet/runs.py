@@ -1,0 +1,169 @@
+"""Runs over many measured inputs: the work of ``msftnet reconstruct`` and
+``msftnet fit`` as library functions.
+
+The inputs are what :func:`msftnet.measured.load_many` returns: ``good``, a
+list of ``(stem, path, pattern [M, M], valid [M, M], scale_info)``, and
+``bad``, a list of ``(path, sentence)``. For each input ``STEM`` a run writes
+``OUT/STEM_density.npy``, ``OUT/STEM.png`` (unless ``figures=False``),
+``OUT/STEM.obj`` (``mesh=True``) and ``OUT/STEM.json`` last (atomically: its
+presence marks a finished input, :func:`select_work` skips it). An input
+whose results cannot be written is added to the errors and the run goes on.
+A progress bar (tqdm: rate, ETA) is shown on stderr unless ``progress=False``.
+
+* :func:`select_work`: this process's share of the inputs, without the
+  finished ones (several processes can share one output folder);
+* :func:`reconstruct_inputs`: network + refinement, in chunks of ``batch``;
+* :func:`fit_inputs`: the forward fit of parametrised solids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from msftnet import fitting
+from msftnet import metrics as metrics_lib
+from msftnet import reconstruct as recon
+from msftnet import report
+
+__all__ = ["select_work", "reconstruct_inputs", "fit_inputs", "fit_record"]
+
+
+def select_work(good, out_dir: str, *, process_id: int = 0,
+                num_processes: int = 1, overwrite: bool = False):
+  """This process's share of the inputs, without the finished ones.
+
+  Entry ``i`` of ``good`` belongs to process ``i % num_processes`` (all
+  processes may write into one folder: the stems are unique). An entry whose
+  ``OUT/STEM.json`` exists is finished and skipped unless ``overwrite``.
+  Returns ``(todo, skipped_stems)``.
+  """
+  if not 0 <= process_id < num_processes:
+    raise ValueError(f"--process_id must lie in [0, {num_processes}), got "
+                     f"{process_id}.")
+  mine = [g for i, g in enumerate(good) if i % num_processes == process_id]
+  if overwrite:
+    return mine, []
+  done = [g[0] for g in mine
+          if os.path.exists(os.path.join(out_dir, f"{g[0]}.json"))]
+  return [g for g in mine if g[0] not in set(done)], done
+
+
+def reconstruct_inputs(good, out_dir: str, model, *,
+                       config: recon.RefineConfig, geometry=None,
+                       batch: int = 32, mesh: bool = False,
+                       figures: bool = True, experimental: bool = False,
+                       progress: bool = True) -> tuple[list[str], list]:
+  """Reconstruct every input of ``good`` into ``out_dir``.
+
+  ``config.steps`` refinement steps (0: the network alone, which then runs
+  on chunks of ``batch`` patterns together); ``geometry``: the physics of
+  the refinement (default: the model's). Returns ``(stems written,
+  errors)``, the errors as ``(path, sentence)``.
+  """
+  geometry = model.geometry if geometry is None else geometry
+  voxel_nm3 = geometry.voxel_nm ** 3
+  written, errors = [], []
+  with tqdm(total=len(good), unit="pattern", desc="reconstruct",
+            disable=not progress) as bar:
+    for i in range(0, len(good), batch):
+      chunk = good[i:i + batch]
+      t = time.perf_counter()
+      out = recon.reconstruct(np.stack([c[2] for c in chunk]),
+                              np.stack([c[3] for c in chunk]), model=model,
+                              refine_steps=config.steps, config=config,
+                              geometry=geometry)
+      seconds = (time.perf_counter() - t) / len(chunk)
+      for j, (stem, path, pattern, valid, scale_info) in enumerate(chunk):
+        record = {
+            "input": os.path.abspath(path), **scale_info,
+            "model": model.path, "method": config.method,
+            "refine_steps": config.steps,
+            "refine_config": dataclasses.asdict(config),
+            "geometry": geometry.to_dict(),
+            "start": str(out.start_name[j]),
+            "centre_shift_px": [int(x) for x in out.centre_shift[j]],
+            "candidates": [{"start": str(name), "loss": float(loss)}
+                           for name, loss in zip(out.candidate_name[j],
+                                                 out.candidate_loss[j])],
+            "experimental": experimental,
+            "valid_fraction": float(valid.mean()),
+            "loss_network": float(out.network_paper_loss[j]),
+            "loss_start": float(out.paper_loss_before[j]),
+            "loss_refined": float(out.paper_loss_after[j]),
+            "masked_loss_network": float(out.network_loss[j]),
+            "masked_loss_start": float(out.loss_before[j]),
+            "masked_loss_refined": float(out.loss_after[j]),
+            "dark_level_log10": float(out.dark_level[j]),
+            "volume_nm3": float(out.density[j].sum() * voxel_nm3),
+            "seconds": seconds,
+            "loss_protocol": metrics_lib.PAPER_PROTOCOL,
+        }
+        title = (f"{stem}: loss {record['loss_network']:.2e} (network) -> "
+                 f"{record['loss_refined']:.2e} ({config.method}, best start "
+                 f"{record['start']}, {config.steps} steps)")
+        if report.try_write_result(
+            out_dir, stem, path, errors, density=out.density[j],
+            pattern=pattern, valid=valid, simulated=out.pattern[j],
+            metrics=record, title=title, mesh=mesh, figure=figures):
+          written.append(stem)
+        bar.update(1)
+  return written, errors
+
+
+def fit_record(result: fitting.FitResult, path: str, valid, seconds,
+               scale_info=None, geometry=None, config=None) -> dict:
+  """What ``OUT/STEM.json`` of a forward fit holds."""
+  best = result.best
+  return {
+      "input": os.path.abspath(path), **(scale_info or {}),
+      **({"fit_config": dataclasses.asdict(config)} if config else {}),
+      **({"geometry": geometry.to_dict()} if geometry is not None else {}),
+      "best_class": best.polyhedron,
+      "loss": best.paper_loss,
+      "masked_loss": best.loss,
+      "circumradius_nm": best.circumradius_nm,
+      "stretch": best.stretch,
+      "stretch_dir_body_zyx": list(best.stretch_dir),
+      "rotation_body_to_box": [list(r) for r in best.rotation],
+      "dark_level_log10": best.dark_level,
+      "valid_fraction": float(valid.mean()),
+      "per_class": {f.polyhedron: {"loss": f.paper_loss,
+                                   "masked_loss": f.loss,
+                                   "circumradius_nm": f.circumradius_nm,
+                                   "stretch": f.stretch}
+                    for f in result.per_class},
+      "seconds": seconds,
+      "loss_protocol": metrics_lib.PAPER_PROTOCOL,
+  }
+
+
+def fit_inputs(good, out_dir: str, *, config: fitting.FitConfig,
+               geometry=None, mesh: bool = False, figures: bool = True,
+               progress: bool = True) -> tuple[list[str], list]:
+  """Forward-fit every input of ``good`` into ``out_dir`` (one bar step per
+  fitted class). Returns ``(stems written, errors)``."""
+  written, errors = [], []
+  with tqdm(total=len(good) * config.class_fits, unit="class", desc="fit",
+            disable=not progress) as bar:
+    for stem, path, pattern, valid, scale_info in good:
+      t = time.perf_counter()
+      bar.set_postfix_str(stem)
+      result = fitting.fit(pattern, valid, config=config, geometry=geometry,
+                           progress=lambda i, total, cf: bar.update(1))
+      seconds = time.perf_counter() - t
+      record = fit_record(result, path, valid, seconds, scale_info, geometry,
+                          config)
+      b = result.best
+      title = (f"{stem}: best fit {b.polyhedron}, R {b.circumradius_nm:.0f} "
+               f"nm, stretch {b.stretch:.2f}, loss {b.paper_loss:.2e}")
+      if report.try_write_result(
+          out_dir, stem, path, errors, density=result.density,
+          pattern=pattern, valid=valid, simulated=result.pattern,
+          metrics=record, title=title, mesh=mesh, figure=figures):
+        written.append(stem)
+  return written, errors
