@@ -1,7 +1,9 @@
 """The reconstruction network of Stielow & Scheel (2021), Fig. 3 / section III.
 
 ``ReconstructionNet(width)``: pattern ``[B, 128, 128, 1]`` -> density
-``[B, 64, 64, 64, 1]`` in [0, 1] (axes ``(z, y, x)`` as everywhere).
+``[B, 64, 64, 64, 1]`` in [0, 1] (axes ``(z, y, x)`` as everywhere); other
+grids (``detector_px``, ``n_voxels``: powers of two, from the training
+geometry, :func:`build`) add or drop encoder blocks and decoder stages.
 
 * Encoder (2D): a 7x7 stride-2 pick-up convolution with ``width`` filters and
   3x3 stride-2 max pooling (128 -> 32 px); five residual blocks, each two 3x3
@@ -32,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["ReconstructionNet", "PRESETS", "count_params", "build"]
+__all__ = ["ReconstructionNet", "PRESETS", "count_params", "build",
+           "dummy_input"]
 
 #: Width presets: the paper's, CPU-sized ones, and the tiny one of the tests.
 PRESETS = {"paper": 64, "small": 8, "cpu": 2, "tiny": 2}
@@ -149,20 +152,30 @@ class ReconstructionNet(nn.Module):
   width: int = 64
   dropout_rate: float = 0.2
   dtype: Any = jnp.float32
+  detector_px: int = 128
+  n_voxels: int = 64
+
+  def _check_sizes(self):
+    m, n = self.detector_px, self.n_voxels
+    if m < 8 or m & (m - 1) or n < 2 or n & (n - 1):
+      raise ValueError(f"ReconstructionNet needs powers of two, detector_px "
+                       f">= 8 and n_voxels >= 2; got {m} and {n}.")
 
   @nn.compact
   def __call__(self, patterns, train: bool = False):
-    """``[B, 128, 128, 1]`` (or ``[B, 128, 128]``) -> ``[B, 64, 64, 64, 1]``."""
+    """``[B, M, M, 1]`` (or ``[B, M, M]``) -> ``[B, N, N, N, 1]``."""
+    self._check_sizes()
+    m = self.detector_px
     x = jnp.asarray(patterns, self.dtype)
     if x.ndim == 3:
       x = x[..., None]
-    if x.shape[1:] != (128, 128, 1):
-      raise ValueError(f"ReconstructionNet expects patterns [B, 128, 128, 1], "
+    if x.shape[1:] != (m, m, 1):
+      raise ValueError(f"ReconstructionNet expects patterns [B, {m}, {m}, 1], "
                        f"got {tuple(patterns.shape)}.")
     w, kw = self.width, dict(dropout_rate=self.dropout_rate, dtype=self.dtype)
-    x = _ConvBlock(w, (7, 7), (2, 2), **kw)(x, train)              # 64 px
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")    # 32 px
-    for k in range(1, 6):                                         # -> 1 px
+    x = _ConvBlock(w, (7, 7), (2, 2), **kw)(x, train)              # M/2 px
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")    # M/4 px
+    for k in range(1, (m // 4).bit_length()):                     # -> 1 px
       x = _ResidualBlock(w * 2**k, **kw)(x, train)
     x = x.reshape((x.shape[0], -1))
     x = nn.Dense(32 * w, dtype=self.dtype)(x)
@@ -172,7 +185,7 @@ class ReconstructionNet(nn.Module):
     x = nn.leaky_relu(x, negative_slope=0.01)
     x = Dropout(self.dropout_rate)(x, deterministic=not train)
     x = x.reshape((x.shape[0], 1, 1, 1, x.shape[-1]))
-    for k in range(6):                                            # 1 -> 64
+    for k in range(self.n_voxels.bit_length() - 1):               # 1 -> N
       x = jnp.repeat(jnp.repeat(jnp.repeat(x, 2, 1), 2, 2), 2, 3)
       features = max(1, (16 * w) >> k)
       x = _ConvBlock(features, (3, 3, 3), **kw)(x, train)
@@ -182,8 +195,12 @@ class ReconstructionNet(nn.Module):
 
 
 def build(width: int | str = 64, dropout_rate: float = 0.2,
-          dtype=jnp.float32) -> ReconstructionNet:
-  """A network by width or preset name (``"paper"``, ``"cpu"``, ``"tiny"``)."""
+          dtype=jnp.float32, geometry=None) -> ReconstructionNet:
+  """A network by width or preset name (``"paper"``, ``"cpu"``, ``"tiny"``)
+  for the grids of ``geometry`` (a ``msftnet.Geometry``; default the
+  paper's: 128 px patterns -> 64^3 densities)."""
+  sizes = {} if geometry is None else dict(detector_px=geometry.detector_px,
+                                           n_voxels=geometry.n_voxels)
   if isinstance(width, str):
     if width not in PRESETS:
       raise ValueError(f"unknown width preset {width!r}; expected one of "
@@ -191,15 +208,22 @@ def build(width: int | str = 64, dropout_rate: float = 0.2,
     width = PRESETS[width]
   if int(width) < 1:
     raise ValueError(f"width must be >= 1, got {width}.")
-  return ReconstructionNet(width=int(width), dropout_rate=dropout_rate,
-                           dtype=dtype)
+  net = ReconstructionNet(width=int(width), dropout_rate=dropout_rate,
+                          dtype=dtype, **sizes)
+  net._check_sizes()
+  return net
+
+
+def dummy_input(model: ReconstructionNet) -> jax.Array:
+  """A zero batch of one pattern in the network's input shape (for init)."""
+  return jnp.zeros((1, model.detector_px, model.detector_px, 1))
 
 
 def count_params(model: ReconstructionNet) -> dict[str, int]:
   """Parameter and batch-statistic counts via ``jax.eval_shape`` (no allocation)."""
   shapes = jax.eval_shape(
-      lambda: model.init({"params": jax.random.key(0)},
-                         jnp.zeros((1, 128, 128, 1)), train=False))
+      lambda: model.init({"params": jax.random.key(0)}, dummy_input(model),
+                         train=False))
   count = lambda tree: int(sum(np.prod(x.shape) for x in
                                jax.tree_util.tree_leaves(tree)))
   return {"params": count(shapes["params"]),

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from typing import Any
 
 import jax
@@ -66,7 +67,8 @@ class Predictor:
 
   @functools.cached_property
   def _apply(self):
-    net = model_lib.build(self.width, dropout_rate=0.0)
+    net = model_lib.build(self.width, dropout_rate=0.0,
+                          geometry=self.geometry)
     return jax.jit(lambda v, x: net.apply(v, x, train=False)[..., 0])
 
   @functools.cached_property
@@ -78,7 +80,8 @@ class Predictor:
     return jax.device_put(self.variables, NamedSharding(self._mesh, P()))
 
   def __call__(self, patterns) -> jax.Array:
-    """``[B, 128, 128]`` patterns -> ``[B, 64, 64, 64]`` densities in [0, 1].
+    """``[B, M, M]`` patterns -> ``[B, N, N, N]`` densities in [0, 1] (the
+    grids of :attr:`geometry`; 128 px and 64^3 for the paper's).
 
     With several local devices the batch is split over them (padded to a
     multiple of the device count); with one it runs as it is.
@@ -102,10 +105,10 @@ def _read_config(path: str) -> dict:
     raise ValueError(f"{path}: not a readable model config ({e}).") from None
 
 
-def _template(width: int):
-  net = model_lib.build(width, dropout_rate=0.0)
+def _template(width: int, geometry: Geometry):
+  net = model_lib.build(width, dropout_rate=0.0, geometry=geometry)
   shapes = jax.eval_shape(lambda: net.init(
-      {"params": jax.random.key(0)}, jnp.zeros((1, 128, 128, 1)), train=False))
+      {"params": jax.random.key(0)}, model_lib.dummy_input(net), train=False))
   return jax.tree_util.tree_map(
       lambda s: np.zeros(s.shape, s.dtype), dict(shapes))
 
@@ -130,12 +133,14 @@ def load_model(path: str | os.PathLike | None = None, *, step: int | None = None
                      "directory of experiments.train.")
   info = _read_config(cfg_path)
   width = int(info["width"])
+  geometry = Geometry()
   if info.get("geometry") is not None:
     try:
-      Geometry.from_dict(info["geometry"])
+      geometry = Geometry.from_dict(info["geometry"])
+      model_lib.build(width, geometry=geometry)
     except (TypeError, ValueError) as e:
       raise ValueError(f"{cfg_path}: its geometry is not valid ({e}).") from None
-  template = _template(width)
+  template = _template(width, geometry)
   if os.path.isdir(os.path.join(path, "variables")):
     with ocp.StandardCheckpointer() as ckpt:
       variables = ckpt.restore(os.path.join(path, "variables"), template)
@@ -148,7 +153,11 @@ def load_model(path: str | os.PathLike | None = None, *, step: int | None = None
     # The saved train state (params, batch stats, optimiser state, ...) read
     # as a plain tree; only the network's variables are kept.
     state_dir = os.path.join(path, "checkpoints", str(step), "state")
-    with ocp.PyTreeCheckpointer() as ckpt:
+    with ocp.PyTreeCheckpointer() as ckpt, warnings.catch_warnings():
+      # Read onto this process's default device whatever the topology it
+      # was trained on; orbax warns about exactly that.
+      warnings.filterwarnings("ignore", "Sharding info not provided",
+                              UserWarning)
       st = ckpt.restore(state_dir)
     variables = {"params": st["params"], "batch_stats": st["batch_stats"]}
     _check_tree(variables, template, path)
@@ -165,7 +174,7 @@ def _check_tree(variables, template, path) -> None:
   if got != want:
     raise ValueError(f"{path}: the checkpoint's variables do not match a "
                      f"width-{template['params']['Dense_0']['kernel'].shape[1] // 32} "
-                     "network (check config.json).")
+                     "network on the geometry of config.json (check it).")
 
 
 def save_model(out_dir, variables, info: dict, card: str) -> None:

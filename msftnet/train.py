@@ -74,7 +74,8 @@ class TrainState(train_state.TrainState):
 
 def make_model(config) -> model_lib.ReconstructionNet:
   dtype = jnp.bfloat16 if config.get("bfloat16", False) else jnp.float32
-  return model_lib.build(config.width, config.dropout_rate, dtype=dtype)
+  return model_lib.build(config.width, config.dropout_rate, dtype=dtype,
+                         geometry=training_geometry(config))
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
@@ -102,7 +103,7 @@ def _compiled_init(model, tx, rng):
   float32 ulp of the eager draws).
   """
   def init(key):
-    variables = model.init({"params": key}, jnp.zeros((1, 128, 128, 1)),
+    variables = model.init({"params": key}, model_lib.dummy_input(model),
                            train=False)
     return variables, tx.init(variables["params"])
   return jax.jit(init).lower(rng).compile({"xla_backend_optimization_level": 0})
@@ -114,8 +115,8 @@ def create_train_state(config, rng) -> TrainState:
   tx = make_optimizer(config)
   init_rng, state_rng = jax.random.split(rng)
   if isinstance(init_rng, jax.core.Tracer):        # under eval_shape, jit
-    variables = model.init({"params": init_rng}, jnp.zeros((1, 128, 128, 1)),
-                           train=False)
+    variables = model.init({"params": init_rng},
+                           model_lib.dummy_input(model), train=False)
     opt_state = tx.init(variables["params"])
   else:
     variables, opt_state = _compiled_init(model, tx, init_rng)(init_rng)
@@ -188,14 +189,17 @@ def make_mesh(devices=None) -> Mesh:
 
 
 def training_geometry(config) -> Geometry:
-  """The geometry of the network's output and its physics loss: the data
-  config's forward model and material on the target grid (64^3)."""
+  """The geometry of the network's input and output and of its physics
+  loss: the data config's detector, forward model and material on the
+  target grid (``config.target_voxels``, 64^3 in the paper)."""
   return data_config(config).target_geometry
 
 
 def data_config(config) -> data_lib.DataConfig:
   return data_lib.DataConfig(n_samples=config.n_samples, seed=config.data_seed,
                              resolution=config.resolution,
+                             target_voxels=config.get("target_voxels", 64),
+                             detector_px=config.get("detector_px", 128),
                              forward_model=config.get("forward_model", "msft"),
                              material=config.get("material", ""))
 

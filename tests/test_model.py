@@ -22,6 +22,25 @@ def test_paper_width_parameter_count_and_shapes_without_allocation():
   assert model.count_params(model.build(2))["params"] < 1e6
 
 
+def test_the_grids_come_from_the_geometry():
+  # Smaller grids drop an encoder block and a decoder stage; the paper's
+  # geometry gives the paper's network.
+  small = Geometry(n_voxels=32, detector_px=64)
+  net = model.build(2, geometry=small)
+  assert (net.detector_px, net.n_voxels) == (64, 32)
+  out = jax.eval_shape(lambda: net.init_with_output(
+      {"params": jax.random.key(0)}, model.dummy_input(net), train=False)[0])
+  assert out.shape == (1, 32, 32, 32, 1)
+  assert model.build(2, geometry=Geometry()) == model.build(2)
+  assert (model.count_params(model.build(2, geometry=small))["params"]
+          < model.count_params(model.build(2))["params"])
+  with pytest.raises(ValueError, match=r"\[B, 64, 64, 1\], got \(1, 128, 128"):
+    jax.eval_shape(lambda: net.init({"params": jax.random.key(0)},
+                                    jnp.zeros((1, 128, 128, 1))))
+  with pytest.raises(ValueError, match="powers of two"):
+    model.build(2, geometry=Geometry(n_voxels=48, detector_px=96))
+
+
 def test_tiny_network_forward_and_modes(tiny_model_dir):
   # One jitted forward per mode (eager flax at 64^3 compiles every op on its
   # own and took 100 s); the eval-mode variables come from the shared tiny

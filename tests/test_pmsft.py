@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import msftnet
 from msftnet import Geometry
 from msftnet import Material
 from msftnet import intensity

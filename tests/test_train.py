@@ -19,9 +19,15 @@ from msftnet import train
 ROOT = pathlib.Path(__file__).parent.parent
 
 
+# The test config on a smaller grid (32^3 densities from 64 px patterns: one
+# encoder block and one decoder stage fewer, 8x fewer voxels): the same
+# machinery, a third less compilation and 5x faster steps on 2 cores.
+SMALL_GRID = {"resolution": 32, "target_voxels": 32, "detector_px": 64}
+
+
 def _config(**changes):
   c = test_config.get_config()
-  for k, v in changes.items():
+  for k, v in {**SMALL_GRID, **changes}.items():
     c[k] = v
   return c
 
@@ -91,7 +97,8 @@ def test_launcher_resume_data_parallel_and_non_finite_loss(tmp_path):
   # optimiser state, so the non-finite run's step is the same program).
   straight = tmp_path / "straight"
   cmd = [sys.executable, "-m", "experiments.train",
-         "--config=experiments/configs/test.py", f"--workdir={straight}"]
+         "--config=experiments/configs/test.py", f"--workdir={straight}",
+         *(f"--config.{k}={v}" for k, v in SMALL_GRID.items())]
   res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                        timeout=600)
   assert res.returncode == 0, res.stderr[-3000:]
@@ -101,8 +108,14 @@ def test_launcher_resume_data_parallel_and_non_finite_loss(tmp_path):
   # The work directory records the geometry (grid and physics) it trains
   # on (msftnet.pretrained.Predictor.geometry reads it: test_reconstruct).
   from msftnet import Geometry
+  from msftnet import pretrained
+  small = Geometry(n_voxels=32, detector_px=64)
   assert Geometry.from_dict(json.loads((straight / "config.json").read_text(
-      ))["geometry"]) == Geometry()
+      ))["geometry"]) == small
+  # ... and the network loaded from it has the grids of that geometry.
+  net = pretrained.load_model(straight)
+  assert net.geometry == small
+  assert net(np.zeros((2, 64, 64), np.float32)).shape == (2, 32, 32, 32)
 
   # Data parallel, in the background while the checks below run: two
   # processes on loopback (one CPU device each, gloo all-reduce) with the
@@ -110,7 +123,8 @@ def test_launcher_resume_data_parallel_and_non_finite_loss(tmp_path):
   # same partitioned step; left out to keep the suite under 10 minutes on 2
   # cores: the data placement it adds is one jax.device_put.)
   two_proc = tmp_path / "two_processes"
-  job = _start(cmd[:4] + [f"--workdir={two_proc}", "--config.total_steps=3"],
+  job = _start(cmd[:4] + cmd[5:] + [f"--workdir={two_proc}",
+                                    "--config.total_steps=3"],
                two_proc, processes=2)
 
   # Killed between checkpoints: the checkpoint of step 3 and a log that

@@ -22,6 +22,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.n_samples = 140_000
   c.data_seed = 0
   c.resolution = 64                 # 192: simulate at 192^3 as the paper
+  # The network's grids (msftnet.Geometry): patterns detector_px^2 ->
+  # densities target_voxels^3 (powers of two; the paper's 128 and 64).
+  c.detector_px = 128
+  c.target_voxels = 64
   c.augment = True
   c.data_threads = 1
   # Physics of the data and the loss (msftnet.Geometry): "msft" (the
