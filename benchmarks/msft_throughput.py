@@ -140,7 +140,7 @@ def _vmapped_without_rule(d, g):
   """``jax.vmap`` of the same computation with XLA's default batching (what
   ``jax.vmap(msftnet.intensity)`` did before its batching rule)."""
   def one(v):
-    field = msft_module._field_of_absorbed(msft_module.absorb(v, g), g)
+    field = msft_module.field_of_absorbed(msft_module.absorb(v, g), g)
     return jnp.real(field) ** 2 + jnp.imag(field) ** 2
   return jax.vmap(one)(d)
 

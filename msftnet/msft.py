@@ -44,6 +44,7 @@ __all__ = [
     "log_pattern",
     "simulate_pattern",
     "absorb",
+    "field_of_absorbed",
     "PAPER_LOSS_EPS",
 ]
 
@@ -144,8 +145,9 @@ def _fold(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
   return pos + neg, pos - neg
 
 
-def _field_of_absorbed(rho: jax.Array, geometry: Geometry) -> jax.Array:
-  """The linear part of the MSFT: absorbed density -> complex field.
+def field_of_absorbed(rho: jax.Array, geometry: Geometry) -> jax.Array:
+  """The linear part of the MSFT: absorbed density -> complex field
+  (``msft(rho) == field_of_absorbed(absorb(rho))``; no batching rule).
 
   ``rho [..., N, N, N]`` (float32/64, already attenuated by :func:`absorb`)
   -> complex ``[..., M, M]``.
@@ -237,7 +239,7 @@ def _batched_like_a_batch(f):
 
 def _msft_one(rho: jax.Array, geometry: Geometry) -> jax.Array:
   """The MSFT of one volume ``[N, N, N]`` -> ``[M, M]``."""
-  return _field_of_absorbed(absorb(rho, geometry), geometry)
+  return field_of_absorbed(absorb(rho, geometry), geometry)
 
 
 @functools.lru_cache(maxsize=32)
@@ -286,7 +288,7 @@ def _pmsft_one(rho: jax.Array, geometry: Geometry, padding: int,
                propagate: bool) -> jax.Array:
   """The propagation MSFT of one volume ``[N, N, N]`` -> ``[M, M]``."""
   src = _pmsft_sources(rho, geometry, padding, propagate)
-  parts = _field_of_absorbed(jnp.stack([jnp.real(src), jnp.imag(src)]),
+  parts = field_of_absorbed(jnp.stack([jnp.real(src), jnp.imag(src)]),
                              geometry)                       # linear in src
   return parts[0] + 1j * parts[1]
 
