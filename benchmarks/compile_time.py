@@ -38,7 +38,7 @@ import jax, jax.numpy as jnp
 import importlib
 from msftnet import Geometry, model as model_lib, train
 variant, name = sys.argv[1], sys.argv[2]
-config = importlib.import_module(f"experiments.configs.{name}").get_config()
+config = importlib.import_module(f"msftnet.configs.{name}").get_config()
 net = train.make_model(config)
 key = jax.random.key(0)
 init = lambda k: net.init({"params": k}, jnp.zeros((1, 128, 128, 1)),

@@ -42,7 +42,7 @@ def main(argv):
   del argv
   report = Report()
   for name in _CONFIGS.value:
-    config = importlib.import_module(f"experiments.configs.{name}").get_config()
+    config = importlib.import_module(f"msftnet.configs.{name}").get_config()
     if name == "paper":
       config.batch_size = _PAPER_BATCH.value
     mesh = train.make_mesh()

@@ -1,7 +1,3 @@
-"""Thin absl launchers over the msftnet library (``python -m experiments.NAME``)."""
-
-import logging
-
-# JAX probes for a TPU at start-up and logs the failure at INFO level through
-# absl; on CPU and GPU machines that line is noise.
-logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+"""``python -m experiments.NAME`` from a checkout: the ``msftnet NAME``
+launchers (``msftnet/launch/NAME.py``); training configs in
+``experiments/configs/`` (the package's ``msftnet/configs/``)."""

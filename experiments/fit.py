@@ -1,82 +1,11 @@
-r"""Forward-fit parametrised solids to patterns (the classical baseline).
-
-  python -m experiments.fit --out=DIR PATTERN [PATTERN ...] [--experimental]
-      [--mask=FILE] [--input_scale=...] [--detector_distance_mm=D ...]
-      [--classes=Icosahedron,Decahedron] [--starts=4] [--coarse_steps=80]
-      [--steps=30] [--keep=3] [--mesh]
-      [--forward_model=msft|pmsft] [--material=henke:Ag]
-
-Same inputs (and input flags) and outputs as ``experiments.reconstruct``: for each input
-``STEM`` it fits every class of ``msftnet.fitting.FIT_CLASSES`` (19 polyhedra
-and the sphere; size, stretch, orientation and dark level by gradient descent
-from ``--starts`` random starts; ``--coarse_steps`` on the coarse problem,
-then ``--steps`` on the full one for the ``--keep`` best classes;
-``--coarse_steps=0`` fits every start on the full problem) and writes ``DIR/STEM_density.npy`` (the best
-solid), ``DIR/STEM.json`` (best class, its parameters, the loss of every
-class; paper protocol and masked), ``DIR/STEM.png`` and with ``--mesh``
-``DIR/STEM.obj``. Runtimes: benchmarks/RESULTS.md ("Forward fitting").
-"""
-
-from __future__ import annotations
-
-import sys
-import time
+"""``python -m experiments.fit``: the ``msftnet fit`` launcher
+(``msftnet/launch/fit.py``, whose docstring is this module's help)."""
 
 from absl import app
-from absl import flags
-from absl import logging
 
-from experiments import inputs
-from msftnet import fitting
-from msftnet import report
-from msftnet import runs
+from msftnet.launch import fit as _launcher
 
-_OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
-_CLASSES = flags.DEFINE_list("classes", list(fitting.FIT_CLASSES),
-                             "Classes to fit (comma-separated).")
-_STARTS = flags.DEFINE_integer("starts", fitting.FitConfig.starts,
-                               "Random starts per class.")
-_STEPS = flags.DEFINE_integer(
-    "steps", fitting.FitConfig.steps,
-    "Adam steps on the full problem (per start with --coarse_steps=0).")
-_COARSE = flags.DEFINE_integer(
-    "coarse_steps", fitting.FitConfig.coarse_steps,
-    "Adam steps per start on the coarse problem (0: no coarse stage).")
-_KEEP = flags.DEFINE_integer("keep", fitting.FitConfig.keep,
-                             "Classes continued on the full problem.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the random starts.")
-_MESH = flags.DEFINE_bool("mesh", False, "Also write DIR/STEM.obj.")
-
-
-def main(argv):
-  logging.set_verbosity(logging.WARNING)
-  paths = argv[1:]
-  if not paths:
-    raise app.UsageError("give at least one PATTERN file.")
-  try:
-    config = fitting.FitConfig(starts=_STARTS.value, steps=_STEPS.value,
-                               coarse_steps=_COARSE.value, keep=_KEEP.value,
-                               seed=_SEED.value,
-                               classes=tuple(_CLASSES.value))
-    geometry = inputs.geometry()
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  try:
-    report.check_out_dir(_OUT.value)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  good, bad = inputs.load(paths)
-  report.print_errors(bad)
-  t0 = time.perf_counter()
-  written, errors = runs.fit_inputs(good, _OUT.value, config=config,
-                                    geometry=geometry, mesh=_MESH.value)
-  print(f"fitted {len(written)} of {len(good) + len(bad)} patterns in "
-        f"{time.perf_counter() - t0:.0f} s; wrote {_OUT.value}/STEM.*")
-  if bad or errors:
-    sys.exit(1)
-
+__doc__ = _launcher.__doc__
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(_launcher.main)

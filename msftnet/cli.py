@@ -1,15 +1,16 @@
 """The ``msftnet`` command: one entry point for the launchers.
 
-  msftnet reconstruct --out=DIR PATTERN ...      (experiments.reconstruct)
-  msftnet fit --out=DIR PATTERN ...              (experiments.fit)
-  msftnet train --config=cpu --workdir=DIR       (experiments.train)
+  msftnet reconstruct --out=DIR PATTERN ...      (msftnet.launch.reconstruct)
+  msftnet fit --out=DIR PATTERN ...              (msftnet.launch.fit)
+  msftnet train --config=cpu --workdir=DIR       (msftnet.launch.train)
   msftnet COMMAND --help                         (the command's flags)
 
 Hyphens and underscores are the same (``make-dataset``, ``make_dataset``).
-Each command is the launcher module ``experiments.COMMAND`` (installed with
-the package), run with the remaining arguments; it works from any directory.
-``--config=NAME`` (no ``.py``, no ``/``) names a bundled training config
-(``experiments/configs/NAME.py``); a path works as well.
+Each command is the launcher module ``msftnet.launch.COMMAND``, run with
+the remaining arguments; it works from any directory (``python -m
+experiments.COMMAND`` in a checkout runs the same). ``--config=NAME`` (no
+``.py``, no ``/``) names a packaged training config
+(``msftnet/configs/NAME.py``); a path works as well.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _rewrite(args: list[str]) -> list[str]:
       name, sep, rest = a[len("--config="):].partition(":")
       if name and not name.endswith(".py") and "/" not in name:
         configs = os.path.dirname(
-            importlib.import_module("experiments.configs").__file__)
+            importlib.import_module("msftnet.configs").__file__)
         a = f"--config={os.path.join(configs, name + '.py')}{sep}{rest}"
     out.append(a)
   return out
@@ -63,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: unknown command {command!r}, expected one of "
           f"{', '.join(COMMANDS)}.", file=sys.stderr)
     return 2
-  module = importlib.import_module(f"experiments.{command}")
+  module = importlib.import_module(f"msftnet.launch.{command}")
   from absl import app
   sys.argv = [f"msftnet {command}", *_rewrite(argv[2:])]
+  # absl's --help prints the __main__ module's docstring: the command's.
+  sys.modules["__main__"].__doc__ = module.__doc__
   app.run(module.main)
   return 0
 

@@ -312,7 +312,7 @@ def test_reconstruct_takes_the_forward_model_from_the_geometry(tiny_model_dir):
 def test_demo_end_to_end_with_a_tiny_model(tmp_path, tiny_model_dir):
   # The network alone (steps=0): the refinement's programs are compiled and
   # tested by the reconstruct tests above; this checks the demo's own steps.
-  from experiments import demo
+  from msftnet.launch import demo
   rec = demo.run(str(tmp_path), seed=1, steps=0, checkpoint=tiny_model_dir,
                  config=QUICK)
   for name in ("demo.png", "demo.json", "demo_density.npy"):

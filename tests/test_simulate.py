@@ -57,7 +57,7 @@ def test_simulate_with_refraction_and_a_bad_material(tmp_path):
   script = f"""
 import sys
 from absl import flags
-from experiments import simulate
+from msftnet.launch import simulate
 def run(*args):
   flags.FLAGS.unparse_flags()
   flags.FLAGS(["simulate", "--density={tmp_path / 'v.npy'}",

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.configs import test as test_config
+from msftnet.configs import test as test_config
 from msftnet import train
 
 ROOT = pathlib.Path(__file__).parent.parent
