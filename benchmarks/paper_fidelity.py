@@ -26,6 +26,7 @@ from absl import app
 from absl import flags
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 from msftnet import Geometry
 from msftnet import intensity
@@ -54,7 +55,7 @@ def main(argv):
   sim = jax.jit(intensity, static_argnums=1)
   disc = g64.ewald_mask
   lines, start = [], time.perf_counter()
-  for i, row in enumerate(rows):
+  for row in tqdm(rows, unit="pair", desc="pairs"):
     vol = paper_io.read_density(os.path.join(_DATA.value, row["real"]))
     target = paper_io.read_pattern(os.path.join(_DATA.value, row["scatter"]))
     rec = {"nr": int(row["nr"]), "class": row["polyhedron"]}
@@ -69,11 +70,6 @@ def main(argv):
       rec[f"offset_rel_{name}"] = float(f"{c / inten.max():.3e}")
     lines.append(rec)
     print(json.dumps(rec), flush=True)
-    if (i + 1) % 10 == 0:
-      rate = (i + 1) / (time.perf_counter() - start)
-      print(f"# {i + 1}/{len(rows)} pairs, {rate:.2f} pairs/s, "
-            f"ETA {(len(rows) - i - 1) / rate:.0f} s", file=sys.stderr,
-            flush=True)
   summary = {"summary": True, "pairs": len(lines),
              "seconds": round(time.perf_counter() - start, 1)}
   for key in ("r_192", "r_64", "r_disc_192", "r_disc_64"):
