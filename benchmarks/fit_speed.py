@@ -8,7 +8,10 @@ patterns, one after the other in one process: ``full`` is the former
 default (4 starts x 80 Adam steps per class on the 64^3 -> 128^2 problem,
 ``coarse_steps=0``), ``coarse-to-fine`` the current default (4 starts x 80
 steps per class on the coarse problem, then 30 full-problem steps for the 3
-best classes); ``coarse-to-fine-40`` the same with 40 coarse steps. Patterns: ``--n`` simulated truncated test solids (data seed
+best classes); ``coarse-to-fine-40`` the same with 40 coarse steps;
+``coarse-halving-K`` the default with successive halving in the coarse
+stage (all 4 starts for 40 steps, the best K of each class for 40 more;
+``FitConfig.coarse_survivors``). Patterns: ``--n`` simulated truncated test solids (data seed
 ``--seed``, clean, the paper's central-hole mask of radius 8 px) and, with
 ``--experimental``, the stored experimental pattern barke5 (the suite's
 fixture). One JSON line per (pattern, config): wall seconds (the first
@@ -41,7 +44,9 @@ _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"full": fitting.FitConfig(coarse_steps=0, steps=80),
            "coarse-to-fine": fitting.FitConfig(),
-           "coarse-to-fine-40": fitting.FitConfig(coarse_steps=40)}
+           "coarse-to-fine-40": fitting.FitConfig(coarse_steps=40),
+           "coarse-halving-1": fitting.FitConfig(coarse_survivors=1),
+           "coarse-halving-2": fitting.FitConfig(coarse_survivors=2)}
 _CONFIGS = flags.DEFINE_list("configs", ["full", "coarse-to-fine"],
                              f"Some of {list(CONFIGS)}.")
 

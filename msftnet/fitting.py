@@ -28,7 +28,9 @@ gradient descent through the differentiable rasteriser and MSFT:
   problem, and the ``keep`` classes with the lowest coarse loss continue
   from it for ``steps`` iterations on the full problem. ``coarse_steps=0``
   fits every start of every class on the full problem (the former
-  behaviour). The lowest full-problem loss wins.
+  behaviour). The lowest full-problem loss wins. With ``coarse_survivors =
+  k`` (0 < k < starts) the coarse stage halves: every start runs half the
+  coarse steps, only the k best of its class run the other half.
 
 Face planes are padded to 8, 16, 32 or 64 rows, so the 20 classes share
 four compiled functions and a cube does not pay for 64 planes.
@@ -70,6 +72,7 @@ class FitConfig:
   classes: tuple[str, ...] = FIT_CLASSES
   coarse_steps: int = 80
   keep: int = 3
+  coarse_survivors: int = 0
 
   def __post_init__(self):
     for name in self.classes:
@@ -77,11 +80,12 @@ class FitConfig:
         raise ValueError(f"FitConfig.classes: {name!r} cannot be fitted; "
                          f"expected some of {', '.join(FIT_CLASSES)}.")
     if (self.starts < 1 or self.steps < 0 or self.coarse_steps < 0
-        or self.keep < 1):
-      raise ValueError("FitConfig: starts and keep must be >= 1, steps and "
-                       f"coarse_steps >= 0; got starts={self.starts}, "
-                       f"keep={self.keep}, steps={self.steps}, "
-                       f"coarse_steps={self.coarse_steps}.")
+        or self.keep < 1 or self.coarse_survivors < 0):
+      raise ValueError("FitConfig: starts and keep must be >= 1, steps, "
+                       "coarse_steps and coarse_survivors >= 0; got "
+                       f"starts={self.starts}, keep={self.keep}, "
+                       f"steps={self.steps}, coarse_steps={self.coarse_steps}"
+                       f", coarse_survivors={self.coarse_survivors}.")
 
   @property
   def class_fits(self) -> int:
@@ -267,8 +271,16 @@ def fit_class(name: str, pattern, valid=None, *, config: FitConfig = FitConfig()
 def _coarse_best(name, theta0, pat, val, geometry, config):
   """The coarse stage of one class: its best start ``[1]`` and its loss."""
   coarse, crop, crop_valid = recon.coarse_problem(pat, val, geometry)
-  theta, final, _, _ = _run(name, theta0, crop, crop_valid, coarse,
-                            config.coarse_steps, config, affine=True)
+  steps, k = config.coarse_steps, config.coarse_survivors
+  if 0 < k < config.starts and steps >= 2:
+    # Successive halving: every start for half the steps, the best k on.
+    theta, final, _, _ = _run(name, theta0, crop, crop_valid, coarse,
+                              steps // 2, config, affine=True)
+    best = np.argsort(final, kind="stable")[:k]
+    theta0 = {key: np.asarray(v)[best] for key, v in theta.items()}
+    steps -= steps // 2
+  theta, final, _, _ = _run(name, theta0, crop, crop_valid, coarse, steps,
+                            config, affine=True)
   i = int(np.argmin(final))
   return {k: np.asarray(v[i:i + 1]) for k, v in theta.items()}, float(final[i])
 

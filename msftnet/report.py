@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 
 from matplotlib.figure import Figure
 import numpy as np
@@ -27,7 +26,7 @@ from msftnet.paper_io import save_npy
 
 __all__ = ["reconstruction_figure", "write_result", "write_json",
            "isosurface_obj", "save_figure", "check_out_dir",
-           "print_errors", "try_write_result"]
+           "try_write_result"]
 
 
 def check_out_dir(path) -> None:
@@ -151,19 +150,12 @@ def write_result(out_dir, stem: str, *, density, pattern, valid, simulated,
   return paths
 
 
-def print_errors(bad) -> None:
-  """One ``error: ...`` line on stderr per ``(path, sentence)`` of ``bad``."""
-  for _, err in bad:
-    print(f"error: {err}", file=sys.stderr)
-
-
 def try_write_result(out_dir, stem: str, path, bad: list, **kwargs) -> bool:
-  """:func:`write_result`; on a ``ValueError`` report it, add it to ``bad``
-  and return False, so that a launcher goes on with its other inputs."""
+  """:func:`write_result`; on a ``ValueError`` add ``(path, sentence)`` to
+  ``bad`` and return False, so that a run goes on with its other inputs."""
   try:
     write_result(out_dir, stem, **kwargs)
   except ValueError as e:
     bad.append((path, f"{path}: {e}"))
-    print_errors(bad[-1:])
     return False
   return True

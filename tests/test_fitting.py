@@ -1,5 +1,6 @@
 """Tests of forward fitting (msftnet.fitting, experiments.fit)."""
 
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -92,6 +93,32 @@ def test_fit_config_rejects_unknown_classes_and_bad_counts():
     fitting.FitConfig(classes=("Potato",))
   with pytest.raises(ValueError, match="keep"):
     fitting.FitConfig(keep=0)
+  with pytest.raises(ValueError, match="coarse_survivors=-1"):
+    fitting.FitConfig(coarse_survivors=-1)
+
+
+def test_coarse_halving_continues_the_best_starts():
+  # coarse_survivors=1: all starts for half the coarse steps, the best one
+  # for the rest; its coarse loss can only be as good as the best start's
+  # after the first half (Adam from there, the dark level re-fitted).
+  truth = solids.SolidParams("Cube", size=0.5, theta=0.2, phi=0.1, alpha=0.3)
+  rho = rasterize(*solids.half_spaces(truth), 32)
+  pattern = np.asarray(recon.simulate_with_dark_level(
+      rho[None], SMALL, jnp.asarray([-3.0])))[0]
+  valid = np.ones_like(pattern, bool)
+  plain = fitting.FitConfig(starts=3, coarse_steps=8, steps=0)
+  halved = dataclasses.replace(plain, coarse_survivors=1)
+  theta0 = fitting._starts(plain, fitting.FIT_CLASSES.index("Cube"))
+  _, loss_plain = fitting._coarse_best("Cube", theta0, pattern, valid, SMALL,
+                                       plain)
+  best, loss_halved = fitting._coarse_best("Cube", theta0, pattern, valid,
+                                           SMALL, halved)
+  assert best["a"].shape == (1,) and np.isfinite(loss_halved)
+  first = fitting._coarse_best(
+      "Cube", theta0, pattern, valid, SMALL,
+      dataclasses.replace(plain, coarse_steps=4))[1]
+  assert loss_halved <= first * 1.05
+  assert np.isfinite(loss_plain)
 
 
 def test_full_problem_fit_without_coarse_stage():

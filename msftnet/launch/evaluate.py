@@ -24,6 +24,7 @@ from absl import logging
 
 from msftnet import evaluation
 from msftnet import fitting
+from msftnet import launch
 from msftnet import pretrained
 from msftnet import reconstruct as recon
 from msftnet import report
@@ -100,7 +101,7 @@ def main(argv):
   except (ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-  report.print_errors(errors)
+  launch.print_errors(errors)
   text = evaluation.results_markdown(model, s)
   with atomic_write(_RESULTS.value, "w") as f:
     f.write(text)

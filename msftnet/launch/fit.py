@@ -26,10 +26,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from msftnet.launch import inputs
 from msftnet import fitting
+from msftnet import launch
 from msftnet import report
 from msftnet import runs
+from msftnet.launch import inputs
 
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
 _CLASSES = flags.DEFINE_list("classes", list(fitting.FIT_CLASSES),
@@ -68,10 +69,11 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   good, bad = inputs.load(paths)
-  report.print_errors(bad)
+  launch.print_errors(bad)
   t0 = time.perf_counter()
   written, errors = runs.fit_inputs(good, _OUT.value, config=config,
                                     geometry=geometry, mesh=_MESH.value)
+  launch.print_errors(errors)
   print(f"fitted {len(written)} of {len(good) + len(bad)} patterns in "
         f"{time.perf_counter() - t0:.0f} s; wrote {_OUT.value}/STEM.*")
   if bad or errors:

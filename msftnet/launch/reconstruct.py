@@ -49,12 +49,12 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from msftnet.launch import inputs
-
+from msftnet import launch
 from msftnet import pretrained
 from msftnet import reconstruct as recon
 from msftnet import report
 from msftnet import runs
+from msftnet.launch import inputs
 
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
 _CHECKPOINT = flags.DEFINE_string(
@@ -106,7 +106,7 @@ def main(argv):
     print(f"error: --checkpoint: {e}", file=sys.stderr)
     sys.exit(1)
   good, bad = inputs.load(paths)
-  report.print_errors(bad)
+  launch.print_errors(bad)
   try:
     good, skipped = runs.select_work(
         good, _OUT.value, process_id=_PROCESS_ID.value,
@@ -134,6 +134,7 @@ def main(argv):
       good, _OUT.value, model, config=config, geometry=geometry,
       batch=_BATCH.value, mesh=_MESH.value, figures=_FIGURES.value,
       experimental=inputs.EXPERIMENTAL.value)
+  launch.print_errors(errors)
   bad += errors
   print(f"reconstructed {len(written)} of {len(good) + len(bad) - len(errors)}"
         f" patterns in {time.perf_counter() - t0:.1f} s; wrote "
