@@ -43,8 +43,9 @@ _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"full": fitting.FitConfig(coarse_steps=0, steps=80),
-           "coarse-to-fine": fitting.FitConfig(),
-           "coarse-to-fine-40": fitting.FitConfig(coarse_steps=40),
+           "coarse-to-fine": fitting.FitConfig(coarse_survivors=0),
+           "coarse-to-fine-40": fitting.FitConfig(coarse_steps=40,
+                                                  coarse_survivors=0),
            "coarse-halving-1": fitting.FitConfig(coarse_survivors=1),
            "coarse-halving-2": fitting.FitConfig(coarse_survivors=2)}
 _CONFIGS = flags.DEFINE_list("configs", ["full", "coarse-to-fine"],

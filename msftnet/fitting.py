@@ -29,8 +29,9 @@ gradient descent through the differentiable rasteriser and MSFT:
   from it for ``steps`` iterations on the full problem. ``coarse_steps=0``
   fits every start of every class on the full problem (the former
   behaviour). The lowest full-problem loss wins. With ``coarse_survivors =
-  k`` (0 < k < starts) the coarse stage halves: every start runs half the
-  coarse steps, only the k best of its class run the other half.
+  k`` (0 < k < starts; 1 by default) the coarse stage halves: every start
+  runs half the coarse steps, only the k best of its class run the other
+  half (``coarse_survivors=0``: every start runs all of them).
 
 Face planes are padded to 8, 16, 32 or 64 rows, so the 20 classes share
 four compiled functions and a cube does not pay for 64 planes.
@@ -72,7 +73,7 @@ class FitConfig:
   classes: tuple[str, ...] = FIT_CLASSES
   coarse_steps: int = 80
   keep: int = 3
-  coarse_survivors: int = 0
+  coarse_survivors: int = 1
 
   def __post_init__(self):
     for name in self.classes:

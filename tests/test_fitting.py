@@ -106,7 +106,8 @@ def test_coarse_halving_continues_the_best_starts():
   pattern = np.asarray(recon.simulate_with_dark_level(
       rho[None], SMALL, jnp.asarray([-3.0])))[0]
   valid = np.ones_like(pattern, bool)
-  plain = fitting.FitConfig(starts=3, coarse_steps=8, steps=0)
+  plain = fitting.FitConfig(starts=3, coarse_steps=8, steps=0,
+                            coarse_survivors=0)
   halved = dataclasses.replace(plain, coarse_survivors=1)
   theta0 = fitting._starts(plain, fitting.FIT_CLASSES.index("Cube"))
   _, loss_plain = fitting._coarse_best("Cube", theta0, pattern, valid, SMALL,

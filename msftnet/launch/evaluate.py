@@ -49,6 +49,10 @@ _FIT_STEPS = flags.DEFINE_integer("fit_steps", fitting.FitConfig.steps,
 _FIT_COARSE = flags.DEFINE_integer(
     "fit_coarse_steps", fitting.FitConfig.coarse_steps,
     "Forward fit: coarse steps per start (0: the former full-problem fit).")
+_FIT_SURVIVORS = flags.DEFINE_integer(
+    "fit_coarse_survivors", fitting.FitConfig.coarse_survivors,
+    "Forward fit: starts per class that finish the coarse stage after "
+    "half its steps (0: all).")
 _FIT_CLASSES = flags.DEFINE_list("fit_classes", list(fitting.FIT_CLASSES),
                                  "Forward fit: classes.")
 _EXP_DIR = flags.DEFINE_string("experiment_dir", _D.experiment_dir,
@@ -74,6 +78,7 @@ def settings() -> evaluation.Settings:
       method=_METHOD.value, steps=_STEPS.value, coarse_steps=_COARSE.value))
   fit = fitting.FitConfig(starts=_FIT_STARTS.value, steps=_FIT_STEPS.value,
                           coarse_steps=_FIT_COARSE.value,
+                          coarse_survivors=_FIT_SURVIVORS.value,
                           classes=tuple(_FIT_CLASSES.value))
   return evaluation.Settings(
       out=_OUT.value, refine=refine, batch=_BATCH.value, n_test=_N_TEST.value,

@@ -3,7 +3,7 @@ r"""Forward-fit parametrised solids to patterns (the classical baseline).
   python -m experiments.fit --out=DIR PATTERN [PATTERN ...] [--experimental]
       [--mask=FILE] [--input_scale=...] [--detector_distance_mm=D ...]
       [--classes=Icosahedron,Decahedron] [--starts=4] [--coarse_steps=80]
-      [--steps=30] [--keep=3] [--mesh]
+      [--steps=30] [--keep=3] [--coarse_survivors=K] [--mesh]
       [--forward_model=msft|pmsft] [--material=henke:Ag]
 
 Same inputs (and input flags) and outputs as ``experiments.reconstruct``: for each input
@@ -45,6 +45,10 @@ _COARSE = flags.DEFINE_integer(
     "Adam steps per start on the coarse problem (0: no coarse stage).")
 _KEEP = flags.DEFINE_integer("keep", fitting.FitConfig.keep,
                              "Classes continued on the full problem.")
+_SURVIVORS = flags.DEFINE_integer(
+    "coarse_survivors", fitting.FitConfig.coarse_survivors,
+    "Successive halving in the coarse stage: every start for half the "
+    "coarse steps, the best K of each class for the rest (0: off).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the random starts.")
 _MESH = flags.DEFINE_bool("mesh", False, "Also write DIR/STEM.obj.")
 
@@ -57,6 +61,7 @@ def main(argv):
   try:
     config = fitting.FitConfig(starts=_STARTS.value, steps=_STEPS.value,
                                coarse_steps=_COARSE.value, keep=_KEEP.value,
+                               coarse_survivors=_SURVIVORS.value,
                                seed=_SEED.value,
                                classes=tuple(_CLASSES.value))
     geometry = inputs.geometry()
