@@ -53,6 +53,10 @@ def _check_positive(name: str, value, allow_inf: bool = False) -> None:
     raise ValueError(f"Geometry.{name} must be {allowed}, got {value!r}.")
 
 
+#: The voxel edge of the paper's grid (64^3 in a 318.75 nm box), in nm.
+PAPER_VOXEL_NM = 318.75 / 64
+
+
 @dataclasses.dataclass(frozen=True)
 class Geometry:
   """Geometry of a single-shot wide-angle scattering experiment.
@@ -133,6 +137,17 @@ class Geometry:
   def voxel_nm(self) -> float:
     """dr = L / N, the voxel edge length in nm."""
     return float(self.box_nm) / self.n_voxels
+
+  @property
+  def loss_eps(self) -> float:
+    """The constant of the loss pattern ``log(|E|^2 + eps)`` on this grid.
+
+    The paper's ``eps = 100`` belongs to its 64^3 grid of the 318.75 nm box:
+    ``E`` is a plain voxel sum, so the same particle's ``|E|^2`` scales as
+    ``dr^-6``. ``eps = 100 (dr_paper / dr)^6`` keeps the same dark level
+    relative to the particle's pattern on any grid (100 on the paper's).
+    """
+    return 100.0 * (PAPER_VOXEL_NM / self.voxel_nm) ** 6
 
   @property
   def k_per_nm(self) -> float:

@@ -4,7 +4,9 @@ All take densities ``[B, N, N, N]`` (or ``[B, N, N, N, 1]``) in [0, 1] and
 return scalars (means over the batch).
 
 * :func:`scatter_loss` (eq. 3): mean squared difference of the normalised log
-  MSFT patterns ``log(|E|^2 + eps)`` of prediction and target. The target's
+  MSFT patterns ``log(|E|^2 + eps)`` of prediction and target
+  (``eps = geometry.loss_eps``: 100 on the paper's 64^3 grid, scaled with the
+  voxel size on others). The target's
   pattern may come from the batch (the pipeline already simulated it), so only
   the prediction's MSFT is differentiated.
 * :func:`binary_loss` (eq. 4): ``mean p^2 (1 - p)^2``, pushing voxels to 0/1.
@@ -22,7 +24,6 @@ import jax
 import jax.numpy as jnp
 
 from msftnet.geometry import Geometry
-from msftnet.msft import PAPER_LOSS_EPS
 from msftnet.msft import simulate_pattern
 
 __all__ = [
@@ -37,13 +38,15 @@ def _squeeze(density):
   return density[..., 0] if density.ndim == 5 else density
 
 
-def pattern_of(density, geometry: Geometry, eps=PAPER_LOSS_EPS):
-  """Normalised log pattern ``[B, M, M]`` of densities ``[B, N, N, N(, 1)]``."""
+def pattern_of(density, geometry: Geometry, eps=None):
+  """Normalised log pattern ``[B, M, M]`` of densities ``[B, N, N, N(, 1)]``
+  (``eps`` default: ``geometry.loss_eps``, the paper's 100 on its grid)."""
+  eps = geometry.loss_eps if eps is None else eps
   return simulate_pattern(_squeeze(density), geometry, eps)
 
 
 def scatter_loss(pred, geometry: Geometry, *, target=None, target_pattern=None,
-                 eps=PAPER_LOSS_EPS) -> jax.Array:
+                 eps=None) -> jax.Array:
   """Eq. 3: ``mean (P(pred) - P(target))^2`` over pixels and batch.
 
   Give either the target density or its pattern (``log_pattern`` of its
@@ -64,7 +67,7 @@ def binary_loss(pred) -> jax.Array:
 
 
 def physics_loss(pred, geometry: Geometry, *, target=None, target_pattern=None,
-                 binary_weight: float = 0.1, eps=PAPER_LOSS_EPS) -> jax.Array:
+                 binary_weight: float = 0.1, eps=None) -> jax.Array:
   """The paper's training loss: ``scatter + binary_weight * binary``."""
   return (scatter_loss(pred, geometry, target=target,
                        target_pattern=target_pattern, eps=eps)
@@ -80,7 +83,7 @@ def bce_loss(pred, target, *, epsilon: float = 1e-6) -> jax.Array:
 
 def hybrid_loss(pred, target, geometry: Geometry, *, target_pattern=None,
                 physics_weight: float = 1.0, bce_weight: float = 1.0,
-                binary_weight: float = 0.1, eps=PAPER_LOSS_EPS) -> jax.Array:
+                binary_weight: float = 0.1, eps=None) -> jax.Array:
   """``physics_weight * physics + bce_weight * bce``."""
   return (physics_weight * physics_loss(
       pred, geometry, target=target, target_pattern=target_pattern,
@@ -89,7 +92,7 @@ def hybrid_loss(pred, target, geometry: Geometry, *, target_pattern=None,
 
 
 def masked_pattern_loss(pred, pattern, valid, geometry: Geometry, *,
-                        eps=PAPER_LOSS_EPS) -> jax.Array:
+                        eps=None) -> jax.Array:
   """Mean over valid pixels of ``(P(pred) - pattern)^2``, averaged over the batch.
 
   Args:

@@ -453,7 +453,9 @@ def log_pattern(intensity_, eps=PAPER_LOSS_EPS, *, normalize: bool = True
   return jnp.where(span > 0, (logs - lo) / safe, 0.0)
 
 
-def simulate_pattern(density, geometry: Geometry, eps=PAPER_LOSS_EPS, *,
+def simulate_pattern(density, geometry: Geometry, eps=None, *,
                      chunk_size: int | None = None) -> jax.Array:
-  """Density ``[..., N, N, N]`` -> normalised log pattern ``[..., M, M]`` in [0, 1]."""
+  """Density ``[..., N, N, N]`` -> normalised log pattern ``[..., M, M]`` in
+  [0, 1] (``eps`` default: ``geometry.loss_eps``, 100 on the paper's grid)."""
+  eps = geometry.loss_eps if eps is None else eps
   return log_pattern(intensity(density, geometry, chunk_size=chunk_size), eps)

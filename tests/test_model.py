@@ -140,3 +140,21 @@ def test_masked_loss_ignores_invalid_pixels():
   grad = jax.grad(lambda p: losses.masked_pattern_loss(pred, p, valid, g))(
       pattern)
   assert np.all(np.asarray(grad)[~np.asarray(valid)] == 0)
+
+
+def test_the_loss_constant_keeps_its_meaning_on_every_grid():
+  # E is a voxel sum, so a particle's peak |E|^2 grows as dr^-6; the loss's
+  # eps follows it (the paper's 100 on its own grid), keeping the dark level
+  # the same fraction of the peak on a coarser grid.
+  from msftnet import intensity, solids
+  from msftnet.raster import rasterize
+  assert Geometry().loss_eps == 100.0
+  # (Without absorption, whose slice-wise discretisation differs between
+  # the grids: peak |E|^2 = (sum rho)^2 exactly.)
+  coarse = Geometry(n_voxels=32, detector_px=64, absorption_length_nm=np.inf)
+  fine = Geometry(absorption_length_nm=np.inf)
+  assert coarse.loss_eps == pytest.approx(100.0 / 64)
+  p = solids.SolidParams("Cube", size=0.5, theta=0.3, phi=0.2, alpha=0.5)
+  ratios = [g.loss_eps / float(jnp.max(intensity(
+      rasterize(*solids.half_spaces(p), g.n_voxels), g))) for g in (coarse, fine)]
+  assert ratios[0] == pytest.approx(ratios[1], rel=0.05)
