@@ -222,8 +222,9 @@ def study_testset(model, s: Settings) -> None:
         t1 = time.perf_counter()
         net, ref = _reconstruct_both(model, pats, vals, s)
         seconds = (time.perf_counter() - t1) / len(recs)
-        m_net = shape_metrics(net.density, truth, g)
-        m_ref = shape_metrics(ref.density, truth, g)
+        target = losses.pattern_of(jnp.asarray(truth), g)   # once for both
+        m_net = shape_metrics(net.density, truth, g, target_pattern=target)
+        m_ref = shape_metrics(ref.density, truth, g, target_pattern=target)
         rows = []
         for j, i in enumerate(idx):
           truth_loss = _truth_loss(truth[j], pats[j], vals[j],
@@ -304,9 +305,12 @@ def study_crop(model, s: Settings) -> None:
       for b in range(0, n, s.batch):
         sl = slice(b, b + s.batch)
         net, ref = _reconstruct_both(model, pats[sl], vals[sl], s)
+        target = losses.pattern_of(jnp.asarray(truth[sl]), model.geometry)
         for j, (a, c) in enumerate(zip(
-            shape_metrics(net.density, truth[sl], model.geometry),
-            shape_metrics(ref.density, truth[sl], model.geometry))):
+            shape_metrics(net.density, truth[sl], model.geometry,
+                          target_pattern=target),
+            shape_metrics(ref.density, truth[sl], model.geometry,
+                          target_pattern=target))):
           rows.append({"nr": int(recs[b + j]["index"]), "radius_px": radius,
                        **{f"{q}_network": v for q, v in a.items()},
                        **{f"{q}_refined": v for q, v in c.items()}})

@@ -75,8 +75,7 @@ def reconstruct_inputs(good, out_dir: str, model, *,
       t = time.perf_counter()
       out = recon.reconstruct(np.stack([c[2] for c in chunk]),
                               np.stack([c[3] for c in chunk]), model=model,
-                              refine_steps=config.steps, config=config,
-                              geometry=geometry)
+                              config=config, geometry=geometry)
       seconds = (time.perf_counter() - t) / len(chunk)
       for j, (stem, path, pattern, valid, scale_info) in enumerate(chunk):
         record = {
