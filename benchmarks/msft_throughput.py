@@ -9,6 +9,11 @@ Prints one JSON line per (implementation, N, batch, mode):
 * ``msftnet_vmap``: ``jax.vmap`` of it (its batching rule), and
   ``msftnet_vmap_default_rule``: ``jax.vmap`` of the same computation with
   JAX's default batching (not in the default ``--impls``);
+* ``msftnet_cumsum_scan`` and ``msftnet_cumsum_blocks``: the MSFT of each
+  volume (``lax.map``, JAX's own gradient) with the absorption's sum along
+  the beam done as a scan (msftnet's CPU default) or as blocked
+  triangular matmuls (its accelerator default), side by side (not in the
+  default ``--impls``);
 * ``pmsft``: ``msftnet.intensity`` with the propagation MSFT
   (``forward_model="pmsft"``, silver's Henke index at 13.5 nm; not in the
   default ``--impls``), the cost of refraction side by side with ``msftnet``;
@@ -145,6 +150,16 @@ def _vmapped_without_rule(d, g):
   return jax.vmap(one)(d)
 
 
+def _cumsum_variant(method):
+  def run(d, g):
+    def one(v):
+      field = msft_module.field_of_absorbed(
+          msft_module.absorb(v, g, cumsum=method), g)
+      return jnp.real(field) ** 2 + jnp.imag(field) ** 2
+    return jax.lax.map(one, d)
+  return run
+
+
 def _pmsft(d, g):
   """:func:`msftnet.intensity` with the propagation MSFT (silver, 13.5 nm)."""
   return intensity(d, g.replace(forward_model="pmsft",
@@ -166,6 +181,8 @@ def reference_intensity(vol: np.ndarray, g: Geometry) -> np.ndarray:
 
 _JAX_IMPLS = {"msftnet": intensity, "msftnet_vmap": _vmapped,
               "pmsft": _pmsft,
+              "msftnet_cumsum_scan": _cumsum_variant("scan"),
+              "msftnet_cumsum_blocks": _cumsum_variant("blocks"),
               "msftnet_vmap_default_rule": _vmapped_without_rule,
               "jnp_einsum": naive_einsum_intensity}
 

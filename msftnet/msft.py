@@ -76,13 +76,17 @@ def _constants(geometry: Geometry, dtype_name: str):
           np.sin(ph_z).astype(dt), g.ewald_mask)
 
 
-def absorb(density: jax.Array, geometry: Geometry) -> jax.Array:
+def absorb(density: jax.Array, geometry: Geometry, *,
+           cumsum: str | None = None) -> jax.Array:
   """Attenuate a density along the beam: the effective density of the MSFT.
 
   Args:
     density: ``[..., N, N, N]`` float, (z, y, x), beam along +z entering at
       z index 0, values in [0, 1].
     geometry: the experiment; its absorption length and convention are used.
+    cumsum: how the density is summed along the beam: ``"scan"`` (the
+      default on CPU) or ``"blocks"`` (the default on accelerators); the
+      same numbers up to float rounding, see :func:`_cumsum_z`.
 
   Returns:
     ``rho * exp(-mu dr cumsum_z(rho))`` (the cumulative sum includes the slice
@@ -91,19 +95,35 @@ def absorb(density: jax.Array, geometry: Geometry) -> jax.Array:
   mu = geometry.amplitude_attenuation_per_nm
   if mu == 0.0:
     return density
-  depth = _cumsum_z(density)
+  depth = _cumsum_z(density, cumsum)
   return density * jnp.exp(-(mu * geometry.voxel_nm) * depth)
 
 
-def _cumsum_z(x: jax.Array, block: int = 16) -> jax.Array:
+def _cumsum_z(x: jax.Array, method: str | None = None) -> jax.Array:
   """Inclusive cumulative sum over axis -3 of ``[..., N, N, N]``.
 
-  As matmuls with lower-triangular matrices of ones (faster than the scan
-  XLA emits for ``jnp.cumsum`` on CPU, also for the gradient), in blocks of
-  ``block`` slices: within each block, then the blocks' running totals.
-  ``N^3 block`` multiply-adds instead of ``N^4`` (a single triangular matrix
-  at 192^3 costs 3.5 times the whole DFT).
+  ``method``: ``"scan"`` adds one plane per step of a ``lax.scan`` (``N^3``
+  adds; the fastest on CPU, forward and gradient, see
+  ``benchmarks/RESULTS.md``); ``"blocks"`` sums with lower-triangular
+  matrices of ones in blocks of 16 slices (``16 N^3`` multiply-adds in a
+  few large matmuls rather than ``N`` sequential steps, for accelerators).
+  Default: ``"scan"`` on CPU, ``"blocks"`` elsewhere. Both are exact up to
+  float rounding (XLA's own ``jnp.cumsum`` is slower than either on CPU).
   """
+  if method is None:
+    method = "scan" if jax.default_backend() == "cpu" else "blocks"
+  if method == "scan":
+    planes = jnp.moveaxis(x, -3, 0)
+
+    def step(total, plane):
+      total = total + plane
+      return total, total
+
+    _, out = jax.lax.scan(step, jnp.zeros_like(planes[0]), planes)
+    return jnp.moveaxis(out, 0, -3)
+  if method != "blocks":
+    raise ValueError(f"_cumsum_z: method must be 'scan' or 'blocks', got {method!r}.")
+  block = 16
   n = x.shape[-3]
   if n % block or n <= block:
     tri = jnp.asarray(np.tril(np.ones((n, n))), dtype=x.dtype)

@@ -223,6 +223,23 @@ def test_absorption_conventions():
   assert all(x > y for x, y in zip(i0, i0[1:]))
 
 
+@pytest.mark.parametrize("method", ["scan", "blocks"])
+@pytest.mark.parametrize("n", [8, 48])
+def test_cumulative_sum_along_the_beam(method, n):
+  """Both ways of summing along z (the CPU's scan, the accelerators' blocked
+  matmuls, which take the single-matrix path below 17 slices) equal a
+  float64 cumulative sum, and so do their transposes (the gradient's
+  reverse sums)."""
+  x = np.random.default_rng(n).random((2, n, 5, 3)).astype(np.float32)
+  want = np.cumsum(x.astype(np.float64), axis=-3)
+  got = msft_module._cumsum_z(jnp.asarray(x), method)
+  np.testing.assert_allclose(got, want, rtol=2e-6)
+  back = jax.linear_transpose(lambda v: msft_module._cumsum_z(v, method),
+                              jnp.asarray(x))(jnp.asarray(x))[0]
+  want_back = np.flip(np.cumsum(np.flip(x.astype(np.float64), -3), -3), -3)
+  np.testing.assert_allclose(back, want_back, rtol=2e-6)
+
+
 # --------------------------------------------------------------- autodiff
 def test_gradient_matches_finite_differences(rng):
   g = small_geometry(8, 12, absorption_length_nm=25.0)
