@@ -1,11 +1,10 @@
 """``python -m experiments.reconstruct``: the ``msftnet reconstruct`` launcher
 (``msftnet/launch/reconstruct.py``, whose docstring is this module's help)."""
 
-from absl import app
-
+from msftnet import launch
 from msftnet.launch import reconstruct as _launcher
 
 __doc__ = _launcher.__doc__
 
 if __name__ == "__main__":
-  app.run(_launcher.main)
+  launch.run(_launcher)

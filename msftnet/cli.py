@@ -65,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{', '.join(COMMANDS)}.", file=sys.stderr)
     return 2
   module = importlib.import_module(f"msftnet.launch.{command}")
-  from absl import app
+  from msftnet import launch
   sys.argv = [f"msftnet {command}", *_rewrite(argv[2:])]
   # absl's --help prints the __main__ module's docstring: the command's.
   sys.modules["__main__"].__doc__ = module.__doc__
-  app.run(module.main)
+  launch.run(module)
   return 0
 
 

@@ -23,8 +23,8 @@ from absl import flags
 from absl import logging
 
 from msftnet import evaluation
-from msftnet import fitting
 from msftnet import launch
+from msftnet.launch import fit_flags
 from msftnet import pretrained
 from msftnet import reconstruct as recon
 from msftnet import report
@@ -42,19 +42,7 @@ _N_TEST = flags.DEFINE_integer("n_test", _D.n_test, "Test-set solids (2 per "
 _N_CROP = flags.DEFINE_integer("n_crop", _D.n_crop, "Solids of the crop study.")
 _STEPS = flags.DEFINE_integer("refine_steps", recon.RefineConfig.steps,
                               "Refinement steps.")
-_FIT_STARTS = flags.DEFINE_integer("fit_starts", fitting.FitConfig.starts,
-                                   "Forward fit: starts per class.")
-_FIT_STEPS = flags.DEFINE_integer("fit_steps", fitting.FitConfig.steps,
-                                  "Forward fit: full-problem steps.")
-_FIT_COARSE = flags.DEFINE_integer(
-    "fit_coarse_steps", fitting.FitConfig.coarse_steps,
-    "Forward fit: coarse steps per start (0: the former full-problem fit).")
-_FIT_SURVIVORS = flags.DEFINE_integer(
-    "fit_coarse_survivors", fitting.FitConfig.coarse_survivors,
-    "Forward fit: starts per class that finish the coarse stage after "
-    "half its steps (0: all).")
-_FIT_CLASSES = flags.DEFINE_list("fit_classes", list(fitting.FIT_CLASSES),
-                                 "Forward fit: classes.")
+_fit_config = fit_flags.define("fit_")
 _EXP_DIR = flags.DEFINE_string("experiment_dir", _D.experiment_dir,
                                "Folder with barke*.png and labels.csv.")
 _BATCH = flags.DEFINE_integer("batch", _D.batch, "Patterns reconstructed "
@@ -76,10 +64,7 @@ def settings() -> evaluation.Settings:
   """The flags as evaluation settings (ValueError: one sentence)."""
   refine = recon.parse_refine_config(_REFINE.value, recon.RefineConfig(
       method=_METHOD.value, steps=_STEPS.value, coarse_steps=_COARSE.value))
-  fit = fitting.FitConfig(starts=_FIT_STARTS.value, steps=_FIT_STEPS.value,
-                          coarse_steps=_FIT_COARSE.value,
-                          coarse_survivors=_FIT_SURVIVORS.value,
-                          classes=tuple(_FIT_CLASSES.value))
+  fit = _fit_config()
   return evaluation.Settings(
       out=_OUT.value, refine=refine, batch=_BATCH.value, n_test=_N_TEST.value,
       n_crop=_N_CROP.value, test_seed=_TEST_SEED.value, fit=fit,

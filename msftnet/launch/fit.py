@@ -26,30 +26,14 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from msftnet import fitting
 from msftnet import launch
 from msftnet import report
 from msftnet import runs
+from msftnet.launch import fit_flags
 from msftnet.launch import inputs
 
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
-_CLASSES = flags.DEFINE_list("classes", list(fitting.FIT_CLASSES),
-                             "Classes to fit (comma-separated).")
-_STARTS = flags.DEFINE_integer("starts", fitting.FitConfig.starts,
-                               "Random starts per class.")
-_STEPS = flags.DEFINE_integer(
-    "steps", fitting.FitConfig.steps,
-    "Adam steps on the full problem (per start with --coarse_steps=0).")
-_COARSE = flags.DEFINE_integer(
-    "coarse_steps", fitting.FitConfig.coarse_steps,
-    "Adam steps per start on the coarse problem (0: no coarse stage).")
-_KEEP = flags.DEFINE_integer("keep", fitting.FitConfig.keep,
-                             "Classes continued on the full problem.")
-_SURVIVORS = flags.DEFINE_integer(
-    "coarse_survivors", fitting.FitConfig.coarse_survivors,
-    "Successive halving in the coarse stage: every start for half the "
-    "coarse steps, the best K of each class for the rest (0: off).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the random starts.")
+_fit_config = fit_flags.define()
 _MESH = flags.DEFINE_bool("mesh", False, "Also write DIR/STEM.obj.")
 
 
@@ -59,11 +43,7 @@ def main(argv):
   if not paths:
     raise app.UsageError("give at least one PATTERN file.")
   try:
-    config = fitting.FitConfig(starts=_STARTS.value, steps=_STEPS.value,
-                               coarse_steps=_COARSE.value, keep=_KEEP.value,
-                               coarse_survivors=_SURVIVORS.value,
-                               seed=_SEED.value,
-                               classes=tuple(_CLASSES.value))
+    config = _fit_config()
     geometry = inputs.geometry()
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
