@@ -464,7 +464,7 @@ def write_paper_dataset(out, n: int, *, seed: int = 0, resolution: int = 192,
   if resolution not in (64, 192):
     raise ValueError(f"resolution must be 64 or 192, got {resolution}.")
   if os.path.exists(out) and not os.path.isdir(out):
-    raise ValueError(f"{out} is a file, expected a folder.")
+    raise ValueError(f"the output folder {out} is a file, expected a folder.")
   os.makedirs(out, exist_ok=True)
   # Contiguous blocks of `batch` samples, dealt round-robin to the workers.
   jobs = [(out, list(range(s, min(s + batch, n + 1))), resolution, seed, n,

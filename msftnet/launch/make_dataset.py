@@ -11,7 +11,6 @@ running the same command again. Rates: benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -34,10 +33,6 @@ _BATCH = flags.DEFINE_integer("batch", 8, "Solids simulated per jit call.")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  if os.path.isfile(_OUT.value):
-    print(f"error: --out={_OUT.value} is a file, expected a folder.",
-          file=sys.stderr)
-    sys.exit(1)
   start = time.perf_counter()
   try:
     names = data.write_paper_dataset(
