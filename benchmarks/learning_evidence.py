@@ -5,7 +5,8 @@ r"""Does the trained network beat trivial baselines? Validation losses.
 
 On ``--batches`` validation batches of the config's procedural data (clean,
 no augmentation; indices never seen in training), measures the physics
-scatter loss (eq. 3, eps = 100), the binary penalty, BCE and IoU at 0.5 of
+scatter loss (eq. 3), IoU at 0.5 and aligned IoU
+(``msftnet.evaluation.shape_metrics``), the binary penalty and BCE of
 
 * ``trained``: the latest checkpoint in ``WORKDIR/checkpoints``;
 * ``untrained``: the same network at its initialisation (same seed);
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import json
 
-
 from absl import app
 from absl import flags
 import grain
@@ -31,8 +31,8 @@ from ml_collections import config_flags
 
 from benchmarks.jsonlines import Report
 from msftnet.paper_io import atomic_write
-from msftnet import Geometry
 from msftnet import data
+from msftnet import evaluation
 from msftnet import losses
 from msftnet import train
 
@@ -74,20 +74,22 @@ def learning_curve(metrics_path, baselines: dict, out: str) -> None:
 
 
 def _metrics(pred, batch, geometry) -> dict:
-  pred = jnp.asarray(pred)
-  return {
-      "scatter": float(losses.scatter_loss(
-          pred, geometry, target_pattern=batch["loss_target"])),
-      "binary": float(losses.binary_loss(pred)),
-      "bce": float(losses.bce_loss(pred, batch["density"])),
-      "iou": float(jnp.mean(losses.iou(pred, batch["density"]))),
-  }
+  """One batch: the evaluator's shape metrics (scatter loss, IoU, aligned
+  IoU, volumes; their means) and the training losses' binary penalty and
+  BCE."""
+  pred = jnp.asarray(pred, jnp.float32)
+  out = evaluation.summarize(evaluation.shape_metrics(
+      pred, batch["density"], geometry, target_pattern=batch["loss_target"]))
+  del out["samples"], out["scatter_sem"]
+  out["binary"] = float(losses.binary_loss(pred))
+  out["bce"] = float(losses.bce_loss(pred, batch["density"]))
+  return out
 
 
 def main(argv):
   del argv
   config = _CONFIG.value
-  geometry = Geometry()
+  geometry = train.training_geometry(config)
   dc = train.data_config(config)
   read = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
   val = data.procedural_dataset(dc, "validation", config.batch_size)
