@@ -7,8 +7,10 @@ renamed, so an interrupted run leaves no half-written file):
   318.75 nm box;
 * ``STEM.json``: the metrics dict given;
 * ``STEM.png``: :func:`reconstruction_figure`;
-* ``STEM.obj`` (``mesh=True``): the 0.5 isosurface (scikit-image marching
-  cubes) in nm, box centre at the origin, vertices as (x, y, z).
+* ``STEM.obj`` (``mesh="obj"``; or ``"stl"``, ``"ply"``): the 0.5
+  isosurface (scikit-image's marching cubes, trimesh's mesh and exporters)
+  in nm, box centre at the origin, vertices as (x, y, z); ``STEM.json``
+  then says whether it is watertight, and its volume and area.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from msftnet.paper_io import atomic_write
 from msftnet.paper_io import save_npy
 
 __all__ = ["reconstruction_figure", "write_result", "write_json",
-           "isosurface_obj", "save_figure", "check_out_dir",
+           "isosurface_mesh", "write_mesh",
+           "MESH_FORMATS", "save_figure", "check_out_dir",
            "try_write_result"]
 
 
@@ -111,9 +114,17 @@ def reconstruction_figure(pattern, valid, density, simulated, *,
   return fig
 
 
-def isosurface_obj(density, geometry: Geometry | None = None,
-                   level: float = 0.5) -> str:
-  """Wavefront OBJ text of the ``level`` isosurface (nm, centred, x y z)."""
+#: File formats of :func:`write_mesh` (trimesh's exporters).
+MESH_FORMATS = ("obj", "stl", "ply")
+
+
+def isosurface_mesh(density, geometry: Geometry | None = None,
+                    level: float = 0.5):
+  """The ``level`` isosurface of ``density [N, N, N]`` as a
+  ``trimesh.Trimesh`` (vertices in nm, x y z, box centre at the origin,
+  faces wound outwards). The volume is padded by one empty voxel, so the
+  surface of a particle touching the box is closed too."""
+  import trimesh
   from skimage import measure
   g = Geometry() if geometry is None else geometry
   vol = np.pad(np.asarray(density, np.float32), 1)
@@ -122,17 +133,44 @@ def isosurface_obj(density, geometry: Geometry | None = None,
                      "nothing to mesh.")
   verts, faces, _, _ = measure.marching_cubes(vol, level=level)
   verts = (verts - 1 - (g.n_voxels - 1) / 2) * g.voxel_nm     # (z, y, x) nm
-  lines = ["# msftnet isosurface at %.2f, nm, box centre at origin" % level]
-  lines += ["v %.3f %.3f %.3f" % (v[2], v[1], v[0]) for v in verts]
-  lines += ["f %d %d %d" % tuple(f + 1) for f in faces]
-  return "\n".join(lines) + "\n"
+  mesh = trimesh.Trimesh(vertices=verts[:, ::-1], faces=faces, process=True)
+  if mesh.is_watertight and mesh.volume < 0:
+    mesh.invert()
+  return mesh
+
+
+def write_mesh(path, density, geometry: Geometry | None = None,
+               level: float = 0.5) -> dict:
+  """Write the isosurface of :func:`isosurface_mesh` to ``path`` (format
+  from its suffix: ``.obj``, ``.stl`` or ``.ply``), atomically; returns
+  what ``STEM.json`` records of it: file, faces, whether it is watertight,
+  its enclosed volume (nm^3, watertight meshes only) and area (nm^2)."""
+  fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
+  if fmt not in MESH_FORMATS:
+    raise ValueError(f"mesh file {path}: expected a suffix "
+                     f"{', '.join('.' + f for f in MESH_FORMATS)}.")
+  mesh = isosurface_mesh(density, geometry, level)
+  data = mesh.export(file_type=fmt)
+  with atomic_write(path, "wb") as f:
+    f.write(data.encode() if isinstance(data, str) else data)
+  watertight = bool(mesh.is_watertight)
+  return {"file": os.path.basename(os.fspath(path)), "level": level,
+          "faces": int(len(mesh.faces)), "watertight": watertight,
+          "volume_nm3": float(mesh.volume) if watertight else None,
+          "area_nm2": float(mesh.area)}
 
 
 def write_result(out_dir, stem: str, *, density, pattern, valid, simulated,
-                 metrics: dict, title: str = "", mesh: bool = False,
-                 truth=None, figure: bool = True) -> list[str]:
+                 metrics: dict, title: str = "", mesh: str | None = None,
+                 geometry: Geometry | None = None, truth=None,
+                 figure: bool = True) -> list[str]:
   """Write the output files of one input (``figure=False``: no PNG, for
-  runs of thousands of patterns); returns their paths."""
+  runs of thousands of patterns; ``mesh``: a format of
+  :data:`MESH_FORMATS`, also ``STEM.FORMAT``, described in ``STEM.json``
+  under ``"mesh"``); returns their paths."""
+  if mesh and mesh not in MESH_FORMATS:
+    raise ValueError(f"mesh format {mesh!r}: expected one of "
+                     f"{', '.join(MESH_FORMATS)}.")
   os.makedirs(out_dir, exist_ok=True)
   base = os.path.join(out_dir, stem)
   paths = [base + "_density.npy"]
@@ -142,9 +180,8 @@ def write_result(out_dir, stem: str, *, density, pattern, valid, simulated,
     save_figure(reconstruction_figure(pattern, valid, density, simulated,
                                       title=title, truth=truth), paths[-1])
   if mesh:
-    paths.append(base + ".obj")
-    with atomic_write(paths[-1], "w") as f:
-      f.write(isosurface_obj(density))
+    paths.append(f"{base}.{mesh}")
+    metrics = {**metrics, "mesh": write_mesh(paths[-1], density, geometry)}
   paths.append(base + ".json")
   write_json(paths[-1], metrics)      # last: its presence marks a finished input
   return paths

@@ -5,7 +5,7 @@ The inputs are what :func:`msftnet.measured.load_many` returns: ``good``, a
 list of ``(stem, path, pattern [M, M], valid [M, M], scale_info)``, and
 ``bad``, a list of ``(path, sentence)``. For each input ``STEM`` a run writes
 ``OUT/STEM_density.npy``, ``OUT/STEM.png`` (unless ``figures=False``),
-``OUT/STEM.obj`` (``mesh=True``) and ``OUT/STEM.json`` last (atomically: its
+``OUT/STEM.obj`` (or ``.stl``, ``.ply``: ``mesh=FORMAT``) and ``OUT/STEM.json`` last (atomically: its
 presence marks a finished input, :func:`select_work` skips it). An input
 whose results cannot be written is added to the errors and the run goes on.
 A progress bar (tqdm: rate, ETA) is shown on stderr unless ``progress=False``.
@@ -55,7 +55,7 @@ def select_work(good, out_dir: str, *, process_id: int = 0,
 
 def reconstruct_inputs(good, out_dir: str, model, *,
                        config: recon.RefineConfig, geometry=None,
-                       batch: int = 32, mesh: bool = False,
+                       batch: int = 32, mesh: str | None = None,
                        figures: bool = True, experimental: bool = False,
                        progress: bool = True) -> tuple[list[str], list]:
   """Reconstruct every input of ``good`` into ``out_dir``.
@@ -108,7 +108,8 @@ def reconstruct_inputs(good, out_dir: str, model, *,
         if report.try_write_result(
             out_dir, stem, path, errors, density=out.density[j],
             pattern=pattern, valid=valid, simulated=out.pattern[j],
-            metrics=record, title=title, mesh=mesh, figure=figures):
+            metrics=record, title=title, mesh=mesh, geometry=geometry,
+          figure=figures):
           written.append(stem)
         bar.update(1)
   return written, errors
@@ -142,7 +143,7 @@ def fit_record(result: fitting.FitResult, path: str, valid, seconds,
 
 
 def fit_inputs(good, out_dir: str, *, config: fitting.FitConfig,
-               geometry=None, mesh: bool = False, figures: bool = True,
+               geometry=None, mesh: str | None = None, figures: bool = True,
                progress: bool = True) -> tuple[list[str], list]:
   """Forward-fit every input of ``good`` into ``out_dir`` (one bar step per
   fitted class). Returns ``(stems written, errors)``."""
@@ -163,6 +164,7 @@ def fit_inputs(good, out_dir: str, *, config: fitting.FitConfig,
       if report.try_write_result(
           out_dir, stem, path, errors, density=result.density,
           pattern=pattern, valid=valid, simulated=result.pattern,
-          metrics=record, title=title, mesh=mesh, figure=figures):
+          metrics=record, title=title, mesh=mesh, geometry=geometry,
+          figure=figures):
         written.append(stem)
   return written, errors

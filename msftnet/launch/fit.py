@@ -3,7 +3,7 @@ r"""Forward-fit parametrised solids to patterns (the classical baseline).
   python -m experiments.fit --out=DIR PATTERN [PATTERN ...] [--experimental]
       [--mask=FILE] [--input_scale=...] [--detector_distance_mm=D ...]
       [--classes=Icosahedron,Decahedron] [--starts=4] [--coarse_steps=80]
-      [--steps=30] [--keep=3] [--coarse_survivors=K] [--mesh]
+      [--steps=30] [--keep=3] [--coarse_survivors=K] [--mesh [--mesh_format=obj|stl|ply]]
       [--forward_model=msft|pmsft] [--material=henke:Ag]
 
 Same inputs (and input flags) and outputs as ``experiments.reconstruct``: for each input
@@ -14,7 +14,7 @@ then ``--steps`` on the full one for the ``--keep`` best classes;
 ``--coarse_steps=0`` fits every start on the full problem) and writes ``DIR/STEM_density.npy`` (the best
 solid), ``DIR/STEM.json`` (best class, its parameters, the loss of every
 class; paper protocol and masked), ``DIR/STEM.png`` and with ``--mesh``
-``DIR/STEM.obj``. Runtimes: benchmarks/RESULTS.md ("Forward fitting").
+``DIR/STEM.obj`` (``.stl``, ``.ply`` with ``--mesh_format``). Runtimes: benchmarks/RESULTS.md ("Forward fitting").
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from msftnet.launch import inputs
 
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
 _fit_config = fit_flags.define()
-_MESH = flags.DEFINE_bool("mesh", False, "Also write DIR/STEM.obj.")
 
 
 def main(argv):
@@ -57,7 +56,7 @@ def main(argv):
   launch.print_errors(bad)
   t0 = time.perf_counter()
   written, errors = runs.fit_inputs(good, _OUT.value, config=config,
-                                    geometry=geometry, mesh=_MESH.value)
+                                    geometry=geometry, mesh=inputs.mesh_format())
   launch.print_errors(errors)
   print(f"fitted {len(written)} of {len(good) + len(bad)} patterns in "
         f"{time.perf_counter() - t0:.0f} s; wrote {_OUT.value}/STEM.*")

@@ -5,7 +5,8 @@ geometry (``--detector_distance_mm``, ``--pixel_um``, ``--beam_centre``,
 ``--wavelength_nm``; they override what a CXI file states), and ``load(paths)``
 which reads every frame of every input with them (``msftnet.measured``);
 the forward model that explains them (``--forward_model``, ``--material``)
-and ``geometry()``, the model's geometry with it.
+and ``geometry()``, the model's geometry with it; the mesh output
+(``--mesh``, ``--mesh_format``; ``mesh_format()``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from absl import app
 from absl import flags
 
 from msftnet import measured
+from msftnet import report
 from msftnet.geometry import FORWARD_MODELS
 from msftnet.geometry import Geometry
 from msftnet.material import parse_material
@@ -56,6 +58,17 @@ MATERIAL = flags.DEFINE_string(
     "only setting), DELTA,BETA, henke:FORMULA[:DENSITY] or "
     "xraydb:FORMULA[:DENSITY] (tables at the model's wavelength). Default: "
     "the model's (reconstruct), the paper's (fit).")
+
+MESH = flags.DEFINE_bool(
+    "mesh", False, "Also write the 0.5 isosurface, DIR/STEM.obj (or "
+    "--mesh_format), and its watertightness, volume and area in STEM.json.")
+MESH_FORMAT = flags.DEFINE_enum("mesh_format", "obj", list(report.MESH_FORMATS),
+                                "File format of --mesh.")
+
+
+def mesh_format() -> str | None:
+  """The mesh format to write, None without ``--mesh``."""
+  return MESH_FORMAT.value if MESH.value else None
 
 
 def geometry(base: Geometry | None = None) -> Geometry:

@@ -5,7 +5,7 @@ r"""Reconstruct particles from single patterns: network + MSFT refinement.
       [--coarse_steps=N] [--refine=FIELD=VALUE,...]
       [--input_scale=auto|counts|log] [--experimental]
       [--mask=FILE] [--detector_distance_mm=D --pixel_um=P
-      [--beam_centre=ROW,COL] [--wavelength_nm=L]] [--mesh] [--nofigures]
+      [--beam_centre=ROW,COL] [--wavelength_nm=L]] [--mesh [--mesh_format=obj|stl|ply]] [--nofigures]
       [--batch=32]
       [--overwrite] [--process_id=I --num_processes=P]
       [--forward_model=msft|pmsft] [--material=henke:Ag]
@@ -29,7 +29,8 @@ For each input ``STEM`` writes ``DIR/STEM_density.npy`` (float32 [64]^3,
 (z, y, x), beam +z, 318.75 nm box), ``DIR/STEM.json`` (losses before/after
 refinement, masked and in the paper's protocol), ``DIR/STEM.png`` (input with
 mask outline, depth map, three views, simulated pattern; not with
-``--nofigures``) and with ``--mesh`` ``DIR/STEM.obj``. An input that cannot be used gets one line on stderr and
+``--nofigures``) and with ``--mesh`` ``DIR/STEM.obj`` (``.stl``, ``.ply`` with
+``--mesh_format``; watertightness, volume and area in ``STEM.json``). An input that cannot be used gets one line on stderr and
 the others are still processed; the exit status is 1 if any failed.
 A rerun skips inputs whose ``STEM.json`` exists (written last, so it marks a
 finished input; ``--overwrite`` redoes them); ``--process_id/--num_processes``
@@ -72,7 +73,6 @@ _COARSE = flags.DEFINE_integer("coarse_steps", recon.RefineConfig.coarse_steps,
 _REFINE = flags.DEFINE_string(
     "refine", "", "Further refinement settings, FIELD=VALUE,... of "
     "msftnet.reconstruct.RefineConfig (e.g. planes=32,keep=3).")
-_MESH = flags.DEFINE_bool("mesh", False, "Also write DIR/STEM.obj.")
 _FIGURES = flags.DEFINE_bool("figures", True,
                              "Write DIR/STEM.png (--nofigures for long runs).")
 _BATCH = flags.DEFINE_integer(
@@ -132,7 +132,7 @@ def main(argv):
   t0 = time.perf_counter()
   written, errors = runs.reconstruct_inputs(
       good, _OUT.value, model, config=config, geometry=geometry,
-      batch=_BATCH.value, mesh=_MESH.value, figures=_FIGURES.value,
+      batch=_BATCH.value, mesh=inputs.mesh_format(), figures=_FIGURES.value,
       experimental=inputs.EXPERIMENTAL.value)
   launch.print_errors(errors)
   bad += errors
