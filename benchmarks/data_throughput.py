@@ -50,7 +50,7 @@ def _time_pipeline(config, augmented, batch, batches):
 
 
 def _time_unbatched(config, n):
-  g = config.geometry
+  g = config.simulation_geometry
   sim = jax.jit(lambda v: simulate_pattern(v, g))
   params = [data.sample_params(config, i) for i in range(n + 1)]
   def one(p):

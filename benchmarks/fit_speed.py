@@ -58,7 +58,7 @@ def main(argv):
   if _N.value:
     cfg = data_lib.DataConfig(n_samples=_N.value, seed=_SEED.value,
                               test_set=True)
-    m = cfg.target_geometry.detector_px
+    m = cfg.geometry.detector_px
     yy, xx = np.mgrid[:m, :m] - m // 2
     hole = (yy**2 + xx**2) >= 8**2
     for i in range(_N.value):

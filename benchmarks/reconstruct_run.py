@@ -74,7 +74,7 @@ def main(argv):
   report = Report()
   cfg = data_lib.DataConfig(n_samples=max(_DISTINCT.value, 1), seed=4321,
                             test_set=True)
-  g = cfg.target_geometry
+  g = cfg.geometry
   rng = np.random.default_rng(0)
   frames = []
   for i in range(_DISTINCT.value):

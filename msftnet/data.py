@@ -77,51 +77,44 @@ class DataConfig:
   Attributes:
     n_samples: total indices; split 5:1 into train and validation.
     seed: base seed: sample ``i`` is solid ``sample_solid((seed, i))``.
-    resolution: 64 (rasterise and simulate at 64^3) or 192 (rasterise and
-      simulate the pattern at 192^3, then block-mean the target to 64^3 and
-      threshold it at 0.5, as the paper's dataset).
+    geometry: the experiment the network learns (:class:`msftnet.Geometry`):
+      patterns of ``detector_px^2`` on its q grid, density targets of
+      ``n_voxels^3`` (64 in the paper), and its physics (box, wavelength,
+      absorption, forward model, material) for the patterns and the loss.
+    resolution: voxels per axis of the simulation (default:
+      ``geometry.n_voxels``); a multiple of it, e.g. 192: rasterise and
+      simulate the pattern at 192^3, then block-mean the target to 64^3
+      and threshold it at 0.5, as the paper's dataset.
     test_set: truncated solids (the paper's test set).
-    target_voxels: N of the density target (64 in the paper).
-    detector_px: pattern size M.
-    forward_model: ``"msft"`` (the paper's) or ``"pmsft"`` (with refraction;
-      ``msftnet.Geometry.forward_model``), for the patterns and the loss.
-    material: the particle's refractive index as ``msftnet.material.
-      parse_material`` reads it: ``""`` (the paper's absorption-only
-      setting), ``"DELTA,BETA"``, ``"henke:Ag"``, ...
   """
 
   n_samples: int = 140_000
   seed: int = 0
-  resolution: int = 64
+  geometry: Geometry = Geometry()
+  resolution: int | None = None
   test_set: bool = False
-  target_voxels: int = 64
-  detector_px: int = 128
-  forward_model: str = "msft"
-  material: str = ""
 
   def __post_init__(self):
-    if self.resolution % self.target_voxels:
+    if not isinstance(self.geometry, Geometry):
+      raise ValueError(f"DataConfig.geometry must be a msftnet.Geometry, got "
+                       f"{type(self.geometry).__name__}.")
+    if self.resolution is None:
+      object.__setattr__(self, "resolution", self.geometry.n_voxels)
+    if self.resolution % self.geometry.n_voxels:
       raise ValueError(
           f"DataConfig.resolution={self.resolution} must be a multiple of "
-          f"target_voxels={self.target_voxels}.")
+          f"the target grid, geometry.n_voxels={self.geometry.n_voxels}.")
     if self.n_samples < 1:
       raise ValueError(f"DataConfig.n_samples must be >= 1, got {self.n_samples}.")
     try:
-      self.geometry
+      self.simulation_geometry
     except ValueError as e:
       raise ValueError(f"DataConfig: {e}") from None
 
   @functools.cached_property
-  def geometry(self) -> Geometry:
-    """The simulation's geometry (``resolution`` voxels per axis)."""
-    return Geometry(n_voxels=self.resolution,
-                    detector_px=self.detector_px).with_physics(
-                        self.forward_model, self.material)
-
-  @property
-  def target_geometry(self) -> Geometry:
-    """The targets' and the physics loss's geometry (``target_voxels``)."""
-    return self.geometry.replace(n_voxels=self.target_voxels)
+  def simulation_geometry(self) -> Geometry:
+    """:attr:`geometry` on the simulation grid (``resolution`` voxels)."""
+    return self.geometry.replace(n_voxels=self.resolution)
 
 
 def split_sizes(n_samples: int) -> tuple[int, int]:
@@ -160,7 +153,7 @@ def sample_key(seed: int, index, epoch=0) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("config", "augmented"))
 def _simulate(normals, offsets, quadrics, indices, epochs, *,
               config: DataConfig, augmented: bool):
-  g = config.geometry
+  g = config.simulation_geometry
   vols = raster.rasterize_batch(normals, offsets, quadrics, config.resolution)
   inten = intensity(vols, g)
   lo, hi = DARK_OFFSET_LOG10
@@ -169,15 +162,15 @@ def _simulate(normals, offsets, quadrics, indices, epochs, *,
                                             maxval=hi))(dark_keys)
   peak = jnp.max(inten, axis=(-2, -1), keepdims=True)
   target = log_pattern(inten, eps=peak * 10.0**u)
-  factor = config.resolution // config.target_voxels
+  factor = config.resolution // config.geometry.n_voxels
   if factor > 1:
-    b, n = vols.shape[0], config.target_voxels
+    b, n = vols.shape[0], config.geometry.n_voxels
     vols = vols.reshape(b, n, factor, n, factor, n, factor).mean((2, 4, 6))
     vols = (vols > 0.5).astype(jnp.float32)
-    inten = intensity(vols, config.target_geometry)
+    inten = intensity(vols, config.geometry)
   # The physics loss compares target-grid patterns at the grid's eps (the
   # paper's 100 at 64^3).
-  loss_target = log_pattern(inten, eps=config.target_geometry.loss_eps)
+  loss_target = log_pattern(inten, eps=config.geometry.loss_eps)
   if augmented:
     aug_keys = jax.vmap(lambda i, e: sample_key(config.seed, i, e))(
         indices, epochs)
@@ -394,8 +387,8 @@ def _sample_paths(nr: int) -> tuple[str, str]:
 
 def _writer_config(resolution: int, seed: int, n: int, test_set: bool
                    ) -> DataConfig:
-  return DataConfig(n_samples=n, seed=seed, resolution=resolution,
-                    target_voxels=resolution, test_set=test_set)
+  return DataConfig(n_samples=n, seed=seed,
+                    geometry=Geometry(n_voxels=resolution), test_set=test_set)
 
 
 def _write_samples(args) -> int:

@@ -189,19 +189,29 @@ def make_mesh(devices=None) -> Mesh:
 
 
 def training_geometry(config) -> Geometry:
-  """The geometry of the network's input and output and of its physics
-  loss: the data config's detector, forward model and material on the
-  target grid (``config.target_voxels``, 64^3 in the paper)."""
-  return data_config(config).target_geometry
+  """The experiment of the network's input and output and of its physics
+  loss, from the config: the target grid (``target_voxels``, 64^3 in the
+  paper), ``detector_px``, ``box_nm``, ``wavelength_nm``, the forward model
+  and the material (missing fields: the paper's). ValueError (one
+  sentence) for a bad combination."""
+  d = Geometry()
+  try:
+    g = Geometry(n_voxels=config.get("target_voxels", d.n_voxels),
+                 detector_px=config.get("detector_px", d.detector_px),
+                 box_nm=config.get("box_nm", d.box_nm),
+                 wavelength_nm=config.get("wavelength_nm", d.wavelength_nm))
+    return g.with_physics(config.get("forward_model", "msft"),
+                          config.get("material", ""))
+  except ValueError as e:
+    raise ValueError(f"training config: {e}") from None
 
 
 def data_config(config) -> data_lib.DataConfig:
+  """The procedural data of a training config (its :func:`training_geometry`
+  simulated at ``config.resolution``)."""
   return data_lib.DataConfig(n_samples=config.n_samples, seed=config.data_seed,
-                             resolution=config.resolution,
-                             target_voxels=config.get("target_voxels", 64),
-                             detector_px=config.get("detector_px", 128),
-                             forward_model=config.get("forward_model", "msft"),
-                             material=config.get("material", ""))
+                             geometry=training_geometry(config),
+                             resolution=config.resolution)
 
 
 def global_batch(batch: dict, mesh: Mesh) -> dict:

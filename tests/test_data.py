@@ -126,9 +126,8 @@ def test_split_shards_and_epochs():
 
 def test_forward_model_and_material_reach_the_data():
   """A pMSFT config simulates its targets with pmsft and the material."""
-  config = data.DataConfig(n_samples=6, seed=7, resolution=32,
-                           target_voxels=32, detector_px=64,
-                           forward_model="pmsft", material="0.11,0.079")
+  config = data.DataConfig(n_samples=6, seed=7, geometry=Geometry(
+      n_voxels=32, detector_px=64).with_physics("pmsft", "0.11,0.079"))
   g = config.geometry
   assert g.forward_model == "pmsft" and g.material.delta == 0.11
   params = [data.sample_params(config, 1)]
@@ -143,12 +142,27 @@ def test_forward_model_and_material_reach_the_data():
 
 
 def test_bad_configs():
-  with pytest.raises(ValueError, match="multiple of target_voxels"):
+  with pytest.raises(ValueError, match="multiple of the target grid"):
     data.DataConfig(resolution=100)
-  with pytest.raises(ValueError, match="DataConfig: material 'silver'"):
-    data.DataConfig(material="silver")
-  with pytest.raises(ValueError, match="DataConfig: Geometry.forward_model"):
-    data.DataConfig(forward_model="mie")
+  with pytest.raises(ValueError, match="must be a msftnet.Geometry"):
+    data.DataConfig(geometry="paper")
+  from msftnet import train
+  from msftnet.configs import cpu
+  for field, value, message in (
+      ("material", "silver", "training config: material 'silver'"),
+      ("forward_model", "mie", "training config: Geometry.forward_model"),
+      ("wavelength_nm", -1.0, "training config: Geometry.wavelength_nm")):
+    config = cpu.get_config()
+    config[field] = value
+    with pytest.raises(ValueError, match=message):
+      train.data_config(config)
+  # The experiment of a training config reaches its data.
+  config = cpu.get_config()
+  config.wavelength_nm, config.box_nm, config.resolution = 6.0, 200.0, 128
+  dc = train.data_config(config)
+  assert (dc.geometry.wavelength_nm, dc.geometry.box_nm) == (6.0, 200.0)
+  assert dc.geometry.n_voxels == 64 and dc.simulation_geometry.n_voxels == 128
+  assert train.training_geometry(config) == dc.geometry
   with pytest.raises(ValueError, match="split must be"):
     data.procedural_dataset(CONFIG, "test", 2)
   with pytest.raises(ValueError, match="fewer than batch_size"):
