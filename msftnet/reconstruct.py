@@ -15,7 +15,8 @@ for the best sphere radius of each size band, a sphere, a prolate and an
 oblate ellipsoid along the beam) are refined ``coarse_steps`` at ``N/2``
 voxels against the central ``M/2`` pixels (same q grid, below that grid's
 Nyquist limit), the best ``keep`` then ``steps`` at full resolution; the
-lowest objective wins and all of them come back ranked. Why: the free-voxel
+lowest objective wins and all of them come back ranked (a candidate smaller
+than a voxel after every other: :func:`rank_candidates`). Why: the free-voxel
 refinement below turned faceted particles into rounded blobs (measured side
 by side in ``docs/results.md``); a convex body with free faces cannot make
 haze, voids or blobs, and has few enough parameters to be found from a
@@ -90,7 +91,7 @@ __all__ = ["RefineConfig", "Reconstruction", "reconstruct", "refine",
            "network_geometry", "check_patterns",
            "polytope_starts", "pattern_losses", "coarse_problem",
            "support_mask", "fit_dark_level", "simulate_with_dark_level",
-           "sphere_density", "start_label"]
+           "sphere_density", "start_label", "rank_candidates"]
 
 _U_GRID = polytope.DARK_GRID
 
@@ -556,6 +557,18 @@ def polytope_starts(network_density, pattern, valid, geometry: Geometry,
   return normals, offsets, names
 
 
+def rank_candidates(loss, density) -> np.ndarray:
+  """The order of refined candidates: by objective ``loss [S]``, except that
+  a candidate with no voxel of ``density [S, N, N, N]`` above 0.5 (a body
+  smaller than a voxel) comes after every other. Why: behind a beam stop
+  the smooth pattern of a vanishing sphere can match a large particle's
+  envelope under the affine-invariant objective better than the right
+  shape does, and an empty volume is never an answer."""
+  loss = np.asarray(loss)
+  empty = np.asarray(density).reshape(len(loss), -1).max(axis=1) <= 0.5
+  return np.lexsort((loss, empty))
+
+
 def _polytope_one(network_density, pattern, valid, geometry: Geometry,
                   config: RefineConfig) -> dict:
   """Coarse-to-fine polytope refinement of one centred pattern."""
@@ -573,8 +586,9 @@ def _polytope_one(network_density, pattern, valid, geometry: Geometry,
       p["n"][top], p["h"][top], jnp.asarray(pattern), jnp.asarray(valid),
       geometry=geometry, steps=config.steps)
   loss = np.asarray(loss)
-  order = np.argsort(loss, kind="stable")
-  dens = np.asarray(polytope.polytope_density(p["n"], p["h"], n))[order]
+  dens = np.asarray(polytope.polytope_density(p["n"], p["h"], n))
+  order = rank_candidates(loss, dens)
+  dens = dens[order]
   return dict(density=dens, loss=loss[order], u=np.asarray(p["u"])[order],
               names=[names[top[i]] for i in order],
               history=np.asarray(history)[:, order[0]])

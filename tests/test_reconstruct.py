@@ -381,3 +381,17 @@ def test_evaluate_bad_model_is_one_line(tmp_path):
   errors = [l for l in res.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and "no config.json" in errors[0]
   assert not (tmp_path / "r.md").exists()
+
+
+def test_an_empty_candidate_never_wins():
+  """A refined body smaller than a voxel (no voxel above 0.5) ranks after
+  every other candidate, whatever its objective (seen: a vanishing sphere
+  behind a beam stop, aligned IoU 0 against the truth)."""
+  dens = np.zeros((3, 8, 8, 8), np.float32)
+  dens[0, 3:5, 3:5, 3:5] = 0.36          # sub-voxel: partial volume only
+  dens[1, 2:6, 2:6, 2:6] = 1.0
+  dens[2, 3:6, 3:6, 3:6] = 1.0
+  order = recon.rank_candidates([1e-4, 3e-3, 2e-3], dens)
+  assert list(order) == [2, 1, 0]
+  assert list(recon.rank_candidates([3e-3, 1e-3, 2e-3], dens[[1, 2, 1]])) == [
+      1, 2, 0]
