@@ -45,8 +45,9 @@ def shifted_conv3d(x, kernel):
   """'SAME' 3x3x3 convolution as 27 shifted channel matmuls.
 
   Same result and parameter layout as ``nn.Conv`` (kernel ``[3, 3, 3, I,
-  O]``); on XLA:CPU it is 3-9x faster than its native 3D convolution for
-  thin layers (I x O <= 16), measured at 64^3 forward and backward.
+  O]``); on XLA:CPU it is several times faster than its native 3D
+  convolution for thin layers (I x O <= 16), forward and backward
+  (benchmarks/RESULTS.md, "Compile times of training").
   """
   n0, n1, n2 = x.shape[1:4]
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (1, 1), (0, 0)))
@@ -84,8 +85,8 @@ class Dropout(nn.Module):
 
   The same key gives the same mask, value for value (threefry draws depend
   on the flat element index only; tested), but the train step compiles in
-  half the time: XLA's code for an N-dimensional threefry draw on CPU costs
-  about 0.5 s per layer, a flat one a fifth of that. Named ``Dropout`` so
+  a fraction of the time: XLA's code for an N-dimensional threefry draw on
+  CPU is far larger than for a flat one (benchmarks/RESULTS.md). Named ``Dropout`` so
   its variables and random streams keep flax's names (``Dropout_0``).
   """
 

@@ -220,9 +220,9 @@ def field_of_absorbed(rho: jax.Array, geometry: Geometry) -> jax.Array:
 def _default_chunk(batch_size: int) -> int:
   """Volumes per step when mapping over a batch.
 
-  On CPU one volume at a time is fastest by far (measured 2.5-3x over the
-  fully batched contraction at 64^3: its intermediates stay in cache); on
-  accelerators the whole batch goes through at once.
+  On CPU one volume at a time is fastest by far (its intermediates stay in
+  cache; benchmarks/RESULTS.md, "MSFT throughput"); on accelerators the
+  whole batch goes through at once.
   """
   return 1 if jax.default_backend() == "cpu" else batch_size
 
@@ -242,7 +242,8 @@ def _batched_like_a_batch(f):
   """``f(*args)`` (one item, or a batch on the leading axis of every
   argument) whose ``jax.vmap`` is the batched call: items mapped in
   :func:`_default_chunk` steps rather than XLA's default batching of every
-  contraction (2-3x slower on CPU)."""
+  contraction (slower on CPU: benchmarks/RESULTS.md, "``jax.vmap`` of the
+  MSFT")."""
   g = jax.custom_batching.custom_vmap(f)
 
   @g.def_vmap

@@ -100,8 +100,9 @@ def rasterize_batch(normals, offsets, quadrics, n: int) -> jax.Array:
   """``[B, P, 3], [B, P], [B, 3, 3]`` -> ``[B, N, N, N]``.
 
   Mapped one solid at a time (``lax.map``), so each loops over its own
-  number of faces: measured 2-4x faster than ``vmap``, which makes every
-  solid of a batch iterate as many planes as the one with the most faces.
+  number of faces: faster than ``vmap``, which makes every solid of a
+  batch iterate as many planes as the one with the most faces
+  (benchmarks/RESULTS.md, "On-the-fly training data").
   """
   return jax.lax.map(lambda a: rasterize(a[0], a[1], a[2], n),
                      (normals, offsets, quadrics))

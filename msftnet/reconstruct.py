@@ -54,11 +54,10 @@ Method ``"voxels"`` (the earlier default, kept for comparison):
   ``Reconstruction.start`` (0: network, k: the k-th sphere). Measured: a
   start far from the right size is a local minimum the refinement does not
   leave (a ball too large does not shrink to the particle). With a network
-  that predicts a constant ball (the physics-only CPU run) ``"auto"`` helped
-  (mean aligned IoU 0.21 -> 0.51 on six noisy test patterns); with the
-  bundled model it hurts (six clean test-set patterns: 0.58 from the
-  network start, 0.32 with ``"auto"``, whose objective, through the total
-  variation, prefers spheres that are too small), hence the default;
+  that predicts a constant ball (the physics-only CPU run) ``"auto"``
+  helped; with the bundled model it hurts (its objective, through the total
+  variation, prefers spheres that are too small), hence the default
+  (docs/results.md, "The voxel refinement's settings");
 * optimiser: Adam (optax), ``steps`` iterations in one ``lax.scan`` under
   ``jax.jit``; the whole batch is refined at once.
 
@@ -110,13 +109,11 @@ class RefineConfig:
     binary_weight: weight of eq. 4.
     tv_weight: weight of the total variation prior.
       The defaults (binary 1.0, TV 0.2, shrink-wrap threshold 0.3) were
-      chosen on six simulated-experiment test-set patterns (data seed 5, not
-      used for any reported evaluation) with multi-start refinement: against
-      binary 0.1 / TV 0.02 / threshold 0.1 the mean aligned IoU rose from
-      0.21 to 0.51. With noisy data the true particle's masked loss is
+      chosen on simulated-experiment test-set patterns of a seed used for
+      no reported evaluation (docs/results.md, "The voxel refinement's
+      settings"): with noisy data the true particle's masked loss is
       *higher* than that of over-fitted densities, so the priors must carry
-      weight. From the bundled network's start both settings gave the same
-      aligned IoU (0.58) on six clean patterns.
+      weight.
     support_radius: radius of the support ball, in box units (0.49).
     logit_clip: the network's densities are clipped to
       ``[sigmoid(-c), sigmoid(c)]`` before taking logits.

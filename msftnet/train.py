@@ -97,9 +97,9 @@ def _compiled_init(model, tx, rng):
   XLA's lowest optimisation level.
 
   Initialisation is a single pass of ~150 threefry draws and zero fills: run
-  eagerly it compiles op by op (70 s on 2 CPU cores), jitted at the default
-  level its compilation takes 35 s, at level 0 6 s, and it runs in
-  milliseconds either way. Same key, same values every time (and within one
+  eagerly it compiles op by op, jitted at the default level its compilation
+  is several times longer than at level 0, and it runs in milliseconds
+  either way (benchmarks/RESULTS.md, "Compile times of training"). Same key, same values every time (and within one
   float32 ulp of the eager draws).
   """
   def init(key):

@@ -9,11 +9,10 @@ The CPU config (width 2, 0.19 M parameters, batch 8, procedural 64^3 data
 with the paper's augmentations) with the hybrid loss (physics loss + 0.02
 voxel BCE) run for 1600 steps on the 2-core development machine. Why hybrid:
 the physics loss alone at this width and budget learned a nearly constant
-ball (the CPU run of benchmarks/RESULTS.md predicts about 191 000 of 262 144
-voxels occupied whatever the pattern), which is a poor starting point for
-the refinement; the BCE term supervises the size directly. Both terms are of
-similar magnitude (scatter ~0.01, 0.02 BCE ~0.002-0.014). Its measured validation metrics are in
-``msftnet/models/default/MODEL_CARD.md``. The network only gives the starting
+ball (the CPU run of benchmarks/RESULTS.md, "Evidence it learns"), which is
+a poor starting point for the refinement; the BCE term, weighted to be of
+the scatter loss's magnitude, supervises the size directly. Its measured
+validation metrics are in ``msftnet/models/default/MODEL_CARD.md``. The network only gives the starting
 point; ``msftnet.reconstruct`` refines it against the measured pattern.
 """
 

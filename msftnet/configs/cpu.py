@@ -2,12 +2,11 @@ r"""A CPU-sized run that learns in under an hour on 2 cores.
 
   python -m experiments.train --config=experiments/configs/cpu.py --workdir=DIR
 
-Width 2 (0.19 M parameters; XLA:CPU's 3D convolutions make wider decoders
-2-3x slower per step), batch 8, physics loss, procedural data with
-augmentation, 2000 steps. Measured on the 2-core development machine: 58 min
-(0.8 steps/s), validation scatter loss 0.0095 against 0.0179 for the
-untrained network and 0.0187 for the mean training density (IoU still low,
-0.09); benchmarks/RESULTS.md, "Evidence it learns".
+Width 2 (XLA:CPU's 3D convolutions make wider decoders much slower per
+step), batch 8, physics loss, procedural data with augmentation, 2000
+steps. Its runtime on 2 cores and its validation losses against the
+untrained network and the mean training density: benchmarks/RESULTS.md,
+"Evidence it learns".
 """
 
 from msftnet.configs.base import base_config

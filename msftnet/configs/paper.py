@@ -7,8 +7,8 @@ Physics loss (eq. 3 + 0.1 x eq. 4), Adam, 140 000 procedural samples split
 detector filter per training sample per step. Data parallel over all
 devices (and hosts, with --coordinator_address/--num_processes/--process_id).
 Expected runtime: the paper needed 63 h on four RTX 2080 Ti; this is a GPU
-cluster job (measured on 2 CPU cores: 0.11 samples/s at batch 1, i.e. about
-two years for the 5.8 M samples of 50 epochs).
+cluster job (rates on CPU and on one H100: benchmarks/RESULTS.md,
+"Training throughput").
 Expected result: validation scatter loss near the paper's (its Fig. 5 shows
 the physics-trained network's losses); not yet measured here.
 """
