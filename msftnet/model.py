@@ -18,8 +18,8 @@ geometry, :func:`build`) add or drop encoder blocks and decoder stages.
 * Every convolution (and the latent layer) is followed by batch norm, leaky
   ReLU (slope 0.01) and dropout (rate 0.2 in the paper). Batch norm uses the
   two-pass variance: the one-pass ``E[x^2] - E[x]^2`` cancels badly in float32
-  at the 1-pixel stages (measured: 0.4% gradient differences between 1 and 2
-  devices from summation order alone).
+  at the 1-pixel stages (gradients then differed between 1 and 2 devices
+  from summation order alone).
 
 At width 64 this has about 200 million parameters, as the paper states
 (:func:`count_params` with ``jax.eval_shape``, no allocation).
