@@ -15,8 +15,9 @@ for the best sphere radius of each size band, a sphere, a prolate and an
 oblate ellipsoid along the beam) are refined ``coarse_steps`` at ``N/2``
 voxels against the central ``M/2`` pixels (same q grid, below that grid's
 Nyquist limit), the best ``keep`` then ``steps`` at full resolution; the
-lowest objective wins and all of them come back ranked (a candidate smaller
-than a voxel after every other: :func:`rank_candidates`). Why: the free-voxel
+lowest objective wins and all of them come back ranked (implausible ones,
+smaller than a voxel or far worse in the reported loss, after every other,
+at both stages: :func:`rank_candidates`). Why: the free-voxel
 refinement below turned faceted particles into rounded blobs (measured side
 by side in ``docs/results.md``); a convex body with free faces cannot make
 haze, voids or blobs, and has few enough parameters to be found from a
@@ -90,7 +91,8 @@ __all__ = ["RefineConfig", "Reconstruction", "reconstruct", "refine",
            "network_geometry", "check_patterns",
            "polytope_starts", "pattern_losses", "coarse_problem",
            "support_mask", "fit_dark_level", "simulate_with_dark_level",
-           "sphere_density", "start_label", "rank_candidates"]
+           "sphere_density", "start_label", "rank_candidates",
+           "IMPLAUSIBLE_LOSS_FACTOR"]
 
 _U_GRID = polytope.DARK_GRID
 
@@ -554,16 +556,41 @@ def polytope_starts(network_density, pattern, valid, geometry: Geometry,
   return normals, offsets, names
 
 
-def rank_candidates(loss, density) -> np.ndarray:
-  """The order of refined candidates: by objective ``loss [S]``, except that
-  a candidate with no voxel of ``density [S, N, N, N]`` above 0.5 (a body
-  smaller than a voxel) comes after every other. Why: behind a beam stop
-  the smooth pattern of a vanishing sphere can match a large particle's
-  envelope under the affine-invariant objective better than the right
-  shape does, and an empty volume is never an answer."""
+#: A refined candidate whose masked loss (paper normalisation, fitted dark
+#: level) exceeds this many times the best candidate's is implausible.
+IMPLAUSIBLE_LOSS_FACTOR = 3.0
+
+
+def rank_candidates(loss, density, masked_loss=None,
+                    factor: float = IMPLAUSIBLE_LOSS_FACTOR) -> np.ndarray:
+  """The order of refined candidates: by objective ``loss [S]`` (the
+  affine-invariant one), except that implausible candidates come after
+  every other: a body with no voxel of ``density [S, N, N, N]`` above 0.5
+  (smaller than a voxel), or one whose ``masked_loss [S]`` (the loss in the
+  reported normalisation, :func:`pattern_losses`) exceeds ``factor`` times
+  the lowest. Why: behind a beam stop the smooth pattern of a vanishing
+  sphere can match a large particle's envelope under the affine-invariant
+  objective better than the right shape does, while in the reported
+  normalisation it is ten or more times worse; an empty volume is never an
+  answer."""
   loss = np.asarray(loss)
-  empty = np.asarray(density).reshape(len(loss), -1).max(axis=1) <= 0.5
-  return np.lexsort((loss, empty))
+  bad = np.asarray(density).reshape(len(loss), -1).max(axis=1) <= 0.5
+  if masked_loss is not None:
+    masked = np.asarray(masked_loss)
+    bad |= masked > factor * masked.min()
+  return np.lexsort((loss, bad))
+
+
+@functools.partial(jax.jit, static_argnames="geometry")
+def _masked_losses(density, pattern, valid, geometry: Geometry):
+  """The masked loss of each of ``density [S, N, N, N]`` against one
+  pattern (grid-fitted dark level): ``[S]``."""
+  s = density.shape[0]
+  pats = jnp.broadcast_to(pattern, (s,) + pattern.shape)
+  vals = jnp.broadcast_to(valid, (s,) + valid.shape)
+  u, _ = fit_dark_level(density, pats, vals, geometry)
+  return losses.masked_mse(simulate_with_dark_level(density, geometry, u),
+                           pats, vals)
 
 
 def _polytope_one(network_density, pattern, valid, geometry: Geometry,
@@ -578,14 +605,19 @@ def _polytope_one(network_density, pattern, valid, geometry: Geometry,
   p, loss, _ = polytope.refine_polytopes(
       jnp.asarray(normals), jnp.asarray(offsets), jnp.asarray(crop),
       jnp.asarray(crop_valid), geometry=coarse, steps=config.coarse_steps)
-  top = np.argsort(np.asarray(loss), kind="stable")[:config.keep]
+  dens = polytope.polytope_density(p["n"], p["h"], coarse.n_voxels)
+  masked = _masked_losses(dens, jnp.asarray(crop), jnp.asarray(crop_valid),
+                          coarse)
+  top = rank_candidates(loss, dens, masked)[:config.keep]
   p, loss, history = polytope.refine_polytopes(
       p["n"][top], p["h"][top], jnp.asarray(pattern), jnp.asarray(valid),
       geometry=geometry, steps=config.steps)
   loss = np.asarray(loss)
-  dens = np.asarray(polytope.polytope_density(p["n"], p["h"], n))
-  order = rank_candidates(loss, dens)
-  dens = dens[order]
+  dens = polytope.polytope_density(p["n"], p["h"], n)
+  masked = _masked_losses(dens, jnp.asarray(pattern), jnp.asarray(valid),
+                          geometry)
+  order = rank_candidates(loss, dens, masked)
+  dens = np.asarray(dens)[order]
   return dict(density=dens, loss=loss[order], u=np.asarray(p["u"])[order],
               names=[names[top[i]] for i in order],
               history=np.asarray(history)[:, order[0]])

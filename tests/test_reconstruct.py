@@ -384,9 +384,10 @@ def test_evaluate_bad_model_is_one_line(tmp_path):
 
 
 def test_an_empty_candidate_never_wins():
-  """A refined body smaller than a voxel (no voxel above 0.5) ranks after
-  every other candidate, whatever its objective (seen: a vanishing sphere
-  behind a beam stop, aligned IoU 0 against the truth)."""
+  """A refined body smaller than a voxel (no voxel above 0.5), or far worse
+  than the best in the reported loss, ranks after every other candidate,
+  whatever its objective (seen: a vanishing sphere behind a beam stop,
+  aligned IoU 0 against the truth)."""
   dens = np.zeros((3, 8, 8, 8), np.float32)
   dens[0, 3:5, 3:5, 3:5] = 0.36          # sub-voxel: partial volume only
   dens[1, 2:6, 2:6, 2:6] = 1.0
@@ -395,3 +396,9 @@ def test_an_empty_candidate_never_wins():
   assert list(order) == [2, 1, 0]
   assert list(recon.rank_candidates([3e-3, 1e-3, 2e-3], dens[[1, 2, 1]])) == [
       1, 2, 0]
+  # Far worse than the best in the reported (masked) loss: implausible too.
+  full = dens[[1, 2, 1]]
+  assert list(recon.rank_candidates([1e-3, 2e-3, 3e-3], full,
+                                    [0.09, 0.004, 0.003])) == [1, 2, 0]
+  assert list(recon.rank_candidates([1e-3, 2e-3, 3e-3], full,
+                                    [0.008, 0.004, 0.003])) == [0, 1, 2]
