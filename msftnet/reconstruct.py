@@ -581,16 +581,14 @@ def rank_candidates(loss, density, masked_loss=None,
   return np.lexsort((loss, bad))
 
 
-@functools.partial(jax.jit, static_argnames="geometry")
-def _masked_losses(density, pattern, valid, geometry: Geometry):
+def _masked_losses(density, pattern, valid, geometry: Geometry) -> np.ndarray:
   """The masked loss of each of ``density [S, N, N, N]`` against one
-  pattern (grid-fitted dark level): ``[S]``."""
-  s = density.shape[0]
-  pats = jnp.broadcast_to(pattern, (s,) + pattern.shape)
-  vals = jnp.broadcast_to(valid, (s,) + valid.shape)
-  u, _ = fit_dark_level(density, pats, vals, geometry)
-  return losses.masked_mse(simulate_with_dark_level(density, geometry, u),
-                           pats, vals)
+  pattern (grid-fitted dark level): ``[S]``. One candidate per call of the
+  program that scores the network's prediction (compiled once per grid)."""
+  pat = jnp.asarray(pattern, jnp.float32)[None]
+  val = jnp.asarray(valid)[None]
+  return np.asarray([float(_batch_losses(d[None], pat, val, geometry)[1][0])
+                     for d in jnp.asarray(density, jnp.float32)])
 
 
 def _polytope_one(network_density, pattern, valid, geometry: Geometry,
@@ -606,16 +604,14 @@ def _polytope_one(network_density, pattern, valid, geometry: Geometry,
       jnp.asarray(normals), jnp.asarray(offsets), jnp.asarray(crop),
       jnp.asarray(crop_valid), geometry=coarse, steps=config.coarse_steps)
   dens = polytope.polytope_density(p["n"], p["h"], coarse.n_voxels)
-  masked = _masked_losses(dens, jnp.asarray(crop), jnp.asarray(crop_valid),
-                          coarse)
+  masked = _masked_losses(dens, crop, crop_valid, coarse)
   top = rank_candidates(loss, dens, masked)[:config.keep]
   p, loss, history = polytope.refine_polytopes(
       p["n"][top], p["h"][top], jnp.asarray(pattern), jnp.asarray(valid),
       geometry=geometry, steps=config.steps)
   loss = np.asarray(loss)
   dens = polytope.polytope_density(p["n"], p["h"], n)
-  masked = _masked_losses(dens, jnp.asarray(pattern), jnp.asarray(valid),
-                          geometry)
+  masked = _masked_losses(dens, pattern, valid, geometry)
   order = rank_candidates(loss, dens, masked)
   dens = np.asarray(dens)[order]
   return dict(density=dens, loss=loss[order], u=np.asarray(p["u"])[order],

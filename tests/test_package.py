@@ -18,6 +18,7 @@ def test_submodules_are_reachable_from_the_package():
     msftnet.reconstruction
 
 
+@pytest.mark.launcher
 def test_command_help_lists_the_flags():
   """``msftnet COMMAND --help`` lists the command's flags, also those it
   shares with other launchers (absl alone lists only the main module's)."""
