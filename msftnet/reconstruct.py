@@ -16,8 +16,9 @@ oblate ellipsoid along the beam) are refined ``coarse_steps`` at ``N/2``
 voxels against the central ``M/2`` pixels (same q grid, below that grid's
 Nyquist limit), the best ``keep`` then ``steps`` at full resolution; the
 lowest objective wins and all of them come back ranked (implausible ones,
-smaller than a voxel or far worse in the reported loss, after every other,
-at both stages: :func:`rank_candidates`). Why: the free-voxel
+smaller than a voxel or far worse in the reported loss, after every other:
+:func:`rank_candidates`; if all ``keep`` end far worse than the network's
+prediction, the next plausible coarse candidates are refined too). Why: the free-voxel
 refinement below turned faceted particles into rounded blobs (measured side
 by side in ``docs/results.md``); a convex body with free faces cannot make
 haze, voids or blobs, and has few enough parameters to be found from a
@@ -592,31 +593,57 @@ def _masked_losses(density, pattern, valid, geometry: Geometry) -> np.ndarray:
 
 
 def _polytope_one(network_density, pattern, valid, geometry: Geometry,
-                  config: RefineConfig) -> dict:
-  """Coarse-to-fine polytope refinement of one centred pattern."""
+                  config: RefineConfig, network_masked: float) -> dict:
+  """Coarse-to-fine polytope refinement of one centred pattern.
+
+  The ``keep`` best coarse candidates (affine-invariant objective) are
+  refined at full resolution. If every one of them ends far worse in the
+  masked loss than the network's prediction (``network_masked``; more than
+  :data:`IMPLAUSIBLE_LOSS_FACTOR` times), the coarse candidates are ranked
+  again with :func:`rank_candidates` and the best plausible ones not yet
+  refined are refined too (one more round, same compiled programs). All
+  refined candidates come back ranked by :func:`rank_candidates`.
+  """
   n = geometry.n_voxels
   normals, offsets, names = polytope_starts(network_density, pattern, valid,
                                             geometry, config)
   coarse, crop, crop_valid = coarse_problem(pattern, valid, geometry)
   if crop_valid.sum() < 16:
     coarse, crop, crop_valid = geometry, pattern, valid
-  p, loss, _ = polytope.refine_polytopes(
+  pc, loss_c, _ = polytope.refine_polytopes(
       jnp.asarray(normals), jnp.asarray(offsets), jnp.asarray(crop),
       jnp.asarray(crop_valid), geometry=coarse, steps=config.coarse_steps)
-  dens = polytope.polytope_density(p["n"], p["h"], coarse.n_voxels)
-  masked = _masked_losses(dens, crop, crop_valid, coarse)
-  top = rank_candidates(loss, dens, masked)[:config.keep]
-  p, loss, history = polytope.refine_polytopes(
-      p["n"][top], p["h"][top], jnp.asarray(pattern), jnp.asarray(valid),
-      geometry=geometry, steps=config.steps)
-  loss = np.asarray(loss)
-  dens = polytope.polytope_density(p["n"], p["h"], n)
-  masked = _masked_losses(dens, pattern, valid, geometry)
-  order = rank_candidates(loss, dens, masked)
-  dens = np.asarray(dens)[order]
-  return dict(density=dens, loss=loss[order], u=np.asarray(p["u"])[order],
-              names=[names[top[i]] for i in order],
-              history=np.asarray(history)[:, order[0]])
+  loss_c = np.asarray(loss_c)
+
+  def full(idx):
+    p, loss, history = polytope.refine_polytopes(
+        pc["n"][idx], pc["h"][idx], jnp.asarray(pattern), jnp.asarray(valid),
+        geometry=geometry, steps=config.steps)
+    dens = polytope.polytope_density(p["n"], p["h"], n)
+    return dict(idx=np.asarray(idx), loss=np.asarray(loss),
+                u=np.asarray(p["u"]), history=np.asarray(history),
+                dens=np.asarray(dens),
+                masked=_masked_losses(dens, pattern, valid, geometry))
+
+  top = np.argsort(loss_c, kind="stable")[:config.keep]
+  rounds = [full(top)]
+  if rounds[0]["masked"].min() > IMPLAUSIBLE_LOSS_FACTOR * network_masked:
+    dens_c = polytope.polytope_density(pc["n"], pc["h"], coarse.n_voxels)
+    ranked = rank_candidates(loss_c, dens_c,
+                             _masked_losses(dens_c, crop, crop_valid, coarse))
+    more = [i for i in ranked if i not in set(top)][:len(top)]
+    if more:                        # padded to the first round's shape
+      more = np.asarray(more + more[-1:] * (len(top) - len(more)))
+      extra = full(more)
+      keep_new = np.unique(more, return_index=True)[1]
+      rounds.append({k: (v[:, keep_new] if k == "history" else v[keep_new])
+                     for k, v in extra.items()})
+  cat = {k: np.concatenate([r[k] for r in rounds], axis=1 if k == "history"
+                           else 0) for k in rounds[0]}
+  order = rank_candidates(cat["loss"], cat["dens"], cat["masked"])
+  return dict(density=cat["dens"][order], loss=cat["loss"][order],
+              u=cat["u"][order], names=[names[cat["idx"][i]] for i in order],
+              history=cat["history"][:, order[0]])
 
 
 @functools.partial(jax.jit, static_argnames="geometry")
@@ -760,7 +787,7 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
       row["loss_before"] = one["loss_before"]
       row["paper_loss_before"] = one["paper_loss_before"]
     else:
-      res = _polytope_one(net, p_c, v_c, geometry, config)
+      res = _polytope_one(net, p_c, v_c, geometry, config, ml_n)
       sim, ml, pl, u = pattern_losses(res["density"][0], p_c, v_c, geometry)
       row.update(density=res["density"][:1], pattern=sim[None],
                  loss_after=np.asarray([ml]),

@@ -115,23 +115,21 @@ def pytest_collection_modifyitems(config, items):
   items[:] = first + rest[:cut] + second + rest[cut:]
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-  """An untrained width-2 network saved as a model directory.
+def _write_tiny_model(tmp_path_factory, name, geometry=None):
+  """An untrained width-2 network (on ``geometry``'s grids; default the
+  paper's) saved as a model directory.
 
   Its variables are drawn directly in the shapes ``jax.eval_shape`` gives
   (LeCun-normal kernels, zero biases, unit batch statistics) instead of
   running ``init``: eager initialisation compiles every layer of the 64^3
   decoder op by op (90 s on 2 cores).
   """
-  import jax.numpy as jnp
   import numpy as np
   from msftnet import model as model_lib
   from msftnet import pretrained
-  net = model_lib.build(2)
+  net = model_lib.build(2, geometry=geometry)
   shapes = jax.eval_shape(lambda: net.init(
-      {"params": jax.random.key(0)}, jnp.zeros((1, 128, 128, 1)),
-      train=False))
+      {"params": jax.random.key(0)}, model_lib.dummy_input(net), train=False))
   rng = np.random.default_rng(0)
 
   def draw(path, leaf):
@@ -145,6 +143,24 @@ def tiny_model_dir(tmp_path_factory):
     return np.zeros(leaf.shape, np.float32)
 
   variables = jax.tree_util.tree_map_with_path(draw, shapes)
-  path = tmp_path_factory.mktemp("models") / "tiny"
-  pretrained.save_model(path, variables, {"width": 2}, "# tiny test model\n")
+  path = tmp_path_factory.mktemp("models") / name
+  info = {"width": 2}
+  if geometry is not None:
+    info["geometry"] = geometry.to_dict()
+  pretrained.save_model(path, variables, info, "# tiny test model\n")
   return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+  """An untrained width-2 network on the paper's grids (128 px -> 64^3)."""
+  return _write_tiny_model(tmp_path_factory, "tiny")
+
+
+@pytest.fixture(scope="session")
+def small_model_dir(tmp_path_factory):
+  """The same on small grids (64 px -> 32^3): programs that compile fast,
+  for tests of behaviour that does not depend on the grid."""
+  from msftnet import Geometry
+  return _write_tiny_model(tmp_path_factory, "small",
+                           Geometry(n_voxels=32, detector_px=64))
