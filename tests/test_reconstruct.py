@@ -402,3 +402,27 @@ def test_an_empty_candidate_never_wins():
                                     [0.09, 0.004, 0.003])) == [1, 2, 0]
   assert list(recon.rank_candidates([1e-3, 2e-3, 3e-3], full,
                                     [0.008, 0.004, 0.003])) == [0, 1, 2]
+
+
+def test_a_refinement_far_worse_than_the_network_tries_more_starts():
+  """When every kept candidate ends far worse than the network's prediction
+  (forced here with a network loss of zero), the next plausible coarse
+  candidates are refined as well and all come back ranked. On the paper's
+  grids with QUICK's steps: the compiled refinement of
+  test_reconstruct_batch_and_single_agree[polytope] is reused."""
+  g = Geometry()
+  truth = _solid("Cube", 0.5, n=64, theta=0.4, phi=0.2, alpha=0.7)
+  pattern = np.asarray(recon.simulate_with_dark_level(
+      jnp.asarray(truth)[None], g, jnp.asarray([-3.0])))[0]
+  valid = np.ones_like(pattern, bool)
+  valid[60:68, 60:68] = False                      # a beam stop
+  args = (truth, pattern, valid, g, QUICK)
+  normal = recon._polytope_one(*args, network_masked=1.0)
+  forced = recon._polytope_one(*args, network_masked=0.0)
+  assert len(normal["names"]) == QUICK.keep == 2
+  assert len(forced["names"]) == 4 and len(set(forced["names"])) == 4
+  assert set(normal["names"]) < set(forced["names"])
+  masked = [recon.pattern_losses(d, pattern, valid, g)[1]
+            for d in forced["density"]]
+  order = recon.rank_candidates(forced["loss"], forced["density"], masked)
+  assert list(order) == [0, 1, 2, 3]
