@@ -582,27 +582,19 @@ def rank_candidates(loss, density, masked_loss=None,
   return np.lexsort((loss, bad))
 
 
-def _masked_losses(density, pattern, valid, geometry: Geometry) -> np.ndarray:
-  """The masked loss of each of ``density [S, N, N, N]`` against one
-  pattern (grid-fitted dark level): ``[S]``. One candidate per call of the
-  program that scores the network's prediction (compiled once per grid)."""
-  pat = jnp.asarray(pattern, jnp.float32)[None]
-  val = jnp.asarray(valid)[None]
-  return np.asarray([float(_batch_losses(d[None], pat, val, geometry)[1][0])
-                     for d in jnp.asarray(density, jnp.float32)])
-
-
 def _polytope_one(network_density, pattern, valid, geometry: Geometry,
                   config: RefineConfig, network_masked: float) -> dict:
   """Coarse-to-fine polytope refinement of one centred pattern.
 
   The ``keep`` best coarse candidates (affine-invariant objective) are
-  refined at full resolution. If every one of them ends far worse in the
-  masked loss than the network's prediction (``network_masked``; more than
+  refined at full resolution and scored with :func:`pattern_losses`. If
+  every one of them ends far worse in the masked loss than the network's
+  prediction (``network_masked``; more than
   :data:`IMPLAUSIBLE_LOSS_FACTOR` times), the coarse candidates are ranked
   again with :func:`rank_candidates` and the best plausible ones not yet
   refined are refined too (one more round, same compiled programs). All
-  refined candidates come back ranked by :func:`rank_candidates`.
+  refined candidates come back ranked by :func:`rank_candidates`, with the
+  winner's ``sim``, ``masked``, ``paper`` and ``u`` of :func:`pattern_losses`.
   """
   n = geometry.n_voxels
   normals, offsets, names = polytope_starts(network_density, pattern, valid,
@@ -619,19 +611,23 @@ def _polytope_one(network_density, pattern, valid, geometry: Geometry,
     p, loss, history = polytope.refine_polytopes(
         pc["n"][idx], pc["h"][idx], jnp.asarray(pattern), jnp.asarray(valid),
         geometry=geometry, steps=config.steps)
-    dens = polytope.polytope_density(p["n"], p["h"], n)
+    dens = np.asarray(polytope.polytope_density(p["n"], p["h"], n))
+    sim, masked, paper, u = zip(*(pattern_losses(d, pattern, valid, geometry)
+                                  for d in dens))
     return dict(idx=np.asarray(idx), loss=np.asarray(loss),
-                u=np.asarray(p["u"]), history=np.asarray(history),
-                dens=np.asarray(dens),
-                masked=_masked_losses(dens, pattern, valid, geometry))
+                history=np.asarray(history), dens=dens, sim=np.stack(sim),
+                masked=np.asarray(masked), paper=np.asarray(paper),
+                u=np.asarray(u))
 
   top = np.argsort(loss_c, kind="stable")[:config.keep]
   rounds = [full(top)]
   if rounds[0]["masked"].min() > IMPLAUSIBLE_LOSS_FACTOR * network_masked:
-    dens_c = polytope.polytope_density(pc["n"], pc["h"], coarse.n_voxels)
-    ranked = rank_candidates(loss_c, dens_c,
-                             _masked_losses(dens_c, crop, crop_valid, coarse))
-    more = [i for i in ranked if i not in set(top)][:len(top)]
+    dens_c = np.asarray(polytope.polytope_density(pc["n"], pc["h"],
+                                                  coarse.n_voxels))
+    masked_c = [pattern_losses(d, crop, crop_valid, coarse)[1] for d in dens_c]
+    tried = set(top.tolist())
+    more = [i for i in rank_candidates(loss_c, dens_c, masked_c)
+            if i not in tried][:len(top)]
     if more:                        # padded to the first round's shape
       more = np.asarray(more + more[-1:] * (len(top) - len(more)))
       extra = full(more)
@@ -642,8 +638,9 @@ def _polytope_one(network_density, pattern, valid, geometry: Geometry,
                            else 0) for k in rounds[0]}
   order = rank_candidates(cat["loss"], cat["dens"], cat["masked"])
   return dict(density=cat["dens"][order], loss=cat["loss"][order],
-              u=cat["u"][order], names=[names[cat["idx"][i]] for i in order],
-              history=cat["history"][:, order[0]])
+              names=[names[cat["idx"][i]] for i in order],
+              history=cat["history"][:, order[0]],
+              **{k: cat[k][order[0]] for k in ("sim", "masked", "paper", "u")})
 
 
 @functools.partial(jax.jit, static_argnames="geometry")
@@ -788,7 +785,7 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
       row["paper_loss_before"] = one["paper_loss_before"]
     else:
       res = _polytope_one(net, p_c, v_c, geometry, config, ml_n)
-      sim, ml, pl, u = pattern_losses(res["density"][0], p_c, v_c, geometry)
+      sim, ml, pl, u = (res[k] for k in ("sim", "masked", "paper", "u"))
       row.update(density=res["density"][:1], pattern=sim[None],
                  loss_after=np.asarray([ml]),
                  paper_loss_after=np.asarray([pl]),
