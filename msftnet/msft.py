@@ -92,6 +92,9 @@ def absorb(density: jax.Array, geometry: Geometry, *,
     ``rho * exp(-mu dr cumsum_z(rho))`` (the cumulative sum includes the slice
     itself, as the paper's code), same shape and dtype.
   """
+  if cumsum not in (None, "scan", "blocks"):
+    raise ValueError(f"absorb: cumsum must be 'scan' or 'blocks' (or None for "
+                     f"the backend's default), got {cumsum!r}.")
   mu = geometry.amplitude_attenuation_per_nm
   if mu == 0.0:
     return density

@@ -109,7 +109,7 @@ def reconstruct_inputs(good, out_dir: str, model, *,
             out_dir, stem, path, errors, density=out.density[j],
             pattern=pattern, valid=valid, simulated=out.pattern[j],
             metrics=record, title=title, mesh=mesh, geometry=geometry,
-          figure=figures):
+            figure=figures):
           written.append(stem)
         bar.update(1)
   return written, errors

@@ -240,6 +240,13 @@ def test_cumulative_sum_along_the_beam(method, n):
   np.testing.assert_allclose(back, want_back, rtol=2e-6)
 
 
+def test_absorb_names_a_bad_cumsum_method():
+  g = Geometry(n_voxels=8, box_nm=40.0, detector_px=8)
+  with pytest.raises(ValueError, match="^absorb: cumsum must be 'scan' or "
+                     "'blocks'.*got 'fast'.$"):
+    msftnet.absorb(np.zeros((8, 8, 8), np.float32), g, cumsum="fast")
+
+
 # --------------------------------------------------------------- autodiff
 def test_gradient_matches_finite_differences(rng):
   g = small_geometry(8, 12, absorption_length_nm=25.0)

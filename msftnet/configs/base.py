@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from msftnet.geometry import Geometry
+
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -26,9 +28,10 @@ def base_config() -> ml_collections.ConfigDict:
   # densities target_voxels^3 (powers of two; the paper's 128 and 64).
   c.detector_px = 128
   c.target_voxels = 64
-  # The experiment (msftnet.Geometry): simulation box and wavelength.
-  c.box_nm = 318.75
-  c.wavelength_nm = 13.5
+  # The experiment (msftnet.Geometry): simulation box and wavelength (the
+  # paper's, Geometry's defaults).
+  c.box_nm = Geometry.box_nm
+  c.wavelength_nm = Geometry.wavelength_nm
   c.augment = True
   c.data_threads = 1
   # Physics of the data and the loss (msftnet.Geometry): "msft" (the
