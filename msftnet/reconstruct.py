@@ -93,7 +93,7 @@ __all__ = ["RefineConfig", "Reconstruction", "reconstruct", "refine",
            "polytope_starts", "pattern_losses", "coarse_problem",
            "support_mask", "fit_dark_level", "simulate_with_dark_level",
            "sphere_density", "start_label", "rank_candidates",
-           "IMPLAUSIBLE_LOSS_FACTOR"]
+           "result_warning", "IMPLAUSIBLE_LOSS_FACTOR"]
 
 _U_GRID = polytope.DARK_GRID
 
@@ -562,6 +562,29 @@ def polytope_starts(network_density, pattern, valid, geometry: Geometry,
 IMPLAUSIBLE_LOSS_FACTOR = 3.0
 
 
+def _empty(density, count: int) -> np.ndarray:
+  """``[count]``: which of ``count`` volumes have no voxel above 0.5."""
+  return np.asarray(density).reshape(count, -1).max(axis=1) <= 0.5
+
+
+def result_warning(density, masked_loss: float,
+                   network_masked_loss: float) -> str | None:
+  """A sentence when a reconstruction ``density [N, N, N]`` should not be
+  trusted, else None: it is empty (no voxel above 0.5), or its masked loss
+  is over :data:`IMPLAUSIBLE_LOSS_FACTOR` times the network prediction's
+  (the refinement made the explanation of the pattern worse, which
+  :func:`rank_candidates` avoids when it can)."""
+  if _empty(density, 1)[0]:
+    return ("the reconstruction is empty (no voxel above 0.5): the pattern "
+            "was not understood; check its scale, mask and centre.")
+  if masked_loss > IMPLAUSIBLE_LOSS_FACTOR * network_masked_loss:
+    return (f"the refined shape explains the pattern "
+            f"{masked_loss / network_masked_loss:.1f} times worse than the "
+            f"network's prediction (masked loss {masked_loss:.3g} against "
+            f"{network_masked_loss:.3g}); do not trust it.")
+  return None
+
+
 def rank_candidates(loss, density, masked_loss=None,
                     factor: float = IMPLAUSIBLE_LOSS_FACTOR) -> np.ndarray:
   """The order of refined candidates: by objective ``loss [S]`` (the
@@ -575,7 +598,7 @@ def rank_candidates(loss, density, masked_loss=None,
   normalisation it is ten or more times worse; an empty volume is never an
   answer."""
   loss = np.asarray(loss)
-  bad = np.asarray(density).reshape(len(loss), -1).max(axis=1) <= 0.5
+  bad = _empty(density, len(loss))
   if masked_loss is not None:
     masked = np.asarray(masked_loss)
     bad |= masked > factor * masked.min()

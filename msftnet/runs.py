@@ -9,6 +9,10 @@ list of ``(stem, path, pattern [M, M], valid [M, M], scale_info)``, and
 presence marks a finished input, :func:`select_work` skips it). An input
 whose results cannot be written is added to the errors and the run goes on.
 A progress bar (tqdm: rate, ETA) is shown on stderr unless ``progress=False``.
+A reconstruction that should not be trusted (empty, or refined to a worse
+explanation than the network's: :func:`msftnet.reconstruct.result_warning`)
+is still written, with ``reconstruction_warning`` in ``STEM.json`` and a
+``warning:`` line on stderr.
 
 * :func:`select_work`: this process's share of the inputs, without the
   finished ones (several processes can share one output folder);
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 
 import numpy as np
@@ -102,6 +107,11 @@ def reconstruct_inputs(good, out_dir: str, model, *,
             "seconds": seconds,
             "loss_protocol": metrics_lib.PAPER_PROTOCOL,
         }
+        warning = recon.result_warning(out.density[j], out.loss_after[j],
+                                       out.network_loss[j])
+        if warning:
+          record["reconstruction_warning"] = warning
+          tqdm.write(f"warning: {path}: {warning}", file=sys.stderr)
         title = (f"{stem}: loss {record['loss_network']:.2e} (network) -> "
                  f"{record['loss_refined']:.2e} ({config.method}, best start "
                  f"{record['start']}, {config.steps} steps)")

@@ -404,6 +404,15 @@ def test_an_empty_candidate_never_wins():
                                     [0.008, 0.004, 0.003])) == [0, 1, 2]
 
 
+def test_results_that_should_not_be_trusted_are_flagged():
+  full = np.zeros((8, 8, 8), np.float32)
+  full[2:6, 2:6, 2:6] = 1.0
+  assert recon.result_warning(full, 2e-3, 1e-3) is None
+  assert recon.result_warning(full, 3e-3, 1e-3) is None       # the bound
+  assert "empty" in recon.result_warning(full * 0.4, 1e-3, 1e-3)
+  assert "4.0 times worse" in recon.result_warning(full, 4e-3, 1e-3)
+
+
 def test_a_refinement_far_worse_than_the_network_tries_more_starts():
   """When every kept candidate ends far worse than the network's prediction
   (forced here with a network loss of zero), the next plausible coarse
