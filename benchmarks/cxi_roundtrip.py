@@ -1,7 +1,7 @@
 r"""Raw counts in a CXI run vs the same patterns in the paper's format.
 
   python -m benchmarks.cxi_roundtrip [--n=4] [--seed=4242] [--photons=1e7]
-      [--refine_steps=100] [--counts_dark=100] [--json_out=FILE]
+      [--refine_steps=100] [--counts_dark=100] [--model=DIR] [--json_out=FILE]
 
 ``--n`` truncated test solids (``DataConfig(test_set=True)``, data seed
 ``--seed``, never used for tuning) are simulated at 64^3; their intensities
@@ -44,6 +44,7 @@ _STEPS = flags.DEFINE_integer("refine_steps", recon.RefineConfig.steps,
                               "Fine refinement steps.")
 _DARK = flags.DEFINE_float("counts_dark", measured.COUNTS_DARK,
                            "Photons added before the log of the CXI counts.")
+_MODEL = flags.DEFINE_string("model", None, "Model directory (default bundled).")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
 
 
@@ -68,7 +69,7 @@ def main(argv):
   counts = rng.poisson(inten / inten.max(axis=(1, 2), keepdims=True)
                        * _PHOTONS.value).astype(np.int32)
   bad = _mask()
-  model = pretrained.load_model(None)
+  model = pretrained.load_model(_MODEL.value)
   config = recon.RefineConfig(steps=_STEPS.value)
   rows = []
   with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,7 @@
 r"""How the refinement picks among its candidates, on simulated test solids.
 
   python -m benchmarks.refine_ranking [--seed=777] [--n=12]
-      [--beam_stop] [--json_out=FILE]
+      [--beam_stop] [--model=DIR] [--json_out=FILE]
 
 For ``--n`` truncated test solids of data seed ``--seed`` (clean simulated
 patterns; with ``--beam_stop`` a beam stop of radius 6 px and a 4-column
@@ -36,6 +36,7 @@ _SEED = flags.DEFINE_integer("seed", 777, "Data seed of the test solids.")
 _N = flags.DEFINE_integer("n", 12, "Test solids.")
 _BEAM_STOP = flags.DEFINE_bool("beam_stop", False,
                                "Mask a beam stop and a detector gap.")
+_MODEL = flags.DEFINE_string("model", None, "Model directory (default bundled).")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
 
 
@@ -55,7 +56,7 @@ def main(argv):
     bad = (r**2 + c**2 < 6**2) | ((c >= 20) & (c < 24))
     vals[:] = ~bad
     pats = np.where(vals, pats, 0.0)
-  model = pretrained.load_model(None)
+  model = pretrained.load_model(_MODEL.value)
   g = model.geometry
   report = Report()
   rows = []
@@ -65,7 +66,8 @@ def main(argv):
     masked = [recon.pattern_losses(d, pats[i], vals[i], g)[1] for d in cands]
     j = int(np.argmin(masked))
     row = {"benchmark": "refine_ranking", "seed": _SEED.value,
-           "beam_stop": _BEAM_STOP.value, "solid": params[i].polyhedron,
+           "beam_stop": _BEAM_STOP.value, "model": _MODEL.value or "bundled",
+           "solid": params[i].polyhedron,
            "network": metrics.aligned_iou(np.asarray(out.initial_density),
                                           truth[i]),
            "chosen": metrics.aligned_iou(cands[0], truth[i]),
@@ -75,6 +77,7 @@ def main(argv):
     report.add(row)
   report.add({"benchmark": "refine_ranking", "summary": True,
               "seed": _SEED.value, "beam_stop": _BEAM_STOP.value, "n": n,
+              "model": _MODEL.value or "bundled",
               **{f"mean_{k}": float(np.mean([r[k] for r in rows]))
                  for k in ("network", "chosen", "lowest_masked")},
               "rankings_differ": sum(r["rankings_differ"] for r in rows)})

@@ -122,7 +122,7 @@ def network_validation(model, data_config: data_lib.DataConfig, n: int,
   _, n_val = data_lib.split_sizes(data_config.n_samples)
   n = min(n, n_val)
   it = iter(data_lib.procedural_dataset(data_config, "validation", batch)
-            .to_iter_dataset())
+            .to_iter_dataset(data_lib.EVAL_READ_OPTIONS))
   rows = {"clean": [], "simulated_experiment": []}
   with tqdm(total=n, unit="sample", desc="validation",
             disable=not progress) as bar:

@@ -19,6 +19,9 @@ supervised / hybrid comparisons), following the flax examples and big_vision:
   every ``checkpoint_every`` steps and at the end, ``keep_checkpoints``
   kept; a restarted run restores the latest and continues exactly;
 * validation (no augmentation) every ``eval_every`` steps;
+* ``time_limit_s`` (optional, > 0): the run stops cleanly after the first
+  step past that many seconds of this process's loop, with a checkpoint of
+  that step (a batch job's time slot; the same command resumes it);
 * a non-finite loss stops the run with a clear message, the last good
   checkpoint left intact;
 * progress (rate, ETA) on the console; metrics to ``WORKDIR/metrics.jsonl``,
@@ -43,6 +46,7 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -182,6 +186,14 @@ def eval_step(state: TrainState, batch: dict, *, config, geometry: Geometry
   return metrics
 
 
+def hardware() -> str:
+  """What trains: ``"P process(es), D x DEVICE_KIND (backend)"``, recorded in
+  ``config.json`` (model cards quote it)."""
+  kinds = sorted({d.device_kind for d in jax.devices()})
+  return (f"{jax.process_count()} process(es), {jax.device_count()} x "
+          f"{' + '.join(kinds)} ({jax.default_backend()})")
+
+
 def make_mesh(devices=None) -> Mesh:
   """A 1-D data-parallel mesh over all (or the given) devices."""
   devices = jax.devices() if devices is None else devices
@@ -291,7 +303,7 @@ def evaluate(state, config, geometry, mesh, eval_fn) -> dict:
   n_proc = jax.process_count()
   ds = data_lib.procedural_dataset(data_config(config), "validation",
                                    config.batch_size // n_proc)
-  it = iter(ds.to_iter_dataset())
+  it = iter(ds.to_iter_dataset(data_lib.EVAL_READ_OPTIONS))
   sums, count = {}, 0
   for _ in range(min(config.eval_batches, len(ds))):
     metrics = _to_float(eval_fn(state, global_batch(next(it), mesh)))
@@ -308,7 +320,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   geometry = training_geometry(config)
   if jax.process_index() == 0:          # msftnet.pretrained.load_model reads it
     with atomic_write(os.path.join(workdir, "config.json"), "w") as f:
-      record = {**json.loads(config.to_json()), "geometry": geometry.to_dict()}
+      record = {**json.loads(config.to_json()), "geometry": geometry.to_dict(),
+                "hardware": hardware()}
       f.write(json.dumps(record, indent=2) + "\n")
   mesh = make_mesh()
   n_dev, n_proc = mesh.size, jax.process_count()
@@ -321,8 +334,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   train_ds = data_lib.procedural_dataset(
       data_config(config), "train", config.batch_size // n_proc,
       augmented=config.augment)
+  threads = config.get("data_threads", 1)
   train_iter = iter(train_ds.to_iter_dataset(grain.ReadOptions(
-      num_threads=config.get("data_threads", 1), prefetch_buffer_size=2)))
+      num_threads=threads, prefetch_buffer_size=max(2, threads))))
 
   mngr = _checkpoint_manager(workdir, config)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -366,6 +380,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     mngr.wait_until_finished()
 
   total = config.total_steps
+  limit = float(config.get("time_limit_s", 0) or 0)
   t0, last_t, last_step = time.perf_counter(), time.perf_counter(), start
   log = (lambda rec: records.append_jsonl(metrics_path, [rec])
          if jax.process_index() == 0 else None)
@@ -373,7 +388,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     batch = global_batch(next(train_iter), mesh)
     with jax.set_mesh(mesh):
       state, metrics = step_fn(state, batch)
-    if step % config.log_every == 0 or step == total:
+    out_of_time = bool(limit) and time.perf_counter() - t0 > limit
+    if limit and n_proc > 1:          # every process stops at the same step
+      out_of_time = bool(multihost_utils.broadcast_one_to_all(
+          np.asarray(out_of_time)))
+    if step % config.log_every == 0 or step == total or out_of_time:
       m = _to_float(metrics)
       if not np.isfinite(m["loss"]):
         good = mngr.latest_step()
@@ -398,8 +417,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       if jax.process_index() == 0:
         logging.info("step %d validation: %s", step,
                      ", ".join(f"{k} {v:.5f}" for k, v in val.items()))
-    if step % config.checkpoint_every == 0 or step == total:
+    if step % config.checkpoint_every == 0 or step == total or out_of_time:
       save(step)
+    if out_of_time:
+      if jax.process_index() == 0:
+        logging.warning("time_limit_s=%g reached at step %d of %d; "
+                        "checkpointed; the same command resumes.", limit,
+                        step, total)
+      total = step
+      break
   if jax.process_index() == 0:
     logging.info("done: %d steps in %.0f s", total - start,
                  time.perf_counter() - t0)

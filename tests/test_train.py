@@ -165,6 +165,16 @@ def test_launcher_resume_data_parallel_and_non_finite_loss(tmp_path):
   leaves = jax.tree_util.tree_leaves(jax.device_get(restored.params))
   assert all(np.all(np.isfinite(x)) for x in leaves)
 
+  # A time limit stops the run cleanly after the step that passes it, with
+  # a checkpoint of that step and its log line; the work directory records
+  # what trained (the model card quotes it).
+  timed = tmp_path / "timed"
+  state = _train(timed, time_limit_s=1e-9)
+  assert int(state.step) == 1
+  assert os.listdir(timed / "checkpoints") == ["1"]
+  assert [l["step"] for l in _lines(timed / "metrics.jsonl")] == [1]
+  assert "cpu" in json.loads((timed / "config.json").read_text())["hardware"]
+
   # The two processes log the losses of the straight run: the shards
   # together are the one-process batches (the same samples, augmentations
   # and dropout masks), so only the float32 reduction order differs

@@ -46,4 +46,5 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_batches = 16
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
+  c.time_limit_s = 0.0              # > 0: stop (checkpointed) after this long
   return c

@@ -60,7 +60,7 @@ python -m experiments.export_model --workdir={workdir} --out={out}
 * data: `msftnet.data` procedural solids (21 classes), {n_samples:,} samples
   (5:1 train/validation split, data seed {data_seed}), simulated at
   {resolution}^3, the paper's ten augmentations;
-* hardware: the 2-core CPU development machine, {train_minutes} (from
+* hardware: {hardware}, {train_minutes} (from
   `metrics.jsonl`);
 * code: git commit {commit}.
 
@@ -77,9 +77,9 @@ pattern cannot see), volumes as fractions of the box.
 
 ## Limits
 
-A width-{width} network trained for {step} steps on two CPU cores: it
-predicts a rough, blob-like particle of about the right extent, not facets.
-Shapes come from the refinement against the measured pattern. The paper's
+A width-{width} network trained for {step} steps ({hardware}). It gives
+the refinement's start; the shapes come from the refinement against the
+measured pattern (how the start matters: `docs/results.md`). The paper's
 network (width 64, 63 h on 4 GPUs) is not reproduced here;
 `experiments/configs/paper.py` trains it.
 """
@@ -130,7 +130,8 @@ def main(argv):
       binary_weight=config.binary_weight, bce_weight=config.bce_weight,
       lr=config.learning_rate, n_samples=config.n_samples,
       data_seed=config.data_seed, resolution=config.resolution,
-      train_minutes=minutes, commit=commit, n_eval=val["clean"]["samples"],
+      train_minutes=minutes, commit=commit,
+      hardware=model.info.get("hardware", "not recorded"), n_eval=val["clean"]["samples"],
       table=table)
   pretrained.save_model(_OUT.value, model.variables, info, card)
   print(f"wrote {_OUT.value} ({params:,} parameters)")
