@@ -103,6 +103,7 @@ def main(argv):
         row[f"aligned_iou_{route}"] = round(
             metrics.aligned_iou(out.density, truth[k]), 4)
         row[f"loss_{route}"] = float(out.paper_loss_after)
+        row[f"start_{route}"] = str(np.asarray(out.start_name).ravel()[0])
         row[f"seconds_{route}"] = round(time.perf_counter() - t, 1)
       row["aligned_iou_difference"] = round(
           row["aligned_iou_cxi_counts"] - row["aligned_iou_paper_png"], 4)
