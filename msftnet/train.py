@@ -316,6 +316,10 @@ def evaluate(state, config, geometry, mesh, eval_fn) -> dict:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> TrainState:
   """Train (or resume) in ``workdir``; returns the final state."""
+  limit = float(config.get("time_limit_s", 0) or 0)
+  if not limit >= 0:                  # before anything is written
+    raise ValueError(f"training config: time_limit_s must be >= 0 seconds "
+                     f"(0: no limit), got {limit}.")
   os.makedirs(workdir, exist_ok=True)
   geometry = training_geometry(config)
   if jax.process_index() == 0:          # msftnet.pretrained.load_model reads it
@@ -380,7 +384,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     mngr.wait_until_finished()
 
   total = config.total_steps
-  limit = float(config.get("time_limit_s", 0) or 0)
   t0, last_t, last_step = time.perf_counter(), time.perf_counter(), start
   log = (lambda rec: records.append_jsonl(metrics_path, [rec])
          if jax.process_index() == 0 else None)

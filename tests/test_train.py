@@ -169,6 +169,9 @@ def test_launcher_resume_data_parallel_and_non_finite_loss(tmp_path):
   # a checkpoint of that step and its log line; the work directory records
   # what trained (the model card quotes it).
   timed = tmp_path / "timed"
+  with pytest.raises(ValueError, match="time_limit_s must be >= 0"):
+    _train(tmp_path / "negative", time_limit_s=-1.0)
+  assert not (tmp_path / "negative").exists()
   state = _train(timed, time_limit_s=1e-9)
   assert int(state.step) == 1
   assert os.listdir(timed / "checkpoints") == ["1"]
