@@ -134,6 +134,10 @@ class RefineConfig:
       along the beam).
     centre_search: (both) largest offset (px) of the pattern centre searched
       by :func:`msftnet.centre.find_centre`; 0 trusts the pixel ``M // 2``.
+    profile: (polytope) how boundary voxels are filled
+      (:func:`msftnet.polytope.polytope_density`): ``"ramp"`` (the
+      rasteriser's linear ramp) or ``"box"`` (the exact volume fraction of
+      the voxel inside its face; docs/results.md compares them).
   """
 
   method: str = "polytope"
@@ -153,6 +157,7 @@ class RefineConfig:
   radius_bands: tuple[tuple[float, float], ...] = ((0.04, 0.11), (0.11, 0.22),
                                                    (0.22, 0.45))
   centre_search: int = 10
+  profile: str = "ramp"
 
   def __post_init__(self):
     if self.method not in ("polytope", "voxels"):
@@ -166,6 +171,9 @@ class RefineConfig:
                        f"got {self.start!r}.")
     if self.steps < 0:
       raise ValueError(f"RefineConfig.steps must be >= 0, got {self.steps}.")
+    if self.profile not in polytope.PROFILES:
+      raise ValueError(f"RefineConfig.profile must be one of "
+                       f"{polytope.PROFILES}, got {self.profile!r}.")
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -186,8 +194,8 @@ def parse_refine_config(text: str, base: RefineConfig = RefineConfig()
   """``"FIELD=VALUE,..."`` (Python literals) -> ``base`` with those fields.
 
   The form of the launchers' ``--refine`` flags, e.g. ``"keep=3,planes=48"``
-  or ``"radius_bands=((0.04, 0.1), (0.1, 0.45))"``; an empty string gives
-  ``base``.
+  or ``"radius_bands=((0.04, 0.1), (0.1, 0.45))"``; a text field may be
+  given bare (``profile=ramp``); an empty string gives ``base``.
   """
   changes = {}
   fields = {f.name for f in dataclasses.fields(RefineConfig)}
@@ -200,6 +208,9 @@ def parse_refine_config(text: str, base: RefineConfig = RefineConfig()
     try:
       changes[key] = ast.literal_eval(value.strip())
     except (ValueError, SyntaxError):
+      if isinstance(getattr(base, key), str) and value.strip().isidentifier():
+        changes[key] = value.strip()
+        continue
       raise ValueError(f"Refinement setting {item.strip()!r}: the value is "
                        "not a Python literal (number, string, tuple).") from None
   for key, value in changes.items():
@@ -625,16 +636,18 @@ def _polytope_one(network_density, pattern, valid, geometry: Geometry,
   coarse, crop, crop_valid = coarse_problem(pattern, valid, geometry)
   if crop_valid.sum() < 16:
     coarse, crop, crop_valid = geometry, pattern, valid
+  profile = config.profile
   pc, loss_c, _ = polytope.refine_polytopes(
       jnp.asarray(normals), jnp.asarray(offsets), jnp.asarray(crop),
-      jnp.asarray(crop_valid), geometry=coarse, steps=config.coarse_steps)
+      jnp.asarray(crop_valid), geometry=coarse, steps=config.coarse_steps,
+      profile=profile)
   loss_c = np.asarray(loss_c)
 
   def full(idx):
     p, loss, history = polytope.refine_polytopes(
         pc["n"][idx], pc["h"][idx], jnp.asarray(pattern), jnp.asarray(valid),
-        geometry=geometry, steps=config.steps)
-    dens = np.asarray(polytope.polytope_density(p["n"], p["h"], n))
+        geometry=geometry, steps=config.steps, profile=profile)
+    dens = np.asarray(polytope.polytope_density(p["n"], p["h"], n, profile))
     sim, masked, paper, u = zip(*(pattern_losses(d, pattern, valid, geometry)
                                   for d in dens))
     return dict(idx=np.asarray(idx), loss=np.asarray(loss),
@@ -646,7 +659,7 @@ def _polytope_one(network_density, pattern, valid, geometry: Geometry,
   rounds = [full(top)]
   if rounds[0]["masked"].min() > IMPLAUSIBLE_LOSS_FACTOR * network_masked:
     dens_c = np.asarray(polytope.polytope_density(pc["n"], pc["h"],
-                                                  coarse.n_voxels))
+                                                  coarse.n_voxels, profile))
     masked_c = [pattern_losses(d, crop, crop_valid, coarse)[1] for d in dens_c]
     tried = set(top.tolist())
     more = [i for i in rank_candidates(loss_c, dens_c, masked_c)

@@ -172,7 +172,11 @@ def test_refine_settings_from_text():
   assert recon.parse_refine_config("") == recon.RefineConfig()
   base = recon.RefineConfig(method="voxels")
   assert recon.parse_refine_config("steps=5", base).method == "voxels"
+  assert recon.parse_refine_config("profile=ramp").profile == "ramp"
+  assert recon.parse_refine_config("profile='ramp'").profile == "ramp"
   for bad, expect in (("kep=3", "expected FIELD=VALUE"),
+                      ("profile=smooth", "profile must be one of"),
+                      ("profile=ramp box", "not a Python literal"),
                       ("keep", "expected FIELD=VALUE"),
                       ("keep=three", "not a Python literal"),
                       ("planes=2", "planes must be >= 4"),
