@@ -126,7 +126,7 @@ _CORNERS = np.array([[i, j, k] for i in (0, 1) for j in (0, 1)
 _SIGNS = (-1.0) ** _CORNERS.sum(axis=1)                      # [8]
 
 
-def _box_terms(unit_n, acc, idx, n):
+def _box_terms(unit_n, acc, idx):
   """Per voxel of its active plane (``acc``, ``idx`` of
   :func:`_active_plane`): whether the voxel is on the profile's slope, the
   clamped widths ``a`` (3 arrays, voxels), the depth inside the plane
@@ -158,8 +158,8 @@ def _box_sums(a, t, half, power):
   return total, weighted
 
 
-def _box_value(unit_n, acc, idx, n):
-  _, a, t, half, _ = _box_terms(unit_n, acc, idx, n)
+def _box_value(unit_n, acc, idx):
+  _, a, t, half, _ = _box_terms(unit_n, acc, idx)
   cube, _ = _box_sums(a, t, half, 3)
   return jnp.clip(cube / (6.0 * a[0] * a[1] * a[2]), 0.0, 1.0)
 
@@ -167,12 +167,12 @@ def _box_value(unit_n, acc, idx, n):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _box_occupancy(unit_n, h, n):
   acc, idx, _ = _active_plane(unit_n, h, n)
-  return _box_value(unit_n, acc, idx, n)
+  return _box_value(unit_n, acc, idx)
 
 
 def _box_fwd(unit_n, h, n):
   acc, idx, _ = _active_plane(unit_n, h, n)
-  occ = _box_value(unit_n, acc, idx, n)
+  occ = _box_value(unit_n, acc, idx)
   return occ, (unit_n, acc, idx, occ)
 
 
@@ -183,7 +183,7 @@ def _box_bwd(n, res, g):
   unit_n, acc, idx, occ = res
   k = unit_n.shape[0]
   z, y, x = _grid(n)
-  on, a, t, half, slope = _box_terms(unit_n, acc, idx, n)
+  on, a, t, half, slope = _box_terms(unit_n, acc, idx)
   p6 = 6.0 * a[0] * a[1] * a[2]
   sq, sq_w = _box_sums(a, t, half, 2)
   gf = jnp.where(on, g * 3.0 * sq / p6, 0.0)
