@@ -99,22 +99,23 @@ def main(argv):
     for k in range(_N.value):
       logp = np.asarray(msftnet.log_pattern(counts[k].astype(np.float32)))
       logp = np.where(bad == 0, logp, 0.0)
-      routes = []
-      for route, img in (("paper_png", logp),
-                         ("paper_png_rescaled", np.where(
-                             bad == 0, 0.8 * logp + 0.1, 0.0)))[
-                                 :2 if _RESCALED.value else 1]:
+      images = {"paper_png": logp}
+      if _RESCALED.value:
+        images["paper_png_rescaled"] = np.where(bad == 0, 0.8 * logp + 0.1,
+                                                0.0)
+      _, _, pat_cxi, val_cxi, info = frames[k]
+      routes = [("cxi_counts", pat_cxi, val_cxi)]
+      for route, img in images.items():
         png = os.path.join(tmp, f"shot{k}_{route}.png")
         paper_io.write_pattern(png, img, bits=16)
-        routes.append((route,) + tuple(measured.load_measurement(
-            png, mask=os.path.join(tmp, "valid.png"))))
-      val_png = routes[0][2]
-      _, _, pat_cxi, val_cxi, info = frames[k]
-      assert np.array_equal(val_png, val_cxi)
+        pat, val = measured.load_measurement(
+            png, mask=os.path.join(tmp, "valid.png"))
+        assert np.array_equal(val, val_cxi)
+        routes.append((route, pat, val))
       row = {"benchmark": "cxi_roundtrip", "solid": params[k].polyhedron,
              "frame": k, "input_scale_cxi": info["input_scale"],
              "valid_fraction": float(val_cxi.mean())}
-      for route, pat, val in [("cxi_counts", pat_cxi, val_cxi)] + routes:
+      for route, pat, val in routes:
         t = time.perf_counter()
         out = recon.reconstruct(pat, val, model=model, config=config)
         row[f"aligned_iou_{route}"] = round(

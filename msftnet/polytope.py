@@ -227,8 +227,9 @@ def polytope_density(normals, offsets, n: int, profile: str = "ramp"
         the sum of three uniform ones, so the fraction is a piecewise cubic
         in the plane's depth: smooth where the ramp has kinks, and what a
         continuous particle fills). Normal components below
-        ``_MIN_WIDTH`` voxels count as that width. About twice the
-        ramp's cost.
+        ``_MIN_WIDTH`` voxels count as that width. Costlier than the
+        ramp (eight corner terms per boundary voxel; measured in
+        docs/results.md).
 
   Both have a hand-written reverse mode: the forward pass records each
   voxel's active plane, and the backward pass sums the boundary voxels'
