@@ -103,7 +103,8 @@ def main(argv):
       if _RESCALED.value:
         images["paper_png_rescaled"] = np.where(bad == 0, 0.8 * logp + 0.1,
                                                 0.0)
-      _, _, pat_cxi, val_cxi, info = frames[k]
+      pat_cxi, val_cxi, info = (frames[k].pattern, frames[k].valid,
+                                frames[k].info)
       routes = [("cxi_counts", pat_cxi, val_cxi)]
       for route, img in images.items():
         png = os.path.join(tmp, f"shot{k}_{route}.png")

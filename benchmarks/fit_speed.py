@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from benchmarks.jsonlines import Report
+import msftnet
 from msftnet import data as data_lib
 from msftnet import fitting
 from msftnet import measured
@@ -75,7 +76,8 @@ def main(argv):
     config = CONFIGS[name]
     for label, pattern, valid, truth in cases:
       t = time.perf_counter()
-      out = fitting.fit(pattern, valid, config=config)
+      out = fitting.fit(pattern, valid, config=config,
+                        geometry=msftnet.Geometry())
       sec = time.perf_counter() - t
       report.add({
           "config": name, "pattern": label, "seconds": round(sec, 1),

@@ -10,10 +10,10 @@ model, default refinement) and the aligned IoU against the truth of:
 
 * ``network``: the network's prediction;
 * ``chosen``: the reconstruction (the candidates ranked by
-  ``reconstruct.rank_candidates``: the affine-invariant objective, with
+  ``refine.trust.rank_candidates``: the affine-invariant objective, with
   implausible candidates last);
 * ``lowest_masked``: the candidate with the lowest masked loss in the
-  reported normalisation (``reconstruct.pattern_losses``), the alternative
+  reported normalisation (``refine.measurement.pattern_losses``), the alternative
   ranking.
 
 One JSON line per solid and a summary line (means, and how many solids the
@@ -31,6 +31,7 @@ from msftnet import data as data_lib
 from msftnet import metrics
 from msftnet import pretrained
 from msftnet import reconstruct as recon
+from msftnet.refine import measurement
 
 _SEED = flags.DEFINE_integer("seed", 777, "Data seed of the test solids.")
 _N = flags.DEFINE_integer("n", 12, "Test solids.")
@@ -63,7 +64,7 @@ def main(argv):
   for i in range(n):
     out = recon.reconstruct(pats[i], vals[i], model=model)
     cands = np.asarray(out.candidate_density)
-    masked = [recon.pattern_losses(d, pats[i], vals[i], g)[1] for d in cands]
+    masked = [measurement.pattern_losses(d, pats[i], vals[i], g)[1] for d in cands]
     j = int(np.argmin(masked))
     row = {"benchmark": "refine_ranking", "seed": _SEED.value,
            "beam_stop": _BEAM_STOP.value, "model": _MODEL.value or "bundled",

@@ -28,6 +28,7 @@ from msftnet import data as data_lib
 from msftnet import metrics
 from msftnet import pretrained
 from msftnet import reconstruct as recon
+from msftnet.launch import refine_flags
 
 _DATA = flags.DEFINE_string("data", None, "Tuning dataset.", required=True)
 _N = flags.DEFINE_integer("n", 12, "Solids used.")
@@ -42,7 +43,7 @@ _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
 def parse_variant(text: str) -> tuple[str, recon.RefineConfig]:
   """``NAME[:FIELD=VALUE,...]`` -> ``(NAME, RefineConfig)``."""
   name, _, fields = text.partition(":")
-  return name.strip(), recon.parse_refine_config(fields)
+  return name.strip(), refine_flags.parse_refine_config(fields)
 
 
 def main(argv):

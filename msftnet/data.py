@@ -66,7 +66,7 @@ __all__ = [
 
 #: log10 of the dark offset relative to the pattern maximum, sampled
 #: uniformly: the range of the best offsets measured on the paper's 100
-#: stored validation patterns (benchmarks/paper_fidelity.jsonl).
+#: stored validation patterns (benchmarks/results/paper_fidelity.jsonl).
 DARK_OFFSET_LOG10 = (-5.3, -1.7)
 
 

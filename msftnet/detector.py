@@ -24,6 +24,20 @@ around it. A model pixel that neither receives a detector pixel nor has four
 valid neighbours (outside the detector, in the central hole, next to a
 masked pixel) is invalid. A pattern already on the model's grid needs none
 of this.
+
+Orientation (the handedness convention). The mapping neither transposes
+nor mirrors: the detector's rows (first array axis) become the model's qy
+(the pattern's rows), its columns qx, and ``(y, x)`` above are measured
+along the rows and the columns from the beam centre. A detector pixel with
+``row > centre[0]`` and ``col < centre[1]`` lands at ``qy > 0``, ``qx <
+0``: at a model pixel ``(m_y, m_x)`` with ``m_y > M // 2 > m_x``. The
+density that explains the pattern is ``[N, N, N]`` indexed ``(z, y, x)``:
+z along the beam, y along the detector's rows, x along its columns,
+``(x, y, z)`` right-handed. For a CXI detector with CXI's default basis
+vectors (rows along the lab's -y, columns along -x;
+:func:`cxi_beam_centre`) the model's frame is the lab's
+turned by 180 degrees about the beam; a mirrored detector image is refused
+there.
 """
 
 from __future__ import annotations
@@ -35,7 +49,8 @@ import numpy as np
 
 from msftnet.geometry import Geometry
 
-__all__ = ["FlatDetector", "detector_q", "to_q_grid"]
+__all__ = ["FlatDetector", "detector_q", "to_q_grid", "cxi_beam_centre",
+           "CXI_DEFAULT_BASIS"]
 
 
 def _positive(name, value):
@@ -85,6 +100,65 @@ class FlatDetector:
     return 2 * math.pi / float(self.wavelength_nm)
 
 
+#: CXI's ``basis_vectors`` when a file has none, in units of the pixel
+#: size: the step from one pixel to the next along the rows (first array
+#: axis) and the columns, as (x, y, z) in the lab (y up, z along the beam).
+CXI_DEFAULT_BASIS = ((0.0, -1.0, 0.0), (-1.0, 0.0, 0.0))
+
+
+def cxi_beam_centre(corner_m, pixel_m: float, basis_m=None, *,
+                    name: str = "detector") -> tuple[float, float]:
+  """``(row, col)`` pixel where the direct beam hits a CXI detector.
+
+  CXI (file format 1.6, "The orientation of pixel detectors"; Maia 2012,
+  doi:10.1038/nmeth.2110) places the centre of pixel ``(r, c)`` at ``corner + (r + 1/2) b_r +
+  (c + 1/2) b_c`` in the lab (x, y, z in m, the beam along +z through
+  x = y = 0), ``corner`` being the outer corner of the first pixel
+  (``corner_position``) and ``b_r``, ``b_c`` the last two rows of
+  ``basis_vectors`` (default :data:`CXI_DEFAULT_BASIS`), here taken as
+  directions with the length ``pixel_m``. The detector must face the beam
+  and its image must not be mirrored (``b_c x b_r`` along +z, as CXI's
+  default), so that keeping the image's rows and columns as the model's qy
+  and qx (the module docstring) turns the lab about the beam only.
+  ValueError (one sentence naming ``name``) otherwise.
+  """
+  if not (math.isfinite(pixel_m) and pixel_m > 0):
+    raise ValueError(f"{name}: the pixel size is {pixel_m!r} m, expected a "
+                     "positive size to place the beam centre.")
+  corner = np.ravel(np.asarray(corner_m, np.float64))
+  if corner.size not in (2, 3) or not np.all(np.isfinite(corner)):
+    raise ValueError(f"{name}: corner_position is {corner.tolist()}, "
+                     "expected the finite x, y, z of the first pixel's "
+                     "corner in m.")
+  basis = np.asarray(CXI_DEFAULT_BASIS if basis_m is None else basis_m,
+                     np.float64)
+  if basis.ndim != 2 or basis.shape[0] < 2 or basis.shape[1] != 3 or not (
+      np.all(np.isfinite(basis))):
+    raise ValueError(f"{name}: basis_vectors has shape {basis.shape}, "
+                     "expected finite [2, 3] steps along the rows and the "
+                     "columns in m.")
+  b_r, b_c = basis[-2], basis[-1]
+  norm = np.linalg.norm(basis[-2:], axis=1)
+  if np.any(norm == 0) or np.any(np.abs([b_r[2], b_c[2]]) > 1e-3 * norm):
+    raise ValueError(f"{name}: basis_vectors {basis[-2:].tolist()} leave "
+                     "the detector plane, expected a flat detector facing "
+                     "the beam (z components 0).")
+  u_r, u_c = b_r[:2] / norm[0], b_c[:2] / norm[1]
+  if abs(u_r @ u_c) > 1e-3:
+    raise ValueError(f"{name}: basis_vectors {basis[-2:].tolist()} are not "
+                     "perpendicular, expected rows and columns of square "
+                     "pixels.")
+  if u_c[0] * u_r[1] - u_c[1] * u_r[0] < 0:
+    raise ValueError(f"{name}: basis_vectors {basis[-2:].tolist()} describe "
+                     "a mirrored detector image, expected columns x rows "
+                     "along the beam (+z) as CXI's default (0,-p,0), "
+                     "(-p,0,0).")
+  # corner + pixel_m (r + 1/2) u_r + pixel_m (c + 1/2) u_c = (0, 0)
+  steps = np.linalg.solve(np.stack([u_r, u_c], axis=1) * pixel_m,
+                          -corner[:2])
+  return float(steps[0] - 0.5), float(steps[1] - 0.5)
+
+
 def detector_q(detector: FlatDetector, shape) -> tuple[np.ndarray, ...]:
   """``(qy, qx, relative_solid_angle)`` of each detector pixel, ``[H, W]``.
 
@@ -113,18 +187,19 @@ def _grid_to_detector(detector: FlatDetector, geometry: Geometry):
           detector.centre_px[1] + d * qx / kz / p)
 
 
-def to_q_grid(counts, valid, detector: FlatDetector,
-              geometry: Geometry | None = None, *, name: str = "pattern"):
+def to_q_grid(counts, valid, detector: FlatDetector, geometry: Geometry, *,
+              name: str = "pattern"):
   """Flat-detector counts ``[H, W]`` -> ``(intensity [M, M], valid [M, M])``.
 
-  See the module docstring. The intensity is in counts per central-pixel
+  See the module docstring. ``geometry``: the model's, whose q grid
+  (``M = geometry.detector_px`` pixels of ``geometry.q_step_per_nm``) the
+  detector is mapped onto. The intensity is in counts per central-pixel
   solid angle; invalid model pixels are 0.
 
   Raises:
     ValueError: shapes disagree, or no model pixel is covered by a valid
       detector pixel (one sentence naming ``name``).
   """
-  geometry = Geometry() if geometry is None else geometry
   counts = np.asarray(counts, np.float64)
   valid = np.asarray(valid, bool)
   if counts.ndim != 2 or valid.shape != counts.shape:

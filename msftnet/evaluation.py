@@ -57,6 +57,7 @@ from msftnet import records
 from msftnet import report
 from msftnet.geometry import Geometry
 from msftnet.paper_io import atomic_write
+from msftnet.refine import measurement as meas
 
 __all__ = [
     "shape_metrics", "summarize", "network_validation", "Settings",
@@ -77,7 +78,7 @@ def _scatter_rows(pred, target_pattern, geometry):
       p[None], geometry, target_pattern=t[None]))(pred, target_pattern)
 
 
-def shape_metrics(pred, truth, geometry: Geometry | None = None, *,
+def shape_metrics(pred, truth, geometry: Geometry, *,
                   target_pattern=None) -> list[dict]:
   """Per-sample metrics of ``pred [B, N, N, N]`` against ``truth``.
 
@@ -90,7 +91,7 @@ def shape_metrics(pred, truth, geometry: Geometry | None = None, *,
   if pred.shape != truth.shape or pred.ndim != 4:
     raise ValueError(f"shape_metrics: expected pred and truth [B, N, N, N] "
                      f"of one shape, got {pred.shape} and {truth.shape}.")
-  g = Geometry() if geometry is None else geometry
+  g = geometry
   if target_pattern is None:
     target_pattern = losses.pattern_of(jnp.asarray(truth), g)
   sc = np.asarray(_scatter_rows(jnp.asarray(pred), jnp.asarray(target_pattern),
@@ -185,7 +186,7 @@ def _truth_loss(truth, pattern, valid, shift, geometry) -> float:
   """Paper-protocol loss of the true volume in the frame the
   reconstruction used (its centre estimate), dark level fitted."""
   p, v = centre.shift_pattern(np.where(valid, pattern, 0.0), valid, shift)
-  return recon.pattern_losses(truth, p, v, geometry)[2]
+  return meas.pattern_losses(truth, p, v, geometry)[2]
 
 
 def _bar(s: Settings, desc: str, total: int, initial: int = 0):
@@ -329,7 +330,7 @@ def _labels(experiment_dir) -> dict:
             for row in csv.DictReader(f)}
 
 
-def _cached_fit(pattern, valid, stem, fits_dir, s: Settings):
+def _cached_fit(pattern, valid, stem, fits_dir, s: Settings, geometry):
   """The forward fit of ``stem`` (it does not depend on the network: kept
   in ``fits_dir`` across runs)."""
   fit_path = os.path.join(fits_dir, f"{stem}.npz")
@@ -340,7 +341,7 @@ def _cached_fit(pattern, valid, stem, fits_dir, s: Settings):
   with tqdm(total=s.fit.class_fits, desc=f"{stem} fit", unit="class",
             disable=not s.progress) as bar:
     t1 = time.perf_counter()
-    fit = fitting.fit(pattern, valid, config=s.fit,
+    fit = fitting.fit(pattern, valid, config=s.fit, geometry=geometry,
                       progress=lambda i, total, cf: bar.update(1))
   info = {"best": fit.best._asdict(),
           "per_class": {f.polyhedron: f.paper_loss for f in fit.per_class},
@@ -359,10 +360,12 @@ def study_experiment(model, s: Settings) -> list[str]:
   os.makedirs(fits_dir, exist_ok=True)
   labels = _labels(s.experiment_dir)
   paths = [os.path.join(s.experiment_dir, st + ".png") for st in sorted(labels)]
-  good, bad = measured.load_many(paths, experimental=True)
-  for stem, path, pattern, valid, _ in good:
-    fit_info, fit_density, fit_pattern = _cached_fit(pattern, valid, stem,
-                                                     fits_dir, s)
+  good, bad = measured.load_many(paths, experimental=True,
+                                 geometry=model.geometry)
+  for frame in good:
+    stem, pattern, valid = frame.stem, frame.pattern, frame.valid
+    fit_info, fit_density, fit_pattern = _cached_fit(
+        pattern, valid, stem, fits_dir, s, model.geometry)
     t0 = time.perf_counter()
     net, ref = _reconstruct_both(model, pattern[None], valid[None], s)
     t_rec = time.perf_counter() - t0
@@ -383,15 +386,16 @@ def study_experiment(model, s: Settings) -> list[str]:
     }
     report.write_result(out, f"{stem}_fit", density=fit_density,
                         pattern=pattern, valid=valid, simulated=fit_pattern,
-                        metrics=record,
+                        metrics=record, geometry=model.geometry,
                         title=f"{stem}: forward fit {best['polyhedron']}, "
                               f"loss {best['paper_loss']:.2e}")
     report.write_result(out, f"{stem}_refined", density=ref.density[0],
                         pattern=pattern, valid=valid,
                         simulated=ref.pattern[0], metrics=record,
+                        geometry=model.geometry,
                         title=f"{stem}: network {record['network_loss']:.2e}"
                               f" -> refined {record['refined_loss']:.2e}")
-    report.write_json(os.path.join(out, f"{stem}.json"), record)
+    records.write_result_json(os.path.join(out, f"{stem}.json"), record)
   return bad
 
 

@@ -9,20 +9,20 @@ gradient descent through the differentiable rasteriser and MSFT:
 * parameters per start: circumradius ``R`` (box units; ``0.03 + 0.46
   sigmoid(a)``), a rotation (rotation vector), a stretch ``s`` in [0.5, 2]
   (``2^tanh(b)``) along a free body-frame direction, and the pattern's dark
-  level ``u`` (``eps = max(I) 10^u``, as in :mod:`msftnet.reconstruct`). The
-  solid is ``{r : n_p . A^-1 r <= d_p}`` with ``A = R Rot (1 + (s-1) d d^T)``
+  level ``u`` (``eps = max(I) 10^u``, as in
+  :mod:`msftnet.refine.measurement`). The solid is ``{r : n_p . A^-1 r <= d_p}`` with ``A = R Rot (1 + (s-1) d d^T)``
   and the body's face planes ``(n_p, d_p)`` (unit circumradius);
 * occupancy: the signed distance to the solid in voxel widths through the
   linear ramp of :mod:`msftnet.raster` (one sample per voxel; a dense
   ``[N^3, planes]`` evaluation, which XLA turns into one matrix product);
-* objective: the masked pattern loss of :mod:`msftnet.reconstruct` (pixels
-  outside the valid mask have no influence);
+* objective: the masked pattern loss of :mod:`msftnet.refine.measurement`
+  (pixels outside the valid mask have no influence);
 * ``starts`` random starts per class (uniform random rotations, circumradii
   spread geometrically over [0.1, 0.4] box), all starts of a class in one
   jitted ``lax.scan`` of Adam;
 * coarse to fine (``coarse_steps > 0``): every start of every class takes
   ``coarse_steps`` iterations on the coarse problem of
-  :mod:`msftnet.reconstruct` (N/2 voxels, the central M/2 pixels, the
+  :mod:`msftnet.refine.measurement` (N/2 voxels, the central M/2 pixels, the
   affine-invariant loss, since the crop's normalisation is not the full
   pattern's); the best start of each class is then scored on the full
   problem, and the ``keep`` classes with the lowest coarse loss continue
@@ -49,11 +49,10 @@ import numpy as np
 import optax
 from scipy.spatial.transform import Rotation
 
-from msftnet import losses
 from msftnet import raster
-from msftnet import reconstruct as recon
 from msftnet import solids
 from msftnet.geometry import Geometry
+from msftnet.refine import measurement as meas
 
 __all__ = ["FitConfig", "FitResult", "ClassFit", "fit", "fit_class",
            "FIT_CLASSES", "solid_density"]
@@ -179,14 +178,14 @@ def _fit_class(body_n, body_d, is_sphere, theta0, pattern, valid, *,
   k = theta0["a"].shape[0]
   pats = jnp.broadcast_to(pattern, (k,) + pattern.shape)
   vals = jnp.broadcast_to(valid, (k,) + valid.shape)
-  u0, _ = recon.fit_dark_level(vol(theta0), pats, vals, geometry)
+  u0, _ = meas.fit_dark_level(vol(theta0), pats, vals, geometry)
   theta = {**theta0, "u": u0}        # a coarse start's u is re-fitted here
 
   def per_start(t):
     rho = vol(t)
-    sim = recon.simulate_with_dark_level(rho, geometry, t["u"])
+    sim = meas.simulate_with_dark_level(rho, geometry, t["u"])
     # sim is an affine map of log(I + eps): the affine loss of either is the same.
-    loss = losses.affine_masked_mse if affine else losses.masked_mse
+    loss = meas.affine_masked_mse if affine else meas.masked_mse
     return loss(sim, pats, vals), sim
 
   tx = optax.adam(learning_rate)
@@ -202,7 +201,7 @@ def _fit_class(body_n, body_d, is_sphere, theta0, pattern, valid, *,
   (theta, _), history = jax.lax.scan(step, (theta, tx.init(theta)), None,
                                      length=steps)
   final, sims = per_start(theta)
-  paper = losses.paper_mse(sims, pats, vals)
+  paper = meas.paper_mse(sims, pats, vals)
   return theta, final, paper, history
 
 
@@ -242,7 +241,7 @@ def _class_fit(name: str, theta, final, paper, geometry: Geometry
 
 
 def _checked(name, pattern, valid, geometry):
-  pat, val, single = recon.check_patterns(pattern, valid, geometry.detector_px)
+  pat, val, single = meas.check_patterns(pattern, valid, geometry.detector_px)
   if not single:
     raise ValueError("fit_class: give one pattern [M, M].")
   if name not in FIT_CLASSES:
@@ -252,14 +251,13 @@ def _checked(name, pattern, valid, geometry):
 
 
 def fit_class(name: str, pattern, valid=None, *, config: FitConfig = FitConfig(),
-              geometry: Geometry | None = None) -> tuple[ClassFit, dict]:
+              geometry: Geometry) -> tuple[ClassFit, dict]:
   """Fit one class; returns its best start and that start's raw parameters.
 
   With ``config.coarse_steps > 0`` every start runs the coarse stage and the
   best one ``config.steps`` full-problem iterations; otherwise every start
   runs ``config.steps`` on the full problem.
   """
-  geometry = Geometry() if geometry is None else geometry
   pat, val = _checked(name, pattern, valid, geometry)
   theta0 = _starts(config, FIT_CLASSES.index(name))
   if config.coarse_steps:
@@ -271,7 +269,7 @@ def fit_class(name: str, pattern, valid=None, *, config: FitConfig = FitConfig()
 
 def _coarse_best(name, theta0, pat, val, geometry, config):
   """The coarse stage of one class: its best start ``[1]`` and its loss."""
-  coarse, crop, crop_valid = recon.coarse_problem(pat, val, geometry)
+  coarse, crop, crop_valid = meas.coarse_problem(pat, val, geometry)
   steps, k = config.coarse_steps, config.coarse_survivors
   if 0 < k < config.starts and steps >= 2:
     # Successive halving: every start for half the steps, the best k on.
@@ -287,7 +285,7 @@ def _coarse_best(name, theta0, pat, val, geometry, config):
 
 
 def fit(pattern, valid=None, *, config: FitConfig = FitConfig(),
-        geometry: Geometry | None = None, progress=None) -> FitResult:
+        geometry: Geometry, progress=None) -> FitResult:
   """Fit every class of ``config.classes``; the lowest masked loss wins.
 
   Args:
@@ -297,7 +295,6 @@ def fit(pattern, valid=None, *, config: FitConfig = FitConfig(),
       (with a coarse stage, ``total`` counts the coarse fits of every class
       and the full-problem fits of the ``keep`` best).
   """
-  geometry = Geometry() if geometry is None else geometry
   names = config.classes
   pat, val = _checked(names[0], pattern, valid, geometry)
   fits, raw = {}, {}
@@ -335,7 +332,7 @@ def fit(pattern, valid=None, *, config: FitConfig = FitConfig(),
   rho = solid_density(theta, body_n, body_d,
                       jnp.asarray(best.polyhedron == "Sphere"),
                       geometry.n_voxels)
-  sim = recon.simulate_with_dark_level(rho[None], geometry,
-                                       jnp.asarray([best.dark_level]))[0]
+  sim = meas.simulate_with_dark_level(rho[None], geometry,
+                                      jnp.asarray([best.dark_level]))[0]
   return FitResult(best=best, per_class=per_class, density=np.asarray(rho),
                    pattern=np.asarray(sim))

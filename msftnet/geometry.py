@@ -192,14 +192,23 @@ class Geometry:
   def with_physics(self, forward_model: str | None = None,
                    material: str | None = None) -> "Geometry":
     """A copy with another forward model and/or material, each left as it
-    is when None; ``material`` is text as
-    :func:`msftnet.material.parse_material` reads it, at this geometry's
-    wavelength (``""``/``"paper"``: no material)."""
+    is when None.
+
+    ``material`` is text as :func:`msftnet.material.parse_material` reads
+    it, at this geometry's wavelength. A material replaces the paper's
+    absorption-only setting: ``absorption_length_nm`` and ``absorption``
+    return to their defaults (the material's beta sets the absorption).
+    ``""``/``"paper"``: no material, this geometry's absorption setting
+    kept. ValueError (one sentence) for text that names no material.
+    """
     changes = {}
     if forward_model is not None:
       changes["forward_model"] = forward_model
     if material is not None:
       changes["material"] = parse_material(material, self.wavelength_nm)
+      if changes["material"] is not None:
+        changes.update(absorption_length_nm=Geometry.absorption_length_nm,
+                       absorption=Geometry.absorption)
     return self.replace(**changes)
 
   def to_dict(self) -> dict:

@@ -16,6 +16,10 @@ return scalars (means over the batch).
 * :func:`masked_pattern_loss`: the prediction's pattern against the *input*
   pattern inside its valid-pixel mask (self-consistency for experimental data
   and refinement); pixels outside the mask have no influence.
+
+The losses that compare a simulated pattern with a measured one (masked,
+paper protocol, affine-invariant) live with the model of the measurement,
+:mod:`msftnet.refine.measurement`.
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ import jax.numpy as jnp
 
 from msftnet.geometry import Geometry
 from msftnet.msft import simulate_pattern
+from msftnet.refine.measurement import masked_mse
 
 __all__ = [
     "scatter_loss", "binary_loss", "physics_loss", "bce_loss", "hybrid_loss",
-    "masked_pattern_loss", "masked_mse", "paper_mse", "affine_masked_mse",
-    "iou",
+    "masked_pattern_loss", "iou",
 ]
 
 
@@ -101,45 +105,6 @@ def masked_pattern_loss(pred, pattern, valid, geometry: Geometry, *,
     valid: ``[B, M, M]`` bool, pixels that carry information.
   """
   return jnp.mean(masked_mse(pattern_of(pred, geometry, eps), pattern, valid))
-
-
-def masked_mse(sim, pattern, valid) -> jax.Array:
-  """Per-pattern mean over valid pixels of ``(sim - pattern)^2``: ``[...]``."""
-  valid = jnp.asarray(valid, sim.dtype)
-  return (jnp.sum(valid * (sim - pattern) ** 2, axis=(-2, -1))
-          / jnp.maximum(jnp.sum(valid, axis=(-2, -1)), 1.0))
-
-
-def paper_mse(sim, pattern, valid=None) -> jax.Array:
-  """The paper's protocol (Fig. 11), per pattern ``[...]``: the mean over
-  *all* ``M x M`` pixels of ``(sim - pattern)^2``, pixels outside ``valid``
-  counting as zero difference (:data:`msftnet.metrics.PAPER_PROTOCOL`)."""
-  d2 = (sim - pattern) ** 2
-  if valid is not None:
-    d2 = jnp.asarray(valid, d2.dtype) * d2
-  return jnp.mean(d2, axis=(-2, -1))
-
-
-def affine_masked_mse(logs, pattern, valid) -> jax.Array:
-  """Per-pattern ``min_{a, b}`` mean over valid pixels of ``(a logs + b - pattern)^2``.
-
-  The normalisation of a measured log pattern is not known exactly: its
-  min-max scaling depends on single (noisy, hot, saturated or masked) pixels,
-  and noise filters rescale it. This loss fits the scale ``a`` and offset
-  ``b`` of the simulated log pattern ``logs`` (e.g. ``log(I + eps)``) to
-  ``pattern`` by least squares inside the valid pixels, in closed form
-  (``var(pattern) (1 - r^2)`` with the masked Pearson ``r``), so only the
-  *shape* of the log pattern is compared. Shapes ``[..., M, M]`` -> ``[...]``.
-  """
-  v = jnp.asarray(valid, logs.dtype)
-  nv = jnp.maximum(jnp.sum(v, axis=(-2, -1)), 1.0)
-  mean = lambda x: jnp.sum(x * v, axis=(-2, -1)) / nv
-  ds = (logs - mean(logs)[..., None, None]) * v
-  dt = (pattern - mean(pattern)[..., None, None]) * v
-  cov = jnp.sum(ds * dt, axis=(-2, -1))
-  var_s = jnp.sum(ds * ds, axis=(-2, -1))
-  var_t = jnp.sum(dt * dt, axis=(-2, -1))
-  return (var_t - cov**2 / jnp.maximum(var_s, 1e-20)) / nv
 
 
 def iou(pred, target, threshold: float = 0.5) -> jax.Array:

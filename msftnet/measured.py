@@ -1,9 +1,12 @@
 """Measured patterns in: PNG, ``.npy`` and HDF5/CXI files -> (pattern, valid).
 
 ``load_measurement(path, mask=None, experimental=False)`` returns the pattern
-``[128, 128]`` float32 in [0, 1] and the valid-pixel mask ``[128, 128]`` bool
-that :mod:`msftnet.reconstruct` and :mod:`msftnet.fitting` take;
-``load_many(paths)`` reads every frame of several inputs.
+``[M, M]`` float32 in [0, 1] and the valid-pixel mask ``[M, M]`` bool on the
+q grid of ``geometry`` (the model's; default the paper's, ``M = 128``) that
+:mod:`msftnet.reconstruct` and :mod:`msftnet.fitting` take;
+``load_many(paths, geometry=...)`` reads every frame of several inputs into
+:class:`Frame` records. The file's suffix picks the reader
+(:func:`msftnet.paper_io.input_format`).
 
 * PNG: RGB/RGBA channel 1, 8- or 16-bit grayscale (``paper_io.read_pattern``).
 * ``.npy``: a 2D array.
@@ -12,15 +15,21 @@ that :mod:`msftnet.reconstruct` and :mod:`msftnet.fitting` take;
   links followed), ``[H, W]`` or a run ``[N, H, W]`` (``load_many`` and the
   launchers take every frame, named ``STEM_frameK``, K from 0;
   ``load_measurement`` takes ``frame=K``); the pixel mask ``mask`` beside the
-  data (``[H, W]`` or per frame; CXI convention: non-zero marks a *bad*
-  pixel); the detector geometry where present (``CXI_GEOMETRY``: distance,
-  pixel size, corner position, wavelength or photon energy).
+  data (``[H, W]`` or per frame; a CXI bit field: a pixel with any bit of
+  ``CXI_BAD_PIXEL_BITS`` set is invalid, other bits such as the peak mask
+  do not make it so); the detector geometry where present
+  (``CXI_GEOMETRY``: distance, pixel size, corner position and basis
+  vectors, wavelength or photon energy).
 * Detector geometry: a pattern recorded on a flat detector (its distance and
   pixel size from the CXI file or the ``detector`` argument) is mapped onto
   the model's q grid with a solid-angle correction
-  (:mod:`msftnet.detector`); model pixels the detector does not cover
-  become invalid. Without a distance and pixel size the pattern must already
-  be on the model's grid (``[128, 128]``, the paper's) and is used as it is.
+  (:mod:`msftnet.detector`, which states the orientation convention);
+  model pixels the detector does not cover become invalid. The beam centre
+  is the ``detector`` argument's, else the CXI ``corner_position`` and
+  ``basis_vectors`` say it (CXI's default: rows along -y, columns along
+  -x; :func:`msftnet.detector.cxi_beam_centre`), else the frame's middle. Without a
+  distance and pixel size the pattern must already be on the model's grid
+  (``[M, M]``; ``[128, 128]``, the paper's) and is used as it is.
 * ``mask``: an extra file (PNG or ``.npy``) whose non-zero pixels are *valid*;
   combined with the file's own mask.
 * ``experimental=True``: the paper's experimental images (Barke et al. 2015,
@@ -63,15 +72,15 @@ from msftnet import detector as detector_lib
 from msftnet import paper_io
 from msftnet.geometry import Geometry
 
-__all__ = ["load_measurement", "load_many", "stem_of", "read_mask",
-           "undo_colormap", "prepare_pattern", "DETECTOR_PX", "HDF5_SUFFIXES",
-           "INPUT_SCALES", "CXI_DATA_PATHS", "CXI_GEOMETRY", "COUNTS_DARK",
-           "DARK_WARN_FRACTION"]
+__all__ = ["Frame", "load_measurement", "load_many", "stem_of", "read_mask",
+           "undo_colormap", "prepare_pattern", "cxi_valid", "DETECTOR_PX",
+           "HDF5_SUFFIXES", "INPUT_SCALES", "CXI_DATA_PATHS", "CXI_GEOMETRY",
+           "CXI_BAD_PIXEL_BITS", "COUNTS_DARK", "DARK_WARN_FRACTION"]
 
 INPUT_SCALES = ("auto", "counts", "log")
 
 DETECTOR_PX = 128
-HDF5_SUFFIXES = (".h5", ".hdf5", ".cxi")
+HDF5_SUFFIXES = paper_io.HDF5_SUFFIXES
 #: Where CXI files keep the frames, in the order tried (soft links followed).
 CXI_DATA_PATHS = ("entry_1/data_1/data", "entry_1/instrument_1/detector_1/data")
 #: (key, CXI field, factor to the key's unit): the detector geometry.
@@ -80,10 +89,69 @@ CXI_GEOMETRY = (
     ("pixel_um", "entry_1/instrument_1/detector_1/x_pixel_size", 1e6),
     ("pixel_y_um", "entry_1/instrument_1/detector_1/y_pixel_size", 1e6),
     ("corner_m", "entry_1/instrument_1/detector_1/corner_position", 1.0),
+    ("basis_m", "entry_1/instrument_1/detector_1/basis_vectors", 1.0),
     ("wavelength_nm", "entry_1/instrument_1/source_1/wavelength", 1e9),
     ("energy_j", "entry_1/instrument_1/source_1/energy", 1.0),
 )
 _HC_J_NM = 1.98644586e-16            # h c in J nm: lambda = hc / E
+
+#: The bits of a CXI pixel mask that make a pixel invalid here, with their
+#: meaning (CXI file format 1.6, Maia 2012, doi:10.1038/nmeth.2110, the
+#: Detector class's ``mask``; bits 6 and 9 as Cheetah writes them, which
+#: follows CXI). Not listed, so a pixel with only them set stays valid:
+#: 5 (in the peak mask: marks pixels for hit/peak finding), 8 (outside the
+#: resolution range a hit finder asked for), 11 (artifact corrected), 12
+#: (CXI: signal above the background; Cheetah: artifact correction failed,
+#: the CXI meaning is taken), 13 (peak for the hit finder), 14 (photon
+#: background corrected), 16 (inside a reconstruction's support), and every
+#: bit without a standard meaning (CXI leaves them to the user).
+CXI_BAD_PIXEL_BITS = {
+    0: "invalid",
+    1: "saturated",
+    2: "hot",
+    3: "dead",
+    4: "shadowed",
+    6: "to be ignored",
+    7: "bad (not to be trusted)",
+    9: "missing (a gap between detector modules)",
+    10: "noisy",
+}
+_CXI_BAD_MASK = sum(1 << b for b in CXI_BAD_PIXEL_BITS)
+
+def cxi_valid(mask) -> np.ndarray:
+  """A CXI pixel mask -> valid pixels (bool, same shape).
+
+  Integer masks are bit fields: a pixel is invalid when any bit of
+  :data:`CXI_BAD_PIXEL_BITS` is set. Boolean and floating-point masks are
+  not bit fields: any non-zero value marks an invalid pixel.
+  """
+  mask = np.asarray(mask)
+  if np.issubdtype(mask.dtype, np.integer):
+    return (mask.astype(np.int64) & _CXI_BAD_MASK) == 0
+  return mask == 0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Frame:
+  """One usable frame of an input, as :func:`load_many` returns it.
+
+  Attributes:
+    stem: the name of its output files: the input's file name without the
+      suffix, ``NAME_frameK`` for frame K of an ``[N, H, W]`` dataset.
+    path: the input file, as given.
+    pattern: ``[M, M]`` float32 in [0, 1] on the geometry's q grid, 0
+      outside ``valid``.
+    valid: ``[M, M]`` bool, the usable pixels.
+    info: how it was read (scale decision and its reason, detector mapping
+      with the source of every value, frame index, warnings); JSON-ready,
+      the launchers copy it into ``STEM.json``.
+  """
+
+  stem: str
+  path: str | os.PathLike
+  pattern: np.ndarray
+  valid: np.ndarray
+  info: dict
 
 
 def undo_colormap(x) -> np.ndarray:
@@ -101,8 +169,9 @@ def undo_colormap(x) -> np.ndarray:
 
 
 def _read_cxi(path: str):
-  """Open a CXI/HDF5 file: ``(h5py file, dataset, bad-pixel mask or None,
-  metadata dict, dataset name)``; the caller closes the file."""
+  """Open a CXI/HDF5 file: ``(h5py file, dataset, CXI pixel mask (a bit
+  field, :func:`cxi_valid`) or None, metadata dict, dataset name)``; the
+  caller closes the file."""
   import h5py
   if not os.path.exists(path):
     raise ValueError(f"{path}: no such file.")
@@ -198,10 +267,9 @@ def _detector_for(meta: dict, given, shape, geometry, path: str):
   if given.get("centre_px") is not None:
     fields["centre_px"], source["centre_px"] = tuple(given["centre_px"]), "given"
   elif "corner_m" in meta and "pixel_um" in fields:
-    corner = np.ravel(meta["corner_m"])
-    px_m = fields["pixel_um"] * 1e-6
-    # CXI: position of the first pixel's corner; (x, y) -> (col, row).
-    fields["centre_px"] = (-corner[1] / px_m - 0.5, -corner[0] / px_m - 0.5)
+    fields["centre_px"] = detector_lib.cxi_beam_centre(
+        meta["corner_m"], fields["pixel_um"] * 1e-6, meta.get("basis_m"),
+        name=path)
     source["centre_px"] = "file"
   if "distance_mm" not in fields and "pixel_um" not in fields:
     return None, None
@@ -316,7 +384,7 @@ def prepare_pattern(data, valid, *, input_scale: str = "auto",
 def read_mask(path) -> np.ndarray:
   """A valid-pixel mask from PNG or ``.npy`` (non-zero = valid), 2D."""
   path = os.fspath(path)
-  if path.endswith(".npy"):
+  if paper_io.input_format(path) == "npy":
     m = paper_io.read_array(path, "mask")
   else:
     img = paper_io.read_image(path)
@@ -343,7 +411,7 @@ def _frame(path, raw, bad, extra_mask, *, experimental, input_scale,
     raise ValueError(f"{name}: pattern has shape {raw.shape}, expected "
                      f"({m}, {m}) detector pixels on the model's q grid, or "
                      "the detector distance and pixel size to map it there.")
-  valid = np.ones(raw.shape, bool) if bad is None else (np.asarray(bad) == 0)
+  valid = np.ones(raw.shape, bool) if bad is None else cxi_valid(bad)
   if experimental:
     valid &= raw > 0
   if extra_mask is not None:
@@ -402,15 +470,16 @@ def _frames(path, *, mask=None, experimental: bool = False,
   extra = _extra_mask(mask)
   kw = dict(experimental=experimental, input_scale=input_scale,
             geometry=geometry, counts_dark=counts_dark)
-  if not path.lower().endswith(HDF5_SUFFIXES):
-    raw = (paper_io.read_array(path) if path.endswith(".npy") and detector
+  fmt = paper_io.input_format(path)
+  if fmt != "hdf5":
+    raw = (paper_io.read_array(path) if fmt == "npy" and detector
            else paper_io.read_pattern(path))
     if raw.ndim != 2:
       raise ValueError(f"{path}: expected a 2D pattern, got shape "
                        f"{raw.shape}.")
     det, det_info = _detector_for({}, detector, np.shape(raw), geometry, path)
     yield None, 1, lambda: _frame(
-        path, raw, None, extra, image=not path.endswith(".npy"), det=det,
+        path, raw, None, extra, image=fmt != "npy", det=det,
         det_info=det_info, name=path, **kw)
     return
   f, dset, bad, meta, dname = _read_cxi(path)
@@ -460,7 +529,8 @@ def load_measurement(path, *, mask=None, experimental: bool = False,
       model's q grid. None: the file's geometry if it has one, else the
       pattern must already be on the model's grid.
     frame: which frame of an ``[N, H, W]`` dataset (needed when N > 1).
-    geometry: the model's geometry (default: the paper's).
+    geometry: the model's geometry (default: the paper's): the pattern's
+      shape, and the q grid a flat detector is mapped onto.
     return_info: also return a dict with the scale decision (and detector
       mapping, frame).
     counts_dark: photons added before the log of counts (module docstring).
@@ -498,11 +568,15 @@ def load_many(paths, *, mask=None, experimental: bool = False,
   """Read several inputs, every frame of each; a bad one does not stop the
   others.
 
+  The arguments are those of :func:`load_measurement`; ``geometry`` is the
+  model's (default: the paper's): flat-detector frames are mapped onto its
+  q grid, other patterns must have its ``[M, M]`` shape.
+
   Returns:
-    ``good``: ``[(stem, path, pattern, valid, info)]``, with stem
-    ``NAME_frameK`` for frame K of an ``[N, H, W]`` dataset; ``bad``:
-    ``[(path, error sentence)]``. Two inputs with the same stem are an error
-    for the second (their outputs would overwrite each other).
+    ``good``: a list of :class:`Frame` (stem ``NAME_frameK`` for frame K of
+    an ``[N, H, W]`` dataset); ``bad``: ``[(path, error sentence)]``. Two
+    inputs with the same stem are an error for the second (their outputs
+    would overwrite each other).
   """
   good, bad, stems = [], [], set()
   for path in paths:
@@ -522,7 +596,7 @@ def load_many(paths, *, mask=None, experimental: bool = False,
           bad.append((path, str(e)))
           continue
         name = stem if k is None else f"{stem}_frame{k}"
-        good.append((name, path, pattern, valid, info))
+        good.append(Frame(name, path, pattern, valid, info))
     except ValueError as e:                      # the whole file
       bad.append((path, str(e)))
   return good, bad

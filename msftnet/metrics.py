@@ -13,8 +13,8 @@
 * :func:`pattern_mse`: the paper's protocol for experimental data: mean over
   all detector pixels of the squared difference of normalised log patterns,
   pixels outside the valid region counted as zero difference (one pattern;
-  :func:`msftnet.losses.paper_mse`, the same loss, is what the refinement
-  and the fits report for batches).
+  :func:`msftnet.refine.measurement.paper_mse`, the same loss, is what the
+  refinement and the fits report for batches).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from msftnet import losses
+from msftnet.refine import measurement
 
 #: One-line description of :func:`pattern_mse`, stored with reported losses.
 PAPER_PROTOCOL = ("mean over all 128x128 pixels of the squared difference of "
@@ -102,7 +103,7 @@ def pattern_mse(pattern, reference, valid=None) -> float:
   r = np.asarray(reference, dtype=np.float32)
   if p.shape != r.shape:
     raise ValueError(f"pattern_mse: shapes differ, {p.shape} vs {r.shape}.")
-  return float(losses.paper_mse(p, r, None if valid is None
+  return float(measurement.paper_mse(p, r, None if valid is None
                                 else np.asarray(valid, bool)))
 
 

@@ -15,6 +15,9 @@ Formats (``../shared/docs/physics.md`` section 2):
   paper), or 8- / 16-bit grayscale.
 * ``.npy``: float arrays in our convention.
 
+:func:`input_format` is the one place where a file's suffix picks its
+reader (``.npy``, HDF5/CXI, else an image).
+
 All writers are atomic (a temporary file in the target directory, then
 ``os.replace``), so an interrupted job never leaves a half-written file.
 Bad input raises :class:`ValueError` with one sentence naming the file.
@@ -30,6 +33,9 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
+    "input_format",
+    "INPUT_FORMATS",
+    "HDF5_SUFFIXES",
     "read_density",
     "write_density",
     "read_pattern",
@@ -41,6 +47,29 @@ __all__ = [
     "atomic_write",
     "save_npy",
 ]
+
+#: File suffixes read as HDF5/CXI (in any letter case).
+HDF5_SUFFIXES = (".h5", ".hdf5", ".cxi")
+#: The answers of :func:`input_format`.
+INPUT_FORMATS = ("npy", "hdf5", "image")
+
+
+def input_format(path) -> str:
+  """The reader a file's suffix selects: one of :data:`INPUT_FORMATS`.
+
+  ``"hdf5"`` for :data:`HDF5_SUFFIXES` (any letter case), ``"npy"`` for
+  ``.npy`` (lower case), ``"image"`` for every other name: a PNG, or any
+  image Pillow opens; a file that is none gets the image reader's
+  one-sentence error. Writers take ``"npy"`` as ``.npy`` and anything else
+  as a PNG.
+  """
+  path = os.fspath(path)
+  if path.lower().endswith(HDF5_SUFFIXES):
+    return "hdf5"
+  if path.endswith(".npy"):
+    return "npy"
+  return "image"
+
 
 # Tiles per row of the flattened volume, by edge length (the paper: 192 -> 16).
 _TILE_COLUMNS = {192: 16, 64: 8, 128: 16, 96: 12, 32: 8}
@@ -190,7 +219,7 @@ def read_density(path) -> np.ndarray:
     ``[N, N, N]`` float32 in [0, 1] for PNGs, (z, y, x), beam along +z.
   """
   path = os.fspath(path)
-  if path.endswith(".npy"):
+  if input_format(path) == "npy":
     vol = _load_npy(path, "density")
     if vol.ndim != 3 or len(set(vol.shape)) != 1:
       raise ValueError(f"{path}: expected a cubic [N, N, N] density, got shape "
@@ -229,7 +258,7 @@ def write_density(path, density, *, bits: int = 16) -> None:
     raise ValueError(f"write_density({path}): expected a cubic [N, N, N] "
                      f"density, got shape {vol.shape}.")
   _check_finite(vol, path, "density")
-  if path.endswith(".npy"):
+  if input_format(path) == "npy":
     save_npy(path, vol)
     return
   if bits not in (8, 16):
@@ -284,7 +313,7 @@ def read_pattern(path) -> np.ndarray:
   stored (must be 2D and finite).
   """
   path = os.fspath(path)
-  if path.endswith(".npy"):
+  if input_format(path) == "npy":
     pat = read_array(path)
   else:
     img = _open_image(path)
@@ -313,7 +342,7 @@ def write_pattern(path, pattern, *, bits: int = 8) -> None:
     raise ValueError(f"write_pattern({path}): expected a 2D pattern, got shape "
                      f"{pat.shape}.")
   _check_finite(pat, path, "pattern")
-  if path.endswith(".npy"):
+  if input_format(path) == "npy":
     save_npy(path, pat)
     return
   if pat.min() < 0 or pat.max() > 1:

@@ -1,13 +1,14 @@
-"""Convex polytopes with free planes: the convexity prior of the refinement.
+"""Convex polytopes with free planes: the shapes of the polytope refinement.
 
 The particles of the paper (and most real nanoparticles) are convex. A convex
-body is the intersection of half-spaces ``{r : n_k . r <= h_k}``; here ``K``
-planes with *free* normals and offsets are refined against a pattern through
-a differentiable occupancy (:func:`polytope_density`: the anti-aliased
-rasteriser's ramp, or each boundary voxel's exact volume fraction) and the
-MSFT. Compared with free voxels this
-representation cannot produce haze, voids or rounded blobs: every candidate is
-a faceted convex solid, and the refinement only moves its faces.
+body is the intersection of half-spaces ``{r : n_k . r <= h_k}``; ``K``
+planes with *free* normals and offsets give a differentiable occupancy
+(:func:`polytope_density`: the anti-aliased rasteriser's ramp, or each
+boundary voxel's exact volume fraction) that the refinement
+(:mod:`msftnet.refine.polytope`) and the fits (:mod:`msftnet.fitting`) move
+against a pattern through the MSFT. Compared with free voxels this
+representation cannot produce haze, voids or rounded blobs: every shape is
+a faceted convex solid.
 
 * :func:`fibonacci_directions`: ``K`` nearly uniform unit directions;
 * :func:`polytope_density`: ``(normals [..., K, 3], offsets [..., K])`` ->
@@ -15,9 +16,8 @@ a faceted convex solid, and the refinement only moves its faces.
   normalised inside);
 * :func:`support_offsets`: the support function of a voxel shape along given
   directions, about its centroid (turns a network prediction or any density
-  into a start);
-* :func:`refine_polytopes`: Adam on the planes of several starts against
-  one pattern (the affine-invariant objective).
+  into a start); :func:`ellipsoid_offsets`: that of an ellipsoid;
+* :func:`centre_density`: a voxel shape moved to the box centre.
 
 Translations of the particle are invisible in the intensity, so every start is
 centred in the box.
@@ -30,16 +30,11 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from msftnet import losses
 from msftnet import raster
-from msftnet.geometry import Geometry
-from msftnet.msft import intensity
 
 __all__ = ["fibonacci_directions", "polytope_density", "support_offsets",
-           "centre_density", "ellipsoid_offsets", "refine_polytopes",
-           "affine_dark_search", "DARK_GRID", "PROFILES"]
+           "centre_density", "ellipsoid_offsets", "PROFILES"]
 
 
 def fibonacci_directions(k: int) -> np.ndarray:
@@ -294,93 +289,3 @@ def ellipsoid_offsets(directions, radius: float, scale=(1.0, 1.0, 1.0)
   d = np.asarray(directions, np.float64)
   return (radius * np.linalg.norm(d * np.asarray(scale, float), axis=1)
           ).astype(np.float32)
-
-
-def _log_intensity(rho, geometry, u):
-  """``log(I + max(I) 10^u)`` per sample: ``[S, M, M]``."""
-  inten = intensity(rho, geometry)
-  peak = jnp.max(inten, axis=(-2, -1), keepdims=True)
-  return jnp.log(inten + jnp.maximum(peak * 10.0 ** u[:, None, None], 1e-30))
-
-
-def _scaled_adam(rates: dict) -> optax.GradientTransformation:
-  """Adam with one learning rate per parameter group (a dict of floats)."""
-  return optax.chain(
-      optax.scale_by_adam(),
-      optax.GradientTransformation(
-          lambda params: optax.EmptyState(),
-          lambda updates, state, params=None: (
-              {k: -rates[k] * v for k, v in updates.items()}, state)))
-
-
-#: Dark levels ``u`` (``eps = max(I) 10^u``) of the initial grid searches.
-DARK_GRID = tuple(np.linspace(-8.0, 0.0, 33).tolist())
-
-
-def affine_dark_search(inten, pattern, valid) -> tuple[jax.Array, jax.Array]:
-  """Best ``u`` of :data:`DARK_GRID` per sample for the affine-invariant loss.
-
-  Args:
-    inten: ``[S, M, M]`` intensities; pattern, valid: broadcastable to it.
-
-  Returns ``(u [S], loss at u [S])``.
-  """
-  peak = jnp.max(inten, axis=(-2, -1), keepdims=True)
-  grid = jnp.asarray(DARK_GRID, jnp.float32)
-  table = jax.lax.map(lambda u: losses.affine_masked_mse(
-      jnp.log(inten + jnp.maximum(peak * 10.0 ** u, 1e-30)), pattern, valid),
-      grid)
-  return grid[jnp.argmin(table, axis=0)], jnp.min(table, axis=0)
-
-
-@functools.partial(jax.jit, static_argnames=("geometry", "steps", "rates",
-                                             "profile"))
-def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
-                     steps: int, rates: tuple = (("h", 0.003), ("n", 0.02),
-                                                  ("u", 0.05)),
-                     profile: str = "ramp"):
-  """Adam on the planes of ``S`` polytopes against one pattern.
-
-  Args:
-    normals: ``[S, K, 3]``, offsets ``[S, K]``: the starts (box units).
-    pattern: ``[M, M]`` the measured log pattern (any affine scale);
-      valid: ``[M, M]`` bool.
-    geometry: the MSFT geometry (its ``n_voxels`` sets the grid).
-    steps: Adam iterations.
-    rates: learning rates of the offsets ``h`` (box units), the normals
-      ``n`` and the dark level ``u``.
-    profile: the voxel profile of :func:`polytope_density`.
-
-  The objective is :func:`msftnet.losses.affine_masked_mse` of
-  ``log(I + max(I) 10^u)``, the dark level ``u`` per start initialised by a
-  grid search over [-8, 0].
-
-  Returns:
-    ``(params, loss [S], history [steps, S])`` with params ``{"n", "h", "u"}``.
-  """
-  n = geometry.n_voxels
-  s = offsets.shape[0]
-  pats = jnp.broadcast_to(pattern, (s,) + pattern.shape)
-  vals = jnp.broadcast_to(valid, (s,) + valid.shape)
-  u0, _ = affine_dark_search(
-      intensity(polytope_density(normals, offsets, n, profile), geometry),
-      pats, vals)
-  params = {"n": jnp.asarray(normals, jnp.float32),
-            "h": jnp.asarray(offsets, jnp.float32), "u": u0}
-  tx = _scaled_adam(dict(rates))
-
-  def per_start(p):
-    rho = polytope_density(p["n"], p["h"], n, profile)
-    return losses.affine_masked_mse(_log_intensity(rho, geometry, p["u"]),
-                                    pats, vals)
-
-  def step(carry, _):
-    p, state = carry
-    per, grads = jax.value_and_grad(
-        lambda p: (jnp.sum(per_start(p)), per_start(p)), has_aux=True)(p)
-    updates, state = tx.update(grads, state, p)
-    return (optax.apply_updates(p, updates), state), per[1]
-
-  (params, _), history = jax.lax.scan(step, (params, tx.init(params)), None,
-                                      length=steps)
-  return params, per_start(params), history

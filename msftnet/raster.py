@@ -25,7 +25,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-__all__ = ["rasterize", "rasterize_batch", "grid_coords"]
+__all__ = ["rasterize", "rasterize_batch", "grid_coords", "sphere_density"]
 
 
 def grid_coords(n: int, dtype=jnp.float32) -> jax.Array:
@@ -106,3 +106,13 @@ def rasterize_batch(normals, offsets, quadrics, n: int) -> jax.Array:
   """
   return jax.lax.map(lambda a: rasterize(a[0], a[1], a[2], n),
                      (normals, offsets, quadrics))
+
+
+def sphere_density(n: int, radius) -> jax.Array:
+  """Anti-aliased ball(s) of ``radius`` (box units, scalar or [R]) at the
+  box centre: ``[..., N, N, N]`` (a linear ramp one voxel wide)."""
+  c = (jnp.arange(n, dtype=jnp.float32) - (n - 1) / 2) / n
+  r = jnp.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2
+               + c[None, None, :] ** 2)
+  radius = jnp.asarray(radius, jnp.float32)[..., None, None, None]
+  return jnp.clip(0.5 - (r - radius) * n, 0.0, 1.0)

@@ -1,4 +1,4 @@
-"""JSON-lines records: the one reader and writers of the project's logs.
+"""The project's records: JSON-lines logs and the per-input result JSON.
 
 Training's ``metrics.jsonl``, the evaluations' resumable result rows and the
 benchmarks' outputs are JSON lines, one record (a dict) per line. Appends
@@ -6,6 +6,11 @@ are flushed to disk before returning, so a finished record survives a
 crash; a line torn by a kill mid-write is skipped on reading (so a log
 rewritten with :func:`write_jsonl` loses it), and a torn log never makes a
 run unresumable.
+
+A result's ``STEM.json`` (a reconstruction or a fit of one input) is written
+by :func:`write_result_json` only, with ``"schema_version"``
+(:data:`RESULT_SCHEMA_VERSION`), and read back by :func:`read_result_json`
+(a run table reads the same record).
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ import os
 
 from msftnet.paper_io import atomic_write
 
-__all__ = ["read_jsonl", "append_jsonl", "write_jsonl"]
+__all__ = ["read_jsonl", "append_jsonl", "write_jsonl", "write_result_json",
+           "read_result_json", "RESULT_SCHEMA_VERSION"]
+
+#: Version of the ``STEM.json`` result record; raised when a key changes
+#: meaning or disappears (added keys keep it).
+RESULT_SCHEMA_VERSION = 1
 
 
 def read_jsonl(path) -> list[dict]:
@@ -51,3 +61,31 @@ def write_jsonl(path, records) -> None:
   with atomic_write(path, "w") as f:
     for rec in records:
       f.write(json.dumps(rec) + "\n")
+
+
+def write_result_json(path, record: dict) -> None:
+  """Write one result record to ``path`` atomically, with
+  ``"schema_version"`` first (numpy scalars become floats)."""
+  record = {"schema_version": RESULT_SCHEMA_VERSION,
+            **{k: v for k, v in record.items() if k != "schema_version"}}
+  with atomic_write(path, "w") as f:
+    json.dump(record, f, indent=2, default=float)
+    f.write("\n")
+
+
+def read_result_json(path) -> dict:
+  """A result record written by :func:`write_result_json` (ValueError, one
+  sentence, for a file that is not one or of a newer schema)."""
+  try:
+    with open(path) as f:
+      record = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f"{path}: not a readable result record ({e}).") from None
+  if not isinstance(record, dict) or "schema_version" not in record:
+    raise ValueError(f"{path}: expected a result record with a "
+                     "schema_version, got none.")
+  if record["schema_version"] > RESULT_SCHEMA_VERSION:
+    raise ValueError(f"{path}: result schema version "
+                     f"{record['schema_version']} is newer than this "
+                     f"msftnet reads ({RESULT_SCHEMA_VERSION}).")
+  return record

@@ -16,17 +16,17 @@ renamed, so an interrupted run leaves no half-written file):
 from __future__ import annotations
 
 import io
-import json
 import os
 
 from matplotlib.figure import Figure
 import numpy as np
 
+from msftnet import records
 from msftnet.geometry import Geometry
 from msftnet.paper_io import atomic_write
 from msftnet.paper_io import save_npy
 
-__all__ = ["reconstruction_figure", "write_result", "write_json",
+__all__ = ["reconstruction_figure", "write_result",
            "isosurface_mesh", "write_mesh",
            "MESH_FORMATS", "save_figure", "check_out_dir",
            "try_write_result"]
@@ -50,19 +50,13 @@ def save_figure(fig, path) -> None:
     f.write(buf.getvalue())
 
 
-def write_json(path, record: dict) -> None:
-  with atomic_write(path, "w") as f:
-    json.dump(record, f, indent=2, default=float)
-    f.write("\n")
-
-
 def _extent(geometry: Geometry):
   half = geometry.box_nm / 2
   return (-half, half, -half, half)
 
 
 def reconstruction_figure(pattern, valid, density, simulated, *,
-                          geometry: Geometry | None = None, title: str = "",
+                          geometry: Geometry, title: str = "",
                           truth=None):
   """A figure: input (mask outline), depth map, three views, simulated pattern.
 
@@ -74,7 +68,7 @@ def reconstruction_figure(pattern, valid, density, simulated, *,
   Returns:
     the matplotlib figure.
   """
-  g = Geometry() if geometry is None else geometry
+  g = geometry
   rows = 1 if truth is None else 2
   fig = Figure(figsize=(18, 3.3 * rows))
   axes = fig.subplots(rows, 6, squeeze=False)
@@ -118,7 +112,7 @@ def reconstruction_figure(pattern, valid, density, simulated, *,
 MESH_FORMATS = ("obj", "stl", "ply")
 
 
-def isosurface_mesh(density, geometry: Geometry | None = None,
+def isosurface_mesh(density, geometry: Geometry,
                     level: float = 0.5):
   """The ``level`` isosurface of ``density [N, N, N]`` as a
   ``trimesh.Trimesh`` (vertices in nm, x y z, box centre at the origin,
@@ -126,7 +120,7 @@ def isosurface_mesh(density, geometry: Geometry | None = None,
   surface of a particle touching the box is closed too."""
   import trimesh
   from skimage import measure
-  g = Geometry() if geometry is None else geometry
+  g = geometry
   vol = np.pad(np.asarray(density, np.float32), 1)
   if vol.max() <= level or vol.min() >= level:
     raise ValueError(f"isosurface: the density never crosses {level}; "
@@ -139,7 +133,7 @@ def isosurface_mesh(density, geometry: Geometry | None = None,
   return mesh
 
 
-def write_mesh(path, density, geometry: Geometry | None = None,
+def write_mesh(path, density, geometry: Geometry,
                level: float = 0.5) -> dict:
   """Write the isosurface of :func:`isosurface_mesh` to ``path`` (format
   from its suffix: ``.obj``, ``.stl`` or ``.ply``), atomically; returns
@@ -162,7 +156,7 @@ def write_mesh(path, density, geometry: Geometry | None = None,
 
 def write_result(out_dir, stem: str, *, density, pattern, valid, simulated,
                  metrics: dict, title: str = "", mesh: str | None = None,
-                 geometry: Geometry | None = None, truth=None,
+                 geometry: Geometry, truth=None,
                  figure: bool = True) -> list[str]:
   """Write the output files of one input (``figure=False``: no PNG, for
   runs of thousands of patterns; ``mesh``: a format of
@@ -178,12 +172,14 @@ def write_result(out_dir, stem: str, *, density, pattern, valid, simulated,
   if figure:
     paths.append(base + ".png")
     save_figure(reconstruction_figure(pattern, valid, density, simulated,
+                                      geometry=geometry,
                                       title=title, truth=truth), paths[-1])
   if mesh:
     paths.append(f"{base}.{mesh}")
     metrics = {**metrics, "mesh": write_mesh(paths[-1], density, geometry)}
   paths.append(base + ".json")
-  write_json(paths[-1], metrics)      # last: its presence marks a finished input
+  # Last: its presence marks a finished input.
+  records.write_result_json(paths[-1], metrics)
   return paths
 
 

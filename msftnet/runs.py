@@ -2,15 +2,16 @@
 ``msftnet fit`` as library functions.
 
 The inputs are what :func:`msftnet.measured.load_many` returns: ``good``, a
-list of ``(stem, path, pattern [M, M], valid [M, M], scale_info)``, and
-``bad``, a list of ``(path, sentence)``. For each input ``STEM`` a run writes
+list of :class:`msftnet.measured.Frame` (``stem``, ``path``, ``pattern [M,
+M]``, ``valid [M, M]``, ``info``), and ``bad``, a list of ``(path,
+sentence)``. For each input ``STEM`` a run writes
 ``OUT/STEM_density.npy``, ``OUT/STEM.png`` (unless ``figures=False``),
 ``OUT/STEM.obj`` (or ``.stl``, ``.ply``: ``mesh=FORMAT``) and ``OUT/STEM.json`` last (atomically: its
 presence marks a finished input, :func:`select_work` skips it). An input
 whose results cannot be written is added to the errors and the run goes on.
 A progress bar (tqdm: rate, ETA) is shown on stderr unless ``progress=False``.
 A reconstruction that should not be trusted (empty, or refined to a worse
-explanation than the network's: :func:`msftnet.reconstruct.result_warning`)
+explanation than the network's: :func:`msftnet.refine.trust.result_warning`)
 is still written, with ``reconstruction_warning`` in ``STEM.json`` and a
 ``warning:`` line on stderr.
 
@@ -34,8 +35,12 @@ from msftnet import fitting
 from msftnet import metrics as metrics_lib
 from msftnet import reconstruct as recon
 from msftnet import report
+from msftnet.refine import trust
+from msftnet.refine.base import RefineConfig
 
-__all__ = ["select_work", "reconstruct_inputs", "fit_inputs", "fit_record"]
+__all__ = ["select_work", "reconstruct_inputs", "reconstruction_record",
+           "warning_of",
+           "fit_inputs", "fit_record"]
 
 
 def select_work(good, out_dir: str, *, process_id: int = 0,
@@ -53,13 +58,62 @@ def select_work(good, out_dir: str, *, process_id: int = 0,
   mine = [g for i, g in enumerate(good) if i % num_processes == process_id]
   if overwrite:
     return mine, []
-  done = [g[0] for g in mine
-          if os.path.exists(os.path.join(out_dir, f"{g[0]}.json"))]
-  return [g for g in mine if g[0] not in set(done)], done
+  done = [g.stem for g in mine
+          if os.path.exists(os.path.join(out_dir, f"{g.stem}.json"))]
+  return [g for g in mine if g.stem not in set(done)], done
+
+
+def reconstruction_record(out, j: int, frame, *, model_path: str,
+                          config: RefineConfig, geometry,
+                          experimental: bool, seconds: float) -> dict:
+  """What ``OUT/STEM.json`` of a reconstruction holds: result ``j`` of the
+  :class:`msftnet.reconstruct.Reconstruction` ``out`` of ``frame`` (a
+  :class:`msftnet.measured.Frame`); written with its schema version by
+  :func:`msftnet.records.write_result_json`."""
+  return {
+      "input": os.path.abspath(frame.path), **frame.info,
+      "model": model_path, "method": config.method,
+      "refine_steps": config.steps,
+      "refine_config": dataclasses.asdict(config),
+      "geometry": geometry.to_dict(),
+      "start": str(out.start_name[j]),
+      "centre_shift_px": [int(x) for x in out.centre_shift[j]],
+      "candidates": [{"start": str(name), "loss": float(loss)}
+                     for name, loss in zip(out.candidate_name[j],
+                                           out.candidate_loss[j])],
+      "experimental": experimental,
+      "valid_fraction": float(frame.valid.mean()),
+      "loss_network": float(out.network_paper_loss[j]),
+      "loss_start": float(out.paper_loss_before[j]),
+      "loss_refined": float(out.paper_loss_after[j]),
+      "masked_loss_network": float(out.network_loss[j]),
+      "masked_loss_start": float(out.loss_before[j]),
+      "masked_loss_refined": float(out.loss_after[j]),
+      "dark_level_log10": float(out.dark_level[j]),
+      "volume_nm3": float(out.density[j].sum() * geometry.voxel_nm ** 3),
+      "confidence": float(out.confidence[j]),
+      "confidence_reasons": list(out.confidence_reasons[j]),
+      "trust_signals": dict(out.signals[j]),
+      "seconds": seconds,
+      "loss_protocol": metrics_lib.PAPER_PROTOCOL,
+  }
+
+
+def warning_of(out, j: int) -> str | None:
+  """The ``reconstruction_warning`` of result ``j`` of ``out``, or None:
+  :func:`msftnet.refine.trust.result_warning`, or a confidence below
+  :data:`msftnet.refine.trust.LOW_CONFIDENCE` with its reasons."""
+  warning = trust.result_warning(out.density[j], out.loss_after[j],
+                                 out.network_loss[j])
+  if warning is None and out.confidence[j] < trust.LOW_CONFIDENCE:
+    why = "; ".join(out.confidence_reasons[j]) or "no single signal stands out"
+    warning = (f"low confidence ({out.confidence[j]:.2f}) that the shape is "
+               f"right: {why}.")
+  return warning
 
 
 def reconstruct_inputs(good, out_dir: str, model, *,
-                       config: recon.RefineConfig, geometry=None,
+                       config: RefineConfig, geometry=None,
                        batch: int = 32, mesh: str | None = None,
                        figures: bool = True, experimental: bool = False,
                        progress: bool = True) -> tuple[list[str], list]:
@@ -71,44 +125,22 @@ def reconstruct_inputs(good, out_dir: str, model, *,
   errors)``, the errors as ``(path, sentence)``.
   """
   geometry = model.geometry if geometry is None else geometry
-  voxel_nm3 = geometry.voxel_nm ** 3
   written, errors = [], []
   with tqdm(total=len(good), unit="pattern", desc="reconstruct",
             disable=not progress) as bar:
     for i in range(0, len(good), batch):
       chunk = good[i:i + batch]
       t = time.perf_counter()
-      out = recon.reconstruct(np.stack([c[2] for c in chunk]),
-                              np.stack([c[3] for c in chunk]), model=model,
+      out = recon.reconstruct(np.stack([c.pattern for c in chunk]),
+                              np.stack([c.valid for c in chunk]), model=model,
                               config=config, geometry=geometry)
       seconds = (time.perf_counter() - t) / len(chunk)
-      for j, (stem, path, pattern, valid, scale_info) in enumerate(chunk):
-        record = {
-            "input": os.path.abspath(path), **scale_info,
-            "model": model.path, "method": config.method,
-            "refine_steps": config.steps,
-            "refine_config": dataclasses.asdict(config),
-            "geometry": geometry.to_dict(),
-            "start": str(out.start_name[j]),
-            "centre_shift_px": [int(x) for x in out.centre_shift[j]],
-            "candidates": [{"start": str(name), "loss": float(loss)}
-                           for name, loss in zip(out.candidate_name[j],
-                                                 out.candidate_loss[j])],
-            "experimental": experimental,
-            "valid_fraction": float(valid.mean()),
-            "loss_network": float(out.network_paper_loss[j]),
-            "loss_start": float(out.paper_loss_before[j]),
-            "loss_refined": float(out.paper_loss_after[j]),
-            "masked_loss_network": float(out.network_loss[j]),
-            "masked_loss_start": float(out.loss_before[j]),
-            "masked_loss_refined": float(out.loss_after[j]),
-            "dark_level_log10": float(out.dark_level[j]),
-            "volume_nm3": float(out.density[j].sum() * voxel_nm3),
-            "seconds": seconds,
-            "loss_protocol": metrics_lib.PAPER_PROTOCOL,
-        }
-        warning = recon.result_warning(out.density[j], out.loss_after[j],
-                                       out.network_loss[j])
+      for j, frame in enumerate(chunk):
+        stem, path = frame.stem, frame.path
+        record = reconstruction_record(
+            out, j, frame, model_path=model.path, config=config,
+            geometry=geometry, experimental=experimental, seconds=seconds)
+        warning = warning_of(out, j)
         if warning:
           record["reconstruction_warning"] = warning
           tqdm.write(f"warning: {path}: {warning}", file=sys.stderr)
@@ -117,7 +149,8 @@ def reconstruct_inputs(good, out_dir: str, model, *,
                  f"{record['start']}, {config.steps} steps)")
         if report.try_write_result(
             out_dir, stem, path, errors, density=out.density[j],
-            pattern=pattern, valid=valid, simulated=out.pattern[j],
+            pattern=frame.pattern, valid=frame.valid,
+            simulated=out.pattern[j],
             metrics=record, title=title, mesh=mesh, geometry=geometry,
             figure=figures):
           written.append(stem)
@@ -153,20 +186,22 @@ def fit_record(result: fitting.FitResult, path: str, valid, seconds,
 
 
 def fit_inputs(good, out_dir: str, *, config: fitting.FitConfig,
-               geometry=None, mesh: str | None = None, figures: bool = True,
+               geometry, mesh: str | None = None, figures: bool = True,
                progress: bool = True) -> tuple[list[str], list]:
   """Forward-fit every input of ``good`` into ``out_dir`` (one bar step per
   fitted class). Returns ``(stems written, errors)``."""
   written, errors = [], []
   with tqdm(total=len(good) * config.class_fits, unit="class", desc="fit",
             disable=not progress) as bar:
-    for stem, path, pattern, valid, scale_info in good:
+    for frame in good:
+      stem, path, pattern, valid = (frame.stem, frame.path, frame.pattern,
+                                    frame.valid)
       t = time.perf_counter()
       bar.set_postfix_str(stem)
       result = fitting.fit(pattern, valid, config=config, geometry=geometry,
                            progress=lambda i, total, cf: bar.update(1))
       seconds = time.perf_counter() - t
-      record = fit_record(result, path, valid, seconds, scale_info, geometry,
+      record = fit_record(result, path, valid, seconds, frame.info, geometry,
                           config)
       b = result.best
       title = (f"{stem}: best fit {b.polyhedron}, R {b.circumradius_nm:.0f} "

@@ -206,7 +206,7 @@ def training_geometry(config) -> Geometry:
   paper), ``detector_px``, ``box_nm``, ``wavelength_nm``, the forward model
   and the material (missing fields: the paper's). ValueError (one
   sentence) for a bad combination."""
-  d = Geometry()
+  d = Geometry
   try:
     g = Geometry(n_voxels=config.get("target_voxels", d.n_voxels),
                  detector_px=config.get("detector_px", d.detector_px),

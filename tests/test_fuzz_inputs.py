@@ -132,9 +132,9 @@ def test_malformed_inputs_get_one_sentence_each(tmp_path, kind):
   good, bad = measured.load_many(paths)       # anything but ValueError: bug
   for path, message in bad:
     assert "\n" not in message and str(path) in message, message
-  for _, _, pattern, valid, _ in good:
-    assert pattern.shape == (128, 128) and valid.dtype == bool
-    assert 0 <= pattern.min() and pattern.max() <= 1
-  named = {str(p) for p, _ in bad} | {str(g[1]) for g in good}
+  for frame in good:
+    assert frame.pattern.shape == (128, 128) and frame.valid.dtype == bool
+    assert 0 <= frame.pattern.min() and frame.pattern.max() <= 1
+  named = {str(p) for p, _ in bad} | {str(g.path) for g in good}
   assert named == {str(p) for p in paths}      # every input answered
   assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]

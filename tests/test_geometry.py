@@ -76,3 +76,22 @@ def dataclasses_error():
 def test_validation(kwargs, match):
   with pytest.raises(ValueError, match=match):
     Geometry(**kwargs)
+
+
+def test_a_material_replaces_the_absorption_length_setting():
+  """with_physics(material=...): a material replaces the paper's
+  absorption-only setting (also one a model was trained with); "" or
+  "paper" keeps it."""
+  base = Geometry(absorption_length_nm=20.0, absorption="intensity")
+  g = base.with_physics("pmsft", "0.11,0.079")
+  assert g.material.delta == pytest.approx(0.11)
+  assert g.material.beta == pytest.approx(0.079)
+  assert g.forward_model == "pmsft"
+  assert (g.absorption_length_nm, g.absorption) == (12.5, "amplitude")
+  assert g.amplitude_attenuation_per_nm == pytest.approx(g.k_per_nm * 0.079)
+  for text in ("", "paper"):
+    kept = base.with_physics(material=text)
+    assert kept.material is None and kept == base
+  assert base.with_physics() == base
+  with pytest.raises(ValueError, match="material"):
+    base.with_physics(material="silver")

@@ -1,11 +1,20 @@
 """Tests of reading measured patterns (msftnet.measured)."""
 
+import math
+
 import h5py
 import numpy as np
 from PIL import Image
 import pytest
 
+from msftnet import Geometry
+from msftnet import detector as det_lib
 from msftnet import measured
+
+from conftest import hand_pixel
+from conftest import hand_q
+
+_HC_J_NM = 1.98644586e-16             # h c: a photon of 13.5 nm has hc / 13.5
 
 
 def _png(path, arr, mode=None):
@@ -108,7 +117,8 @@ def test_load_many_keeps_going_and_rejects_duplicate_stems(tmp_path):
   (tmp_path / "sub").mkdir()
   dup = _png(tmp_path / "sub" / "a.png", img.astype(np.uint8))
   ok, bad = measured.load_many([good, tmp_path / "nope.png", dup])
-  assert [o[0] for o in ok] == ["a"]
+  assert [o.stem for o in ok] == ["a"]
+  assert isinstance(ok[0], measured.Frame) and ok[0].path == good
   assert len(bad) == 2 and "no such file" in bad[0][1]
   assert "overwrite" in bad[1][1]
 
@@ -190,15 +200,15 @@ def test_cxi_run_of_frames_with_soft_links_and_per_frame_masks(tmp_path):
     f["entry_1/data_1/data"] = h5py.SoftLink(
         "/entry_1/instrument_1/detector_1/data")
   good, errors = measured.load_many([path])
-  assert [g[0] for g in good] == ["run_frame0", "run_frame2"]
+  assert [g.stem for g in good] == ["run_frame0", "run_frame2"]
   assert len(errors) == 1 and "frame 1" in errors[0][1] and \
       "constant" in errors[0][1]
-  assert good[0][3].all() and not good[1][3][:4].any()
-  assert good[1][4]["frame"] == 2 and good[1][4]["n_frames"] == 3
+  assert good[0].valid.all() and not good[1].valid[:4].any()
+  assert good[1].info["frame"] == 2 and good[1].info["n_frames"] == 3
   with pytest.raises(ValueError, match="holds 3 frames"):
     measured.load_measurement(path)
   p2, v2 = measured.load_measurement(path, frame=2)
-  np.testing.assert_array_equal(p2, good[1][2])
+  np.testing.assert_array_equal(p2, good[1].pattern)
   with pytest.raises(ValueError, match="no frame 5"):
     measured.load_measurement(path, frame=5)
 
@@ -216,8 +226,10 @@ def test_cxi_detector_geometry_maps_onto_the_q_grid(tmp_path):
     d["distance"] = dist_m
     d["x_pixel_size"] = pixel_m
     d["y_pixel_size"] = pixel_m
-    d["corner_position"] = [-150 * pixel_m, -150 * pixel_m, dist_m]
-    f["entry_1/instrument_1/source_1/energy"] = 1.98644586e-16 / 13.5
+    # CXI's default basis vectors step along -y (rows) and -x (columns): the
+    # first pixel's outer corner sits at +150 pixels in x and y.
+    d["corner_position"] = [150 * pixel_m, 150 * pixel_m, dist_m]
+    f["entry_1/instrument_1/source_1/energy"] = _HC_J_NM / 13.5
   pat, valid, info = measured.load_measurement(path, return_info=True)
   assert info["detector"]["source"]["distance_mm"] == "file"
   assert info["detector"]["centre_px"] == pytest.approx((149.5, 149.5))
@@ -225,7 +237,7 @@ def test_cxi_detector_geometry_maps_onto_the_q_grid(tmp_path):
   assert 0.2 < info["detector_coverage"] < 1 and valid.mean() == \
       info["detector_coverage"]
   # The solid-angle corrected, resampled pattern is the radial exponential.
-  gy, gx = measured.Geometry().q_grid
+  gy, gx = Geometry().q_grid
   want = np.log(1e8 * np.exp(-np.hypot(gy, gx) / 0.05) + measured.COUNTS_DARK)
   want = (want - want[valid].min()) / (want[valid].max() - want[valid].min())
   assert np.max(np.abs(pat[valid] - want[valid])) < 0.03
@@ -239,3 +251,194 @@ def test_cxi_detector_geometry_maps_onto_the_q_grid(tmp_path):
   p2, v2 = measured.load_measurement(
       tmp_path / "flat.npy", detector={"distance_mm": 30.0, "pixel_um": 150.0})
   np.testing.assert_allclose(p2, pat, atol=1e-6)
+
+
+def _write_cxi(path, data, *, mask=None, pixel_m=None, distance_m=None,
+               corner_m=None, basis_m=None):
+  """A CXI file: ``data`` (and ``mask``) at ``entry_1/data_1``, the detector
+  geometry in ``entry_1/instrument_1`` where given, 13.5 nm photons."""
+  with h5py.File(path, "w") as f:
+    f["entry_1/data_1/data"] = data
+    if mask is not None:
+      f["entry_1/data_1/mask"] = mask
+    if pixel_m is not None:
+      d = f.create_group("entry_1/instrument_1/detector_1")
+      d["distance"] = distance_m
+      d["x_pixel_size"] = d["y_pixel_size"] = pixel_m
+      if corner_m is not None:
+        d["corner_position"] = corner_m
+      if basis_m is not None:
+        d["basis_vectors"] = basis_m
+      f["entry_1/instrument_1/source_1/energy"] = _HC_J_NM / 13.5
+  return path
+
+
+def _spot_counts(shape, centre, pixel_um, distance_mm, spot, sigma,
+                 background=50.0):
+  """Counts on a flat detector: a background and an elongated spot in the
+  cross-section, times each pixel's solid angle relative to the beam axis,
+  cos(2 theta)^3."""
+  rows, cols = np.mgrid[:shape[0], :shape[1]]
+  per_sr = background + 1e5 * np.exp(
+      -0.5 * (((rows - spot[0]) / sigma[0])**2
+              + ((cols - spot[1]) / sigma[1])**2))
+  r_mm = np.hypot((rows - centre[0]) * pixel_um * 1e-3,
+                  (cols - centre[1]) * pixel_um * 1e-3)
+  return per_sr * np.cos(np.arctan(r_mm / distance_mm))**3
+
+
+def test_load_many_maps_a_flat_detector_onto_the_given_geometry(tmp_path):
+  """A model on another grid (64 pixels of twice the paper's q step) gets
+  flat-detector frames on its own q grid, not on the paper's."""
+  g = Geometry(n_voxels=32, box_nm=318.75 / 2, detector_px=64,
+               q_step_per_nm=2 * (2 * math.pi / 850))
+  shape, centre, pixel_um, distance_mm = (150, 110), (60.0, 70.0), 300.0, 25.0
+  spot = (95.0, 50.0)
+  counts = _spot_counts(shape, centre, pixel_um, distance_mm, spot, (2, 5))
+  np.save(tmp_path / "shot.npy", counts)
+  det = {"distance_mm": distance_mm, "pixel_um": pixel_um,
+         "centre_px": centre}
+  (frame,), bad = measured.load_many([tmp_path / "shot.npy"], detector=det,
+                                     geometry=g)
+  assert not bad and frame.pattern.shape == frame.valid.shape == (64, 64)
+  # The mapping is detector.to_q_grid onto g, then the log of counts.
+  inten, valid = det_lib.to_q_grid(
+      counts, np.ones(shape, bool),
+      det_lib.FlatDetector(distance_mm, pixel_um, centre, 13.5), g)
+  np.testing.assert_array_equal(frame.valid, valid)
+  want = np.log(inten + measured.COUNTS_DARK)
+  want = (want - want[valid].min()) / (want[valid].max() - want[valid].min())
+  np.testing.assert_allclose(frame.pattern[valid], want[valid], atol=1e-6)
+  # The spot on g's grid, by hand: q / (2 dq_paper) from the centre pixel 32.
+  qy, qx = hand_q(*spot, centre, pixel_um, distance_mm, 13.5)
+  peak = np.unravel_index(np.argmax(frame.pattern), (64, 64))
+  want_peak = (32 + qy / g.q_step_per_nm, 32 + qx / g.q_step_per_nm)
+  assert np.max(np.abs(np.subtract(peak, want_peak))) <= 1
+  # The paper's grid (the default) is another mapping.
+  (paper,), _ = measured.load_many([tmp_path / "shot.npy"], detector=det)
+  assert paper.pattern.shape == (128, 128)
+
+
+def test_cxi_geometry_mask_and_spot_land_where_cxi_puts_them(tmp_path):
+  """A rectangular detector with the beam off its middle, described by a
+  CXI corner position with distinct x and y (CXI's default basis vectors:
+  rows along -y, columns along -x), a masked block on one side of the beam
+  and a spot on the other. The beam centre, the spot and the masked block
+  must land where the CXI definitions and the flat-detector geometry,
+  worked out by hand, put them; swapping x and y, transposing or mirroring
+  anywhere moves them."""
+  shape, pixel_m, distance_m = (100, 160), 100e-6, 0.025
+  pixel_um, distance_mm = pixel_m * 1e6, distance_m * 1e3
+  centre = (30.0, 110.0)                               # (row, col) of the beam
+  # Pixel (r, c) is centred at corner + (r + 1/2) (0, -p) + (c + 1/2) (-p, 0)
+  # in (x, y): the beam (x = y = 0) at r = corner_y / p - 1/2, etc.
+  corner = [(centre[1] + 0.5) * pixel_m, (centre[0] + 0.5) * pixel_m,
+            distance_m]
+  spot = (70.0, 80.0)                          # after the beam row, before col
+  counts = _spot_counts(shape, centre, pixel_um, distance_mm, spot, (1.5, 5))
+  mask = np.zeros(shape, np.uint16)
+  block = (slice(5, 25), slice(125, 155))     # before the beam row, after col
+  mask[block] = 1                                      # CXI bit 0: invalid
+  path = _write_cxi(tmp_path / "rect.cxi", counts, mask=mask, pixel_m=pixel_m,
+                    distance_m=distance_m, corner_m=corner)
+  pat, valid, info = measured.load_measurement(path, return_info=True)
+  assert info["detector"]["centre_px"] == pytest.approx(centre)
+  assert info["detector"]["source"]["centre_px"] == "file"
+
+  g = Geometry()
+  m, dq = g.detector_px, g.q_step_per_nm
+  qy, qx = hand_q(*spot, centre, pixel_um, distance_mm, 13.5)
+  peak = np.unravel_index(np.argmax(pat), pat.shape)
+  assert qy > 0 > qx and peak[0] > m // 2 > peak[1]
+  assert np.max(np.abs(np.subtract(peak, (m // 2 + qy / dq,
+                                          m // 2 + qx / dq)))) <= 1
+  # Where every model pixel looks on the detector, by hand.
+  row, col = hand_pixel(*g.q_grid, centre, pixel_um, distance_mm, 13.5)
+  margin = 3                     # detector pixels: about a model pixel
+  inside = ((row > block[0].start + margin) & (row < block[0].stop - margin)
+            & (col > block[1].start + margin) & (col < block[1].stop - margin))
+  far = ~((row > block[0].start - margin) & (row < block[0].stop + margin)
+          & (col > block[1].start - margin) & (col < block[1].stop + margin))
+  covered = ((row > margin) & (row < shape[0] - margin) & (col > margin)
+             & (col < shape[1] - margin) & g.ewald_mask)
+  assert inside.sum() >= 6 and not valid[inside].any()   # the masked block
+  assert valid[covered & far].all()                      # everything else
+  assert not valid[~covered & far & ((row < -margin) | (col < -margin)
+                                     | (row > shape[0] + margin)
+                                     | (col > shape[1] + margin))].any()
+
+
+#: Every CXI pixel-mask bit and whether it makes a pixel invalid here (CXI
+#: file format 1.6, Detector and Image ``mask``; Cheetah's bits, which
+#: follow CXI, where CXI has none): the property it marks and the decision.
+CXI_MASK_BITS = {
+    0: ("invalid", True),
+    1: ("saturated", True),                 # the count is clipped
+    2: ("hot", True),
+    3: ("dead", True),
+    4: ("shadowed", True),                  # e.g. by the beam stop
+    5: ("in the peak mask", False),         # marks pixels for peak finding
+    6: ("to be ignored", True),
+    7: ("bad", True),
+    8: ("outside the resolution limits", False),  # a hit finder's range
+    9: ("missing", True),                   # a gap between modules
+    10: ("noisy", True),
+    11: ("artifact corrected", False),
+    12: ("signal above background", False),  # Cheetah: correction failed
+    13: ("peak for the hit finder", False),
+    14: ("photon background corrected", False),
+    15: ("no standard meaning", False),
+    16: ("inside the support", False),      # Image class
+    31: ("user bit", False),
+}
+
+
+def test_the_bad_pixel_bits_are_those_listed_here():
+  assert set(measured.CXI_BAD_PIXEL_BITS) == {
+      bit for bit, (_, bad) in CXI_MASK_BITS.items() if bad}
+
+
+@pytest.mark.parametrize("bit", sorted(CXI_MASK_BITS),
+                         ids=lambda b: f"{b}-{CXI_MASK_BITS[b][0]}")
+def test_each_cxi_mask_bit(tmp_path, bit):
+  name, bad = CXI_MASK_BITS[bit]
+  rng = np.random.default_rng(100 + bit)
+  counts = rng.poisson(50.0, (128, 128)).astype(np.int32)
+  mask = np.zeros((128, 128), np.uint32)
+  mask[10:14, 20:30] = np.uint32(1) << bit
+  mask[100, 100] = 1                        # a control: bit 0, always bad
+  path = _write_cxi(tmp_path / "bit.cxi", counts, mask=mask)
+  _, valid = measured.load_measurement(path)
+  assert not valid[100, 100] and valid[50:90].all()
+  marked = valid[10:14, 20:30]
+  if bad:
+    assert not marked.any(), f"bit {bit} ({name}) marks a bad pixel"
+  else:
+    assert marked.all(), f"bit {bit} ({name}) leaves the pixel valid"
+
+
+def test_masks_that_are_not_bit_fields():
+  """Boolean and floating-point masks: any non-zero value is bad."""
+  m = np.array([[0, 1], [32, 0.5]])
+  np.testing.assert_array_equal(measured.cxi_valid(m), [[1, 0], [0, 0]])
+  np.testing.assert_array_equal(measured.cxi_valid(m != 0), [[1, 0], [0, 0]])
+  np.testing.assert_array_equal(measured.cxi_valid(m.astype(np.int8)),
+                                [[1, 0], [1, 1]])    # 32: peak mask; 0.5 -> 0
+
+
+def test_cxi_basis_vectors_are_read_from_the_file(tmp_path):
+  """The file's basis_vectors place the beam (here: turned by 90 degrees
+  about the beam, rows along +x, columns along -y); a mirrored detector
+  image is refused in one sentence."""
+  p, shape = 150e-6, (120, 90)
+  counts = np.random.default_rng(7).poisson(200.0, shape)
+  turned = _write_cxi(tmp_path / "turned.cxi", counts, pixel_m=p,
+                      distance_m=0.03, corner_m=[-50.5 * p, 40.5 * p, 0.03],
+                      basis_m=[[p, 0, 0], [0, -p, 0]])
+  mirrored = _write_cxi(tmp_path / "mirrored.cxi", counts, pixel_m=p,
+                        distance_m=0.03, corner_m=[-40.5 * p, 50.5 * p, 0.03],
+                        basis_m=[[0, -p, 0], [p, 0, 0]])
+  good, bad = measured.load_many([turned, mirrored])
+  assert [g.stem for g in good] == ["turned"]
+  assert good[0].info["detector"]["centre_px"] == pytest.approx((50.0, 40.0))
+  assert len(bad) == 1 and "mirrored" in bad[0][1] and "\n" not in bad[0][1]

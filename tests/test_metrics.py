@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from msftnet import losses
 from msftnet import metrics
+from msftnet.refine import measurement as meas
 
 
 def test_pearson_r_limits_invariance_and_mask():
@@ -48,7 +48,7 @@ def test_pattern_mse_is_the_papers_whole_detector_mean():
   assert metrics.pattern_mse(p, r, valid) == pytest.approx(0.5)
   # The same loss as the batched one the refinement reports.
   assert metrics.pattern_mse(p, r, valid) == pytest.approx(
-      float(losses.paper_mse(p[None], r[None], valid[None])[0]))
+      float(meas.paper_mse(p[None], r[None], valid[None])[0]))
   with pytest.raises(ValueError, match="shapes differ"):
     metrics.pattern_mse(p, r[:2])
 

@@ -18,6 +18,9 @@ from msftnet import paper_io
 from msftnet import simulate_pattern
 from msftnet.metrics import best_offset_correlation
 
+from conftest import small_geometry
+from conftest import sphere_form_factor
+
 # The module (``msftnet.msft`` the attribute is the function).
 msft_module = importlib.import_module("msftnet.msft")
 
@@ -58,21 +61,14 @@ def direct_sum_msft(rho, geometry):
   return out
 
 
-def small_geometry(n, m, **kw):
-  """A small grid whose detector reaches just past the Ewald sphere (a box
-  small enough for the grid's Nyquist limit: q_max dr <= pi)."""
-  k = 2 * np.pi / kw.get("wavelength_nm", 13.5)
-  return Geometry(n_voxels=n, box_nm=kw.pop("box_nm", min(60.0, 6.2 * n)),
-                  detector_px=m,
-                  q_step_per_nm=1.05 * k / (m // 2), **kw)
-
-
 def rel_err(a, b):
   return float(np.max(np.abs(np.asarray(a) - b)) / np.max(np.abs(b)))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def rng():
+  """A generator seeded per test (not shared: a test's data does not depend
+  on which tests ran before it in the same process)."""
   return np.random.default_rng(1234)
 
 
@@ -125,11 +121,6 @@ def _sphere(n, radius_vox, supersample=4):
   return occ.reshape(n, s, n, s, n, s).mean(axis=(1, 3, 5))
 
 
-def _sphere_form_factor(q, radius):
-  x = np.maximum(q * radius, 1e-6)
-  return 3 * (np.sin(x) - x * np.cos(x)) / x**3
-
-
 @pytest.mark.parametrize("wavelength_nm", [13.5, 1e-4])
 def test_sphere_form_factor_on_the_ewald_sphere(wavelength_nm):
   """No absorption: |E(q)| is the sphere's 3D transform at |q3| = |(q, qz)|.
@@ -146,10 +137,10 @@ def test_sphere_form_factor_on_the_ewald_sphere(wavelength_nm):
   vol = 4 / 3 * np.pi * radius**3
   # A voxel's own transform (sinc per axis) multiplies the continuous one.
   box = np.sinc(qx * dr / (2 * np.pi)) * np.sinc(qy * dr / (2 * np.pi))
-  curved = vol * np.abs(_sphere_form_factor(np.sqrt(qx**2 + qy**2 + qz**2),
+  curved = vol * np.abs(sphere_form_factor(np.sqrt(qx**2 + qy**2 + qz**2),
                                             radius * dr)
                         * box * np.sinc(qz * dr / (2 * np.pi)))
-  flat = vol * np.abs(_sphere_form_factor(np.hypot(qx, qy), radius * dr) * box)
+  flat = vol * np.abs(sphere_form_factor(np.hypot(qx, qy), radius * dr) * box)
   inside = g.ewald_mask
   err_curved = np.max(np.abs(amp - curved)[inside]) / vol
   err_flat = np.max(np.abs(amp - flat)[inside]) / vol

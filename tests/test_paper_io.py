@@ -158,3 +158,12 @@ def test_atomic_write_keeps_the_umask_and_syncs(tmp_path, monkeypatch):
     assert calls == []
   mask = paper_io._process_umask()
   assert os.stat(tmp_path / "a.txt").st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.mark.parametrize("name, fmt", [
+    ("a.npy", "npy"), ("a.h5", "hdf5"), ("a.HDF5", "hdf5"), ("run.cxi", "hdf5"),
+    ("a.png", "image"), ("a.tif", "image"), ("a.NPY", "image"),
+    ("npy", "image"), (pathlib.Path("d.x/a.npy"), "npy"),
+])
+def test_input_format_is_decided_by_the_suffix(name, fmt):
+  assert paper_io.input_format(name) == fmt

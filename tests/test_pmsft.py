@@ -14,14 +14,10 @@ from msftnet import msft
 from msftnet import pmsft
 from msftnet.raster import rasterize
 
+from conftest import required_import
+from conftest import small_geometry
+
 SILVER = Material(delta=0.1097, beta=0.0794, name="Ag, 13.5 nm")
-
-
-def small_geometry(n, m, **kw):
-  """Detector just past the Ewald sphere, box within the Nyquist limit."""
-  k = 2 * np.pi / 13.5
-  return Geometry(n_voxels=n, box_nm=kw.pop("box_nm", 6.0 * n), detector_px=m,
-                  q_step_per_nm=1.05 * k / (m // 2), **kw)
 
 
 def reference_pmsft(rho, g, delta, beta, padding):
@@ -64,8 +60,9 @@ def ball(n, radius_voxels):
                               np.eye(3) / r**2, n, supersample=4))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def rng():
+  """A generator seeded per test (not shared between tests)."""
   return np.random.default_rng(2026)
 
 
@@ -137,7 +134,7 @@ def test_delta_alone_changes_the_pattern_and_reverses_with_the_beam(rng):
 def test_silver_sphere_against_mie():
   """Ag sphere of radius 30 nm at 13.5 nm: Pearson r of log intensities
   within 60 degrees against the exact Mie solution (unpolarised)."""
-  miepython = pytest.importorskip("miepython")
+  miepython = required_import("miepython")    # fails instead in CI
   g = Geometry(n_voxels=24, box_nm=24 * 318.75 / 64, detector_px=48,
                q_step_per_nm=2 * math.pi / 850 * 128 / 48, material=SILVER)
   rho = ball(24, 30 / g.voxel_nm)

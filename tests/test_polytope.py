@@ -11,11 +11,12 @@ import pytest
 from msftnet import Geometry
 from msftnet import centre
 from msftnet import intensity
-from msftnet import losses
 from msftnet import metrics
 from msftnet import polytope
 from msftnet import raster
 from msftnet import solids
+from msftnet.refine import measurement as meas
+from msftnet.refine import polytope as refine_polytope
 
 SMALL = Geometry(n_voxels=32, detector_px=64)
 
@@ -159,7 +160,7 @@ def test_refinement_lowers_the_loss_and_finds_facets():
   h0 = np.stack([polytope.ellipsoid_offsets(d, 0.17),
                  polytope.ellipsoid_offsets(d, 0.25)])
   n0 = np.broadcast_to(d, (2, 16, 3)).copy()
-  params, loss, history = polytope.refine_polytopes(
+  params, loss, history = refine_polytope.refine_polytopes(
       n0, h0, pattern, valid, geometry=SMALL, steps=60)
   history = np.asarray(history)
   assert history.shape == (60, 2)
@@ -172,8 +173,8 @@ def test_refinement_lowers_the_loss_and_finds_facets():
   # Pixels outside the mask have no influence.
   noisy = np.where(valid, pattern, np.random.default_rng(0).uniform(
       size=pattern.shape)).astype(np.float32)
-  again, loss2, _ = polytope.refine_polytopes(n0, h0, noisy, valid,
-                                              geometry=SMALL, steps=60)
+  again, loss2, _ = refine_polytope.refine_polytopes(
+      n0, h0, noisy, valid, geometry=SMALL, steps=60)
   np.testing.assert_array_equal(loss, loss2)
 
 
@@ -182,10 +183,10 @@ def test_affine_loss_sees_only_the_shape_of_the_log_pattern():
   logs = jnp.asarray(rng.normal(size=(2, 16, 16)), jnp.float32)
   valid = jnp.asarray(rng.uniform(size=(2, 16, 16)) > 0.3)
   target = 0.3 * logs + 0.7
-  np.testing.assert_allclose(losses.affine_masked_mse(logs, target, valid),
+  np.testing.assert_allclose(meas.affine_masked_mse(logs, target, valid),
                              0.0, atol=1e-6)
   other = jnp.asarray(rng.normal(size=(2, 16, 16)), jnp.float32)
-  got = np.asarray(losses.affine_masked_mse(logs, other, valid))
+  got = np.asarray(meas.affine_masked_mse(logs, other, valid))
   for i in range(2):
     v = np.asarray(valid[i])
     a, t = np.asarray(logs[i])[v], np.asarray(other[i])[v]
@@ -194,7 +195,7 @@ def test_affine_loss_sees_only_the_shape_of_the_log_pattern():
     assert got[i] == pytest.approx(want, rel=1e-4)
   # Invalid pixels do not count.
   changed = jnp.where(valid, other, 100.0)
-  np.testing.assert_allclose(losses.affine_masked_mse(logs, changed, valid),
+  np.testing.assert_allclose(meas.affine_masked_mse(logs, changed, valid),
                              got, rtol=1e-5)
 
 

@@ -7,83 +7,23 @@ import pathlib
 import subprocess
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from msftnet import Geometry
 from msftnet import Material
-from msftnet import losses
 from msftnet import metrics
 from msftnet import pretrained
 from msftnet import reconstruct as recon
-from msftnet import solids
-from msftnet.raster import rasterize
+from msftnet.refine import measurement as meas
+from msftnet.refine import polytope as refine_polytope
+from msftnet.refine import voxels
+
+from conftest import solid_volume
 
 ROOT = pathlib.Path(__file__).parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "experiment" / "barke5.png"
-SMALL = Geometry(n_voxels=32, detector_px=64)
-FAST = recon.RefineConfig(steps=25, start="network", shrinkwrap_every=10)
-
-
-def _solid(name, size, n=32, **kw):
-  p = solids.SolidParams(name, size=size, **kw)
-  return np.asarray(rasterize(*solids.half_spaces(p), n))
-
-
-@pytest.fixture(scope="module")
-def cube_problem():
-  truth = _solid("Cube", 0.5, theta=0.4, phi=0.2, alpha=0.7)
-  pattern = np.asarray(recon.simulate_with_dark_level(
-      jnp.asarray(truth)[None], SMALL, jnp.asarray([-3.0])))[0]
-  valid = np.ones_like(pattern, bool)
-  valid[:, :20] = False                          # a detector edge is missing
-  start = np.asarray(recon.sphere_density(32, 0.2))
-  return truth, pattern, valid, start
-
-
-def test_refinement_lowers_the_masked_loss(cube_problem):
-  truth, pattern, valid, start = cube_problem
-  out = recon.refine(start, pattern, valid, geometry=SMALL, config=FAST)
-  assert out.density.shape == (32, 32, 32) and out.pattern.shape == (64, 64)
-  assert 0 <= out.density.min() and out.density.max() <= 1
-  assert out.loss_after < 0.85 * out.loss_before
-  assert out.history[-1] < out.history[0]
-  assert out.history.shape == (25,)
-  # The paper's protocol: mean over all pixels, zero outside the mask.
-  assert out.paper_loss_after == pytest.approx(
-      metrics.pattern_mse(out.pattern, pattern, valid), rel=1e-4)
-
-
-def test_pixels_outside_the_mask_have_no_influence(cube_problem):
-  truth, pattern, valid, start = cube_problem
-  noisy = pattern.copy()
-  noisy[~valid] = np.random.default_rng(0).uniform(size=(~valid).sum())
-  a = recon.refine(start, pattern, valid, geometry=SMALL, config=FAST)
-  b = recon.refine(start, noisy, valid, geometry=SMALL, config=FAST)
-  np.testing.assert_array_equal(a.density, b.density)
-  assert a.loss_after == b.loss_after
-  # And the masked loss's gradient with respect to those pixels is zero.
-  g = jax.grad(lambda p: losses.masked_pattern_loss(
-      jnp.asarray(truth)[None], p, jnp.asarray(valid)[None], SMALL))(
-          jnp.asarray(noisy)[None])
-  assert float(jnp.abs(g[0][~valid]).max()) == 0.0
-  assert float(jnp.abs(g[0][valid]).max()) > 0.0
-
-
-def test_multi_start_keeps_the_best_start(cube_problem):
-  truth, pattern, valid, _ = cube_problem
-  too_big = np.asarray(recon.sphere_density(32, 0.45))
-  config = dataclasses.replace(FAST, start="auto", steps=15)
-  out = recon.refine(too_big, pattern, valid, geometry=SMALL, config=config)
-  alone = recon.refine(too_big, pattern, valid, geometry=SMALL,
-                       config=dataclasses.replace(config, start="network"))
-  assert out.start >= 1                     # a sphere start won
-  assert recon.start_label(out.start, config).startswith("sphere r=")
-  # The kept start has the lowest final objective (data term + priors).
-  assert out.history[-1] < alone.history[-1]
-  assert out.network_loss == pytest.approx(alone.network_loss, rel=1e-5)
 
 
 # The same step counts as the launcher tests below: their compiled refinement
@@ -116,7 +56,7 @@ def test_reconstruct_batch_and_single_agree(tiny_model_dir, method):
   assert list(net_only.start_name) == ["network", "network"]
   np.testing.assert_allclose(net_only.density * 1.0,
                              np.asarray(model(np.where(valid, pats, 0)))
-                             * np.asarray(recon.support_mask(64)), atol=1e-6)
+                             * np.asarray(voxels.support_mask(64)), atol=1e-6)
   # The network alone runs on the whole batch: equal to single calls up to
   # float32 rounding.
   one = recon.reconstruct(pats[1], valid, model=model, refine_steps=0,
@@ -128,9 +68,9 @@ def test_reconstruct_batch_and_single_agree(tiny_model_dir, method):
 
 def test_reconstruct_returns_ranked_candidates_and_finds_the_centre(
     tiny_model_dir):
-  truth = _solid("Octahedron", 0.6, n=64, theta=0.7, phi=0.3, alpha=1.1)
+  truth = solid_volume("Octahedron", 0.6, n=64, theta=0.7, phi=0.3, alpha=1.1)
   g = Geometry()
-  pattern = np.asarray(recon.simulate_with_dark_level(
+  pattern = np.asarray(meas.simulate_with_dark_level(
       jnp.asarray(truth)[None], g, jnp.asarray([-3.0])))[0]
   from msftnet import centre
   moved, valid = centre.shift_pattern(pattern, None, (-2, 3))
@@ -141,7 +81,7 @@ def test_reconstruct_returns_ranked_candidates_and_finds_the_centre(
   assert out.candidate_loss[0] <= out.candidate_loss[1]
   np.testing.assert_array_equal(out.density, out.candidate_density[0])
   assert out.start_name == out.candidate_name[0]
-  names = recon.polytope_starts(out.initial_density, pattern,
+  names = refine_polytope.polytope_starts(out.initial_density, pattern,
                                 np.ones_like(valid), g, config)[2]
   assert names[0] == "network" and len(names) == 10
   assert set(out.candidate_name) <= set(names)
@@ -161,28 +101,6 @@ def test_reconstruct_returns_ranked_candidates_and_finds_the_centre(
 def test_reconstruct_rejects_bad_input(tiny_model_dir, pattern, valid, expect):
   with pytest.raises(ValueError, match=expect):
     recon.reconstruct(pattern, valid, model=tiny_model_dir, refine_steps=1)
-
-
-def test_refine_settings_from_text():
-  c = recon.parse_refine_config(
-      "keep=3, planes=24,radius_bands=((0.04, 0.1), (0.1, 0.45))")
-  assert (c.keep, c.planes, c.radius_bands) == (3, 24, ((0.04, 0.1),
-                                                       (0.1, 0.45)))
-  assert c.steps == recon.RefineConfig().steps
-  assert recon.parse_refine_config("") == recon.RefineConfig()
-  base = recon.RefineConfig(method="voxels")
-  assert recon.parse_refine_config("steps=5", base).method == "voxels"
-  assert recon.parse_refine_config("profile=ramp").profile == "ramp"
-  assert recon.parse_refine_config("profile='ramp'").profile == "ramp"
-  for bad, expect in (("kep=3", "expected FIELD=VALUE"),
-                      ("profile=smooth", "profile must be one of"),
-                      ("profile=ramp box", "not a Python literal"),
-                      ("keep", "expected FIELD=VALUE"),
-                      ("keep=three", "not a Python literal"),
-                      ("planes=2", "planes must be >= 4"),
-                      ("planes='many'", "expected type int")):
-    with pytest.raises(ValueError, match=expect):
-      recon.parse_refine_config(bad)
 
 
 def test_model_directory_round_trip_and_errors(tiny_model_dir, tmp_path):
@@ -275,9 +193,11 @@ def test_msftnet_command_outputs_frames_and_errors(tmp_path, tiny_model_dir):
   assert not list(out.glob(".tmp-*"))
   # A rerun would skip both frames: their JSON (written last) exists
   # (msftnet.runs.select_work, tested in test_runs).
+  from msftnet import measured
   from msftnet import runs
   todo, skipped = runs.select_work(
-      [(f"run_frame{k}", None, None, None, {}) for k in (0, 1)], str(out))
+      [measured.Frame(f"run_frame{k}", "run.cxi", None, None, {})
+       for k in (0, 1)], str(out))
   assert not todo and skipped == ["run_frame0", "run_frame1"]
 
 
@@ -328,12 +248,12 @@ def test_demo_end_to_end_with_a_tiny_model(tmp_path, tiny_model_dir):
 
 
 def test_aligned_iou_sees_through_translation_and_inversion():
-  cube = _solid("Tetrahedron", 0.5)
+  cube = solid_volume("Tetrahedron", 0.5)
   moved = np.roll(cube, (3, -2, 4), axis=(0, 1, 2))
   assert metrics.iou(moved, cube) < 0.8
   assert metrics.aligned_iou(moved, cube) == pytest.approx(1.0)
   assert metrics.aligned_iou(cube[::-1, ::-1, ::-1], cube) == pytest.approx(1.0)
-  small = _solid("Tetrahedron", 0.3)
+  small = solid_volume("Tetrahedron", 0.3)
   assert 0 < metrics.aligned_iou(small, cube) < 0.5
 
 
@@ -385,57 +305,3 @@ def test_evaluate_bad_model_is_one_line(tmp_path):
   errors = [l for l in res.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and "no config.json" in errors[0]
   assert not (tmp_path / "r.md").exists()
-
-
-def test_an_empty_candidate_never_wins():
-  """A refined body smaller than a voxel (no voxel above 0.5), or far worse
-  than the best in the reported loss, ranks after every other candidate,
-  whatever its objective (seen: a vanishing sphere behind a beam stop,
-  aligned IoU 0 against the truth)."""
-  dens = np.zeros((3, 8, 8, 8), np.float32)
-  dens[0, 3:5, 3:5, 3:5] = 0.36          # sub-voxel: partial volume only
-  dens[1, 2:6, 2:6, 2:6] = 1.0
-  dens[2, 3:6, 3:6, 3:6] = 1.0
-  order = recon.rank_candidates([1e-4, 3e-3, 2e-3], dens)
-  assert list(order) == [2, 1, 0]
-  assert list(recon.rank_candidates([3e-3, 1e-3, 2e-3], dens[[1, 2, 1]])) == [
-      1, 2, 0]
-  # Far worse than the best in the reported (masked) loss: implausible too.
-  full = dens[[1, 2, 1]]
-  assert list(recon.rank_candidates([1e-3, 2e-3, 3e-3], full,
-                                    [0.09, 0.004, 0.003])) == [1, 2, 0]
-  assert list(recon.rank_candidates([1e-3, 2e-3, 3e-3], full,
-                                    [0.008, 0.004, 0.003])) == [0, 1, 2]
-
-
-def test_results_that_should_not_be_trusted_are_flagged():
-  full = np.zeros((8, 8, 8), np.float32)
-  full[2:6, 2:6, 2:6] = 1.0
-  assert recon.result_warning(full, 2e-3, 1e-3) is None
-  assert recon.result_warning(full, 3e-3, 1e-3) is None       # the bound
-  assert "empty" in recon.result_warning(full * 0.4, 1e-3, 1e-3)
-  assert "4.0 times worse" in recon.result_warning(full, 4e-3, 1e-3)
-
-
-def test_a_refinement_far_worse_than_the_network_tries_more_starts():
-  """When every kept candidate ends far worse than the network's prediction
-  (forced here with a network loss of zero), the next plausible coarse
-  candidates are refined as well and all come back ranked. On the paper's
-  grids with QUICK's steps: the compiled refinement of
-  test_reconstruct_batch_and_single_agree[polytope] is reused."""
-  g = Geometry()
-  truth = _solid("Cube", 0.5, n=64, theta=0.4, phi=0.2, alpha=0.7)
-  pattern = np.asarray(recon.simulate_with_dark_level(
-      jnp.asarray(truth)[None], g, jnp.asarray([-3.0])))[0]
-  valid = np.ones_like(pattern, bool)
-  valid[60:68, 60:68] = False                      # a beam stop
-  args = (truth, pattern, valid, g, QUICK)
-  normal = recon._polytope_one(*args, network_masked=1.0)
-  forced = recon._polytope_one(*args, network_masked=0.0)
-  assert len(normal["names"]) == QUICK.keep == 2
-  assert len(forced["names"]) == 4 and len(set(forced["names"])) == 4
-  assert set(normal["names"]) < set(forced["names"])
-  masked = [recon.pattern_losses(d, pattern, valid, g)[1]
-            for d in forced["density"]]
-  order = recon.rank_candidates(forced["loss"], forced["density"], masked)
-  assert list(order) == [0, 1, 2, 3]

@@ -2,6 +2,9 @@
 
 import json
 
+import numpy as np
+import pytest
+
 from msftnet import records
 
 
@@ -16,3 +19,21 @@ def test_round_trip_and_a_torn_last_line(tmp_path):
   records.write_jsonl(path, records.read_jsonl(path)[:1])
   assert path.read_text() == '{"step": 1, "loss": 0.5}\n'
   assert [p.name for p in tmp_path.iterdir()] == ["log.jsonl"]
+
+
+def test_result_records_carry_their_schema_version(tmp_path):
+  path = tmp_path / "r.json"
+  records.write_result_json(path, {"loss": np.float32(0.5), "schema_version": 0})
+  back = records.read_result_json(path)
+  assert back == {"schema_version": records.RESULT_SCHEMA_VERSION, "loss": 0.5}
+  assert list(back)[0] == "schema_version"
+  newer = tmp_path / "newer.json"
+  newer.write_text('{"schema_version": 99}')
+  with pytest.raises(ValueError, match="newer than this msftnet reads"):
+    records.read_result_json(newer)
+  (tmp_path / "bare.json").write_text('{"loss": 1}')
+  with pytest.raises(ValueError, match="with a schema_version, got none"):
+    records.read_result_json(tmp_path / "bare.json")
+  (tmp_path / "torn.json").write_text('{"loss": ')
+  with pytest.raises(ValueError, match="not a readable result record"):
+    records.read_result_json(tmp_path / "torn.json")

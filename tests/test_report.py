@@ -7,7 +7,10 @@ import sys
 import numpy as np
 from PIL import Image
 
+from msftnet import Geometry
 from msftnet import report
+
+SMALL_REPORT = Geometry(n_voxels=16, detector_px=32)
 
 ROOT = pathlib.Path(__file__).parent.parent
 
@@ -29,7 +32,7 @@ def test_reconstruction_figure_is_written_atomically(tmp_path):
   vol = np.zeros((16, 16, 16), np.float32)
   vol[4:12, 5:11, 6:10] = 1.0
   fig = report.reconstruction_figure(pattern, valid, vol, pattern, truth=vol,
-                                     title="test")
+                                     title="test", geometry=SMALL_REPORT)
   report.save_figure(fig, tmp_path / "f.png")
   with Image.open(tmp_path / "f.png") as im:
     assert im.size[0] > 1000 and im.size[1] > 300
@@ -40,7 +43,6 @@ def test_meshes_are_closed_scaled_and_written_in_three_formats(tmp_path):
   import json
   import pytest
   import trimesh
-  from msftnet import Geometry
   g = Geometry(n_voxels=32, box_nm=160.0, detector_px=32)      # 5 nm voxels
   r = (np.arange(32) - 15.5) * g.voxel_nm
   z, y, x = np.meshgrid(r, r, r, indexing="ij")

@@ -6,21 +6,23 @@ import json
 import numpy as np
 import pytest
 
+from msftnet import measured
 from msftnet import pretrained
 from msftnet import reconstruct as recon
 from msftnet import runs
 
 
 def test_select_work_shares_inputs_and_skips_finished_ones(tmp_path):
-  good = [(f"s{i}", None, None, None, {}) for i in range(7)]
+  good = [measured.Frame(f"s{i}", f"s{i}.png", None, None, {})
+          for i in range(7)]
   shares = [runs.select_work(good, str(tmp_path), process_id=p,
                              num_processes=3)[0] for p in range(3)]
-  stems = sorted(g[0] for share in shares for g in share)
-  assert stems == sorted(g[0] for g in good)              # each exactly once
-  assert [g[0] for g in shares[1]] == ["s1", "s4"]
+  stems = sorted(g.stem for share in shares for g in share)
+  assert stems == sorted(g.stem for g in good)            # each exactly once
+  assert [g.stem for g in shares[1]] == ["s1", "s4"]
   (tmp_path / "s3.json").write_text("{}")
   todo, skipped = runs.select_work(good, str(tmp_path))
-  assert skipped == ["s3"] and "s3" not in [g[0] for g in todo]
+  assert skipped == ["s3"] and "s3" not in [g.stem for g in todo]
   todo, skipped = runs.select_work(good, str(tmp_path), overwrite=True)
   assert len(todo) == 7 and not skipped
   with pytest.raises(ValueError, match="process_id"):
@@ -33,17 +35,18 @@ def test_reconstruct_inputs_writes_every_input_then_skips_them(
   rng = np.random.default_rng(3)
   valid = np.ones((128, 128), bool)
   valid[:, :10] = False
-  good = [(f"p{k}", f"/data/p{k}.png",
-           rng.uniform(size=(128, 128)).astype(np.float32), valid,
-           {"input_scale": "log"}) for k in range(3)]
+  good = [measured.Frame(f"p{k}", f"/data/p{k}.png",
+                         rng.uniform(size=(128, 128)).astype(np.float32),
+                         valid, {"input_scale": "log"}) for k in range(3)]
   config = recon.RefineConfig(steps=0, centre_search=0)
   written, errors = runs.reconstruct_inputs(
       good, str(tmp_path), model, config=config, batch=2, figures=False,
       progress=False)
   assert written == ["p0", "p1", "p2"] and not errors
-  for stem, path, *_ in good:
+  for frame in good:
+    stem = frame.stem
     rec = json.loads((tmp_path / f"{stem}.json").read_text())
-    assert rec["input"] == path and rec["input_scale"] == "log"
+    assert rec["input"] == frame.path and rec["input_scale"] == "log"
     assert rec["refine_steps"] == 0 and rec["start"] == "network"
     assert rec["valid_fraction"] == pytest.approx(valid.mean())
     assert np.load(tmp_path / f"{stem}_density.npy").shape == (64, 64, 64)

@@ -41,7 +41,6 @@ from msftnet import metrics
 from msftnet import pretrained
 from msftnet import reconstruct as recon
 from msftnet import report
-from msftnet.geometry import Geometry
 
 _OUT = flags.DEFINE_string("out", "demo", "Output directory.")
 _SEED = flags.DEFINE_integer("seed", 3, "Which solid (any integer).")
@@ -71,7 +70,7 @@ def run(out_dir: str, seed: int, steps: int, checkpoint=None,
         f"{out.network_paper_loss:.2e} (network) -> {out.paper_loss_after:.2e}"
         f" (refined, {steps} steps)", flush=True)
   truth = batch["density"][0]
-  g = Geometry()
+  g = cfg.geometry
   net = out.initial_density
   clean = batch["loss_target"][:1]
   scatter = lambda v: float(losses.scatter_loss(v[None], g,
@@ -104,7 +103,7 @@ def run(out_dir: str, seed: int, steps: int, checkpoint=None,
   paths = report.write_result(out_dir, "demo", density=out.density,
                               pattern=pattern, valid=valid,
                               simulated=out.pattern, metrics=record,
-                              title=title, truth=truth)
+                              title=title, truth=truth, geometry=g)
   print(f"[{time.perf_counter() - t0:5.1f} s] {title}")
   print("wrote " + ", ".join(paths))
   return record

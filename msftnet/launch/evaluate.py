@@ -24,10 +24,10 @@ from absl import logging
 
 from msftnet import evaluation
 from msftnet import launch
-from msftnet.launch import fit_flags
 from msftnet import pretrained
-from msftnet import reconstruct as recon
 from msftnet import report
+from msftnet.launch import fit_flags
+from msftnet.launch import refine_flags
 from msftnet.paper_io import atomic_write
 
 _D = evaluation.Settings
@@ -40,8 +40,6 @@ _RESULTS = flags.DEFINE_string("results", "docs/results.md",
 _N_TEST = flags.DEFINE_integer("n_test", _D.n_test, "Test-set solids (2 per "
                                "class on average).")
 _N_CROP = flags.DEFINE_integer("n_crop", _D.n_crop, "Solids of the crop study.")
-_STEPS = flags.DEFINE_integer("refine_steps", recon.RefineConfig.steps,
-                              "Refinement steps.")
 _fit_config = fit_flags.define("fit_")
 _EXP_DIR = flags.DEFINE_string("experiment_dir", _D.experiment_dir,
                                "Folder with barke*.png and labels.csv.")
@@ -50,20 +48,12 @@ _BATCH = flags.DEFINE_integer("batch", _D.batch, "Patterns reconstructed "
 _TEST_SEED = flags.DEFINE_integer(
     "test_seed", _D.test_seed, "Seed of the test set (never used for "
     "training or for tuning the reconstruction).")
-_COARSE = flags.DEFINE_integer("coarse_steps",
-                               recon.RefineConfig.coarse_steps,
-                               "Polytope refinement: coarse-stage steps.")
-_METHOD = flags.DEFINE_enum("method", recon.RefineConfig.method,
-                            ["polytope", "voxels"], "Refinement method.")
-_REFINE = flags.DEFINE_string(
-    "refine", "", "Further refinement settings, FIELD=VALUE,... of "
-    "msftnet.reconstruct.RefineConfig (e.g. keep=3,planes=48).")
+_refine_config = refine_flags.define()
 
 
 def settings() -> evaluation.Settings:
   """The flags as evaluation settings (ValueError: one sentence)."""
-  refine = recon.parse_refine_config(_REFINE.value, recon.RefineConfig(
-      method=_METHOD.value, steps=_STEPS.value, coarse_steps=_COARSE.value))
+  refine = _refine_config()
   fit = _fit_config()
   return evaluation.Settings(
       out=_OUT.value, refine=refine, batch=_BATCH.value, n_test=_N_TEST.value,

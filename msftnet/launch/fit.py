@@ -29,6 +29,7 @@ from absl import logging
 from msftnet import launch
 from msftnet import report
 from msftnet import runs
+from msftnet.geometry import Geometry
 from msftnet.launch import fit_flags
 from msftnet.launch import inputs
 
@@ -43,7 +44,7 @@ def main(argv):
     raise app.UsageError("give at least one PATTERN file.")
   try:
     config = _fit_config()
-    geometry = inputs.geometry()
+    geometry = inputs.geometry(Geometry())      # the paper's physics
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
@@ -52,7 +53,7 @@ def main(argv):
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
-  good, bad = inputs.load(paths)
+  good, bad = inputs.load(paths, geometry)
   launch.print_errors(bad)
   t0 = time.perf_counter()
   written, errors = runs.fit_inputs(good, _OUT.value, config=config,

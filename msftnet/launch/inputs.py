@@ -2,11 +2,14 @@
 
 ``--mask``, ``--experimental``, ``--input_scale`` and the flat-detector
 geometry (``--detector_distance_mm``, ``--pixel_um``, ``--beam_centre``,
-``--wavelength_nm``; they override what a CXI file states), and ``load(paths)``
-which reads every frame of every input with them (``msftnet.measured``);
-the forward model that explains them (``--forward_model``, ``--material``)
-and ``geometry()``, the model's geometry with it; the mesh output
-(``--mesh``, ``--mesh_format``; ``mesh_format()``).
+``--wavelength_nm``; they override what a CXI file states), and
+``load(paths, geometry)`` which reads every frame of every input with them
+onto the geometry's q grid (``msftnet.measured``); the forward model that
+explains them (``--forward_model``, ``--material``) and
+``geometry(base)``, the base geometry with them; the mesh output
+(``--mesh``, ``--mesh_format``; ``mesh_format()``). A launcher resolves the
+geometry once with ``geometry(...)`` and passes it to ``load`` and to the
+library.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from msftnet import measured
 from msftnet import report
 from msftnet.geometry import FORWARD_MODELS
 from msftnet.geometry import Geometry
-from msftnet.material import parse_material
 
 MASK = flags.DEFINE_string("mask", None, "Valid-pixel mask (PNG/npy, "
                            "non-zero = valid) for every input.")
@@ -71,19 +73,13 @@ def mesh_format() -> str | None:
   return MESH_FORMAT.value if MESH.value else None
 
 
-def geometry(base: Geometry | None = None) -> Geometry:
-  """``base`` (default: the paper's geometry) with ``--forward_model`` and
-  ``--material`` where given (ValueError with one sentence for a bad
-  material)."""
-  base = Geometry() if base is None else base
-  if MATERIAL.value is not None:
-    material = parse_material(MATERIAL.value, base.wavelength_nm)
-    # A material replaces the paper's absorption-length setting.
-    base = base.replace(material=material) if material is None else (
-        base.replace(material=material,
-                     absorption_length_nm=Geometry.absorption_length_nm,
-                     absorption=Geometry.absorption))
-  return base.with_physics(forward_model=FORWARD_MODEL.value)
+def geometry(base: Geometry) -> Geometry:
+  """``base`` (the model's geometry, or the paper's for a fit) with
+  ``--forward_model`` and ``--material`` where given
+  (:meth:`Geometry.with_physics`: a material replaces the absorption-length
+  setting); ValueError with one sentence for a bad material."""
+  return base.with_physics(forward_model=FORWARD_MODEL.value,
+                           material=MATERIAL.value)
 
 
 def detector_overrides() -> dict:
@@ -101,8 +97,10 @@ def detector_overrides() -> dict:
   return {k: v for k, v in out.items() if v is not None}
 
 
-def load(paths):
-  """``measured.load_many`` with the flags: ``(good, bad)``."""
+def load(paths, geometry: Geometry):
+  """``measured.load_many`` with the flags onto ``geometry``'s q grid (the
+  model's, as :func:`geometry` resolved it): ``(good, bad)``, ``good`` a
+  list of :class:`msftnet.measured.Frame`."""
   if not COUNTS_DARK.value > 0:
     raise app.UsageError(f"--counts_dark must be > 0 photons, got "
                          f"{COUNTS_DARK.value}.")
@@ -110,8 +108,9 @@ def load(paths):
                                  experimental=EXPERIMENTAL.value,
                                  input_scale=INPUT_SCALE.value,
                                  counts_dark=COUNTS_DARK.value,
-                                 detector=detector_overrides())
-  for *_, info in good:
-    if "warning" in info:
-      print(f"warning: {info['warning']}", file=sys.stderr)
+                                 detector=detector_overrides(),
+                                 geometry=geometry)
+  for frame in good:
+    if "warning" in frame.info:
+      print(f"warning: {frame.info['warning']}", file=sys.stderr)
   return good, bad

@@ -52,27 +52,18 @@ from absl import logging
 
 from msftnet import launch
 from msftnet import pretrained
-from msftnet import reconstruct as recon
 from msftnet import report
 from msftnet import runs
 from msftnet.launch import inputs
+from msftnet.launch import refine_flags
 
 _OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "Model directory or training work directory "
     "(default: the bundled model).")
-_STEPS = flags.DEFINE_integer("refine_steps", recon.RefineConfig.steps,
-                              "Refinement steps (0: the network alone).")
+_refine_config = refine_flags.define()
 _START = flags.DEFINE_enum("start", "network", ["auto", "network", "sphere"],
-                           "Voxel refinement: start (msftnet.reconstruct).")
-_METHOD = flags.DEFINE_enum("method", recon.RefineConfig.method,
-                            ["polytope", "voxels"],
-                            "Refinement: convex polytopes or free voxels.")
-_COARSE = flags.DEFINE_integer("coarse_steps", recon.RefineConfig.coarse_steps,
-                               "Polytope refinement: coarse-stage steps.")
-_REFINE = flags.DEFINE_string(
-    "refine", "", "Further refinement settings, FIELD=VALUE,... of "
-    "msftnet.reconstruct.RefineConfig (e.g. planes=32,keep=3).")
+                           "Voxel refinement: start (msftnet.refine.voxels).")
 _FIGURES = flags.DEFINE_bool("figures", True,
                              "Write DIR/STEM.png (--nofigures for long runs).")
 _BATCH = flags.DEFINE_integer(
@@ -93,7 +84,7 @@ def main(argv):
   paths = argv[1:]
   if not paths:
     raise app.UsageError("give at least one PATTERN file.")
-  if _STEPS.value < 0 or _BATCH.value < 1:
+  if flags.FLAGS.refine_steps < 0 or _BATCH.value < 1:
     raise app.UsageError("--refine_steps must be >= 0 and --batch >= 1.")
   try:
     report.check_out_dir(_OUT.value)
@@ -105,7 +96,12 @@ def main(argv):
   except ValueError as e:
     print(f"error: --checkpoint: {e}", file=sys.stderr)
     sys.exit(1)
-  good, bad = inputs.load(paths)
+  try:
+    geometry = inputs.geometry(model.geometry)
+  except ValueError as e:
+    print(f"error: --material: {e}", file=sys.stderr)
+    sys.exit(1)
+  good, bad = inputs.load(paths, geometry)
   launch.print_errors(bad)
   try:
     good, skipped = runs.select_work(
@@ -118,14 +114,7 @@ def main(argv):
     print(f"skipping {len(skipped)} finished inputs (their STEM.json exists; "
           "--overwrite redoes them)", flush=True)
   try:
-    geometry = inputs.geometry(model.geometry)
-  except ValueError as e:
-    print(f"error: --material: {e}", file=sys.stderr)
-    sys.exit(1)
-  try:
-    config = recon.parse_refine_config(_REFINE.value, recon.RefineConfig(
-        steps=_STEPS.value, start=_START.value, method=_METHOD.value,
-        coarse_steps=_COARSE.value))
+    config = _refine_config(start=_START.value)
   except ValueError as e:
     print(f"error: --refine: {e}", file=sys.stderr)
     sys.exit(1)

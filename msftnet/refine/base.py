@@ -1,0 +1,148 @@
+"""What every refinement method shares: its settings, its result, the registry.
+
+A method is a function ``refine_one(network_density [N, N, N], pattern
+[M, M], valid [M, M], geometry, config, network_masked) -> Refined`` (one
+centred pattern; ``network_masked`` is the network prediction's masked
+loss), registered under a name with :func:`register`; ``RefineConfig.method``
+chooses it (:func:`get`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from msftnet import polytope as convex
+
+__all__ = ["RefineConfig", "Refined", "METHODS", "register", "get"]
+
+#: name -> ``refine_one`` of every registered method.
+METHODS: dict[str, Callable] = {}
+
+
+def register(name: str):
+  """Decorator: register ``refine_one`` as method ``name``."""
+  def wrap(fn):
+    METHODS[name] = fn
+    return fn
+  return wrap
+
+
+def get(name: str) -> Callable:
+  """The ``refine_one`` of method ``name`` (ValueError naming the known)."""
+  if name not in METHODS:
+    raise ValueError(f"Refinement method {name!r} is unknown, expected one "
+                     f"of {sorted(METHODS)}.")
+  return METHODS[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class RefineConfig:
+  """Refinement settings (hashable: a static argument of the jitted step).
+
+  Attributes:
+    method: a registered method (:data:`METHODS`): ``"polytope"`` (default:
+      convex polytopes with free planes, :mod:`msftnet.refine.polytope`) or
+      ``"voxels"`` (free voxel logits with support, shrink-wrap, TV and
+      binary priors, :mod:`msftnet.refine.voxels`).
+    steps: Adam iterations of the final (full-resolution) stage; 0: the
+      network alone.
+    learning_rate: (voxels) Adam step on the logits and on ``u``.
+    binary_weight: (voxels) weight of eq. 4.
+    tv_weight: (voxels) weight of the total variation prior.
+      The defaults (binary 1.0, TV 0.2, shrink-wrap threshold 0.3) were
+      chosen on simulated-experiment test-set patterns of a seed used for
+      no reported evaluation (docs/results.md, "The voxel refinement's
+      settings"): with noisy data the true particle's masked loss is
+      *higher* than that of over-fitted densities, so the priors must carry
+      weight.
+    support_radius: radius of the support ball, in box units (0.49).
+    logit_clip: (voxels) the network's densities are clipped to
+      ``[sigmoid(-c), sigmoid(c)]`` before taking logits.
+    start: (voxels) ``"auto"``, ``"network"`` or ``"sphere"``.
+    sphere_radii: (voxels) radii (box units) of the sphere starts.
+    shrinkwrap_every: (voxels) every this many steps the support becomes the
+      voxels where the density blurred by a Gaussian (sigma 1 voxel) exceeds
+      ``shrinkwrap_threshold`` (within the ball); 0 disables it.
+    planes: (polytope) planes per polytope.
+    coarse_steps: (polytope) Adam iterations of the coarse stage (N/2 voxels,
+      the central M/2 pixels), where every start is refined.
+    keep: (polytope) coarse candidates refined at full resolution.
+    radius_bands: (polytope) sphere radii (box units) are scanned and the
+      best radius of each band seeds three starts (sphere, prolate and oblate
+      along the beam).
+    centre_search: (both) largest offset (px) of the pattern centre searched
+      by :func:`msftnet.centre.find_centre`; 0 trusts the pixel ``M // 2``.
+    profile: (polytope) how boundary voxels are filled
+      (:func:`msftnet.polytope.polytope_density`): ``"ramp"`` (the
+      rasteriser's linear ramp) or ``"box"`` (the exact volume fraction of
+      the voxel inside its face; docs/results.md compares them).
+  """
+
+  method: str = "polytope"
+  steps: int = 100
+  learning_rate: float = 0.1
+  binary_weight: float = 1.0
+  tv_weight: float = 0.2
+  support_radius: float = 0.49
+  logit_clip: float = 4.0
+  start: str = "network"
+  sphere_radii: tuple[float, ...] = (0.1, 0.17, 0.24, 0.31)
+  shrinkwrap_every: int = 20
+  shrinkwrap_threshold: float = 0.3
+  planes: int = 48
+  coarse_steps: int = 150
+  keep: int = 2
+  radius_bands: tuple[tuple[float, float], ...] = ((0.04, 0.11), (0.11, 0.22),
+                                                   (0.22, 0.45))
+  centre_search: int = 10
+  profile: str = "ramp"
+
+  def __post_init__(self):
+    if self.method not in METHODS:
+      raise ValueError(f"RefineConfig.method must be one of "
+                       f"{' or '.join(sorted(METHODS))}, got {self.method!r}.")
+    if self.planes < 4 or self.keep < 1 or self.coarse_steps < 0:
+      raise ValueError("RefineConfig: planes must be >= 4, keep >= 1 and "
+                       "coarse_steps >= 0.")
+    if self.start not in ("auto", "network", "sphere"):
+      raise ValueError(f"RefineConfig.start must be auto, network or sphere, "
+                       f"got {self.start!r}.")
+    if self.steps < 0:
+      raise ValueError(f"RefineConfig.steps must be >= 0, got {self.steps}.")
+    if self.profile not in convex.PROFILES:
+      raise ValueError(f"RefineConfig.profile must be one of "
+                       f"{convex.PROFILES}, got {self.profile!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Refined:
+  """One pattern's refinement (numpy), as every method returns it.
+
+  Attributes:
+    density: ``[C, N, N, N]`` the candidates, ranked (the first is the answer).
+    loss: ``[C]`` their objective, in rank order.
+    names: the candidates' starts (``C`` strings).
+    history: ``[steps]`` the winner's objective per step.
+    pattern: ``[M, M]`` the winner's simulated pattern (centred frame).
+    masked, paper: the winner's masked and paper-protocol losses.
+    dark_level: the winner's fitted dark level ``u`` (``eps = max(I) 10^u``).
+    start: index of the winning start (voxels: 0 network, k sphere k).
+    initial_density, loss_before, paper_loss_before: the winner's start and
+      its losses where it is not the network's prediction (None: it is).
+  """
+
+  density: np.ndarray
+  loss: np.ndarray
+  names: tuple[str, ...]
+  history: np.ndarray
+  pattern: np.ndarray
+  masked: float
+  paper: float
+  dark_level: float
+  start: int = 0
+  initial_density: np.ndarray | None = None
+  loss_before: float | None = None
+  paper_loss_before: float | None = None

@@ -1,0 +1,234 @@
+"""Method ``"polytope"`` (default): convex polytopes refined coarse to fine.
+
+The particle is a convex polytope with ``config.planes`` free planes
+(:func:`msftnet.polytope.polytope_density`). The objective is the
+affine-invariant masked loss
+(:func:`msftnet.refine.measurement.affine_masked_mse`) of
+``log(I + max(I) 10^u)``, with the dark level ``u`` refined. Coarse to fine:
+the starts (:func:`polytope_starts`: the hull of the network's prediction
+and, for the best sphere radius of each size band, a sphere, a prolate and
+an oblate ellipsoid along the beam) are refined ``coarse_steps`` at ``N/2``
+voxels against the central ``M/2`` pixels (same q grid, below that grid's
+Nyquist limit), the best ``keep`` then ``steps`` at full resolution; the
+lowest objective wins and all of them come back ranked (implausible ones,
+smaller than a voxel or far worse in the reported loss, after every other:
+:func:`msftnet.refine.trust.rank_candidates`; if all ``keep`` end far worse
+than the network's prediction, the next plausible coarse candidates are
+refined too). Why: the free-voxel refinement turned faceted particles into
+rounded blobs (measured side by side in ``docs/results.md``); a convex body
+with free faces cannot make haze, voids or blobs, and has few enough
+parameters to be found from a single pattern.
+
+* :func:`refine_polytopes`: Adam on the planes of several starts against
+  one pattern (jitted);
+* :func:`polytope_starts`: the starts of one pattern;
+* :func:`refine_one`: the method (registered as ``"polytope"``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from msftnet import polytope as convex
+from msftnet import raster
+from msftnet.geometry import Geometry
+from msftnet.msft import intensity
+from msftnet.refine import base
+from msftnet.refine import measurement as meas
+from msftnet.refine import trust
+
+__all__ = ["refine_polytopes", "polytope_starts", "refine_one"]
+
+
+def _log_intensity(rho, geometry, u):
+  """``log(I + max(I) 10^u)`` per sample: ``[S, M, M]``."""
+  inten = intensity(rho, geometry)
+  peak = jnp.max(inten, axis=(-2, -1), keepdims=True)
+  return jnp.log(inten + jnp.maximum(peak * 10.0 ** u[:, None, None], 1e-30))
+
+
+def _scaled_adam(rates: dict) -> optax.GradientTransformation:
+  """Adam with one learning rate per parameter group (a dict of floats)."""
+  return optax.chain(
+      optax.scale_by_adam(),
+      optax.GradientTransformation(
+          lambda params: optax.EmptyState(),
+          lambda updates, state, params=None: (
+              {k: -rates[k] * v for k, v in updates.items()}, state)))
+
+
+@functools.partial(jax.jit, static_argnames=("geometry", "steps", "rates",
+                                             "profile"))
+def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
+                     steps: int, rates: tuple = (("h", 0.003), ("n", 0.02),
+                                                  ("u", 0.05)),
+                     profile: str = "ramp"):
+  """Adam on the planes of ``S`` polytopes against one pattern.
+
+  Args:
+    normals: ``[S, K, 3]``, offsets ``[S, K]``: the starts (box units).
+    pattern: ``[M, M]`` the measured log pattern (any affine scale);
+      valid: ``[M, M]`` bool.
+    geometry: the MSFT geometry (its ``n_voxels`` sets the grid).
+    steps: Adam iterations.
+    rates: learning rates of the offsets ``h`` (box units), the normals
+      ``n`` and the dark level ``u``.
+    profile: the voxel profile of :func:`msftnet.polytope.polytope_density`.
+
+  The objective is :func:`msftnet.refine.measurement.affine_masked_mse` of
+  ``log(I + max(I) 10^u)``, the dark level ``u`` per start initialised by a
+  grid search over [-8, 0].
+
+  Returns:
+    ``(params, loss [S], history [steps, S])`` with params ``{"n", "h", "u"}``.
+  """
+  n = geometry.n_voxels
+  s = offsets.shape[0]
+  pats = jnp.broadcast_to(pattern, (s,) + pattern.shape)
+  vals = jnp.broadcast_to(valid, (s,) + valid.shape)
+  u0, _ = meas.affine_dark_search(
+      intensity(convex.polytope_density(normals, offsets, n, profile),
+                geometry),
+      pats, vals)
+  params = {"n": jnp.asarray(normals, jnp.float32),
+            "h": jnp.asarray(offsets, jnp.float32), "u": u0}
+  tx = _scaled_adam(dict(rates))
+
+  def per_start(p):
+    rho = convex.polytope_density(p["n"], p["h"], n, profile)
+    return meas.affine_masked_mse(_log_intensity(rho, geometry, p["u"]),
+                                  pats, vals)
+
+  def step(carry, _):
+    p, state = carry
+    per, grads = jax.value_and_grad(
+        lambda p: (jnp.sum(per_start(p)), per_start(p)), has_aux=True)(p)
+    updates, state = tx.update(grads, state, p)
+    return (optax.apply_updates(p, updates), state), per[1]
+
+  (params, _), history = jax.lax.scan(step, (params, tx.init(params)), None,
+                                      length=steps)
+  return params, per_start(params), history
+
+
+@functools.partial(jax.jit, static_argnames=("geometry",))
+def _sphere_scan(radii, pattern, valid, *, geometry: Geometry):
+  """Affine-invariant loss of balls of ``radii`` (best dark level): ``[R]``."""
+  inten = intensity(raster.sphere_density(geometry.n_voxels, radii), geometry)
+  return meas.affine_dark_search(inten, pattern, valid)[1]
+
+
+_SCAN_RADII = tuple(np.geomspace(0.04, 0.45, 24).tolist())
+_START_SHAPES = (("sphere", (1.0, 1.0, 1.0)), ("prolate", (1.4, 0.85, 0.85)),
+                 ("oblate", (0.7, 1.2, 1.2)))
+
+
+def polytope_starts(network_density, pattern, valid, geometry: Geometry,
+                    config: base.RefineConfig):
+  """The starts of the polytope refinement for one (centred) pattern.
+
+  The hull of the network's prediction (its support function along
+  ``config.planes`` directions) and, for the best sphere radius of each of
+  ``config.radius_bands`` (scanned on the coarse problem), a sphere and an
+  ellipsoid elongated and one flattened along the beam.
+
+  Returns ``(normals [S, K, 3], offsets [S, K], names [S])``.
+  """
+  dirs = convex.fibonacci_directions(config.planes)
+  coarse, crop, crop_valid = meas.coarse_problem(pattern, valid, geometry)
+  if crop_valid.sum() < 16:            # nothing near the centre: use all
+    crop_valid = np.ones_like(crop_valid)
+  scan = np.asarray(_sphere_scan(jnp.asarray(_SCAN_RADII, jnp.float32),
+                                 jnp.asarray(crop), jnp.asarray(crop_valid),
+                                 geometry=coarse))
+  radii = np.asarray(_SCAN_RADII)
+  offsets = [convex.support_offsets(
+      convex.centre_density(np.asarray(network_density)), dirs)]
+  names = ["network"]
+  for lo, hi in config.radius_bands:
+    band = np.flatnonzero((radii >= lo) & (radii < hi))
+    if not len(band):
+      continue
+    r = float(radii[band[np.argmin(scan[band])]])
+    for shape, scale in _START_SHAPES:
+      offsets.append(convex.ellipsoid_offsets(dirs, r, scale))
+      names.append(f"{shape} r={r:.2f} box")
+  offsets = np.stack(offsets)
+  normals = np.broadcast_to(dirs, offsets.shape + (3,)).copy()
+  return normals, offsets, names
+
+
+@base.register("polytope")
+def refine_one(network_density, pattern, valid, geometry: Geometry,
+               config: base.RefineConfig, network_masked: float
+               ) -> base.Refined:
+  """Coarse-to-fine polytope refinement of one centred pattern.
+
+  The ``keep`` best coarse candidates (affine-invariant objective) are
+  refined at full resolution and scored with
+  :func:`msftnet.refine.measurement.pattern_losses`. If every one of them
+  ends far worse in the masked loss than the network's prediction
+  (``network_masked``; more than :data:`trust.IMPLAUSIBLE_LOSS_FACTOR`
+  times), the coarse candidates are ranked again with
+  :func:`trust.rank_candidates` and the best plausible ones not yet refined
+  are refined too (one more round, same compiled programs). All refined
+  candidates come back ranked by :func:`trust.rank_candidates`.
+  """
+  n = geometry.n_voxels
+  normals, offsets, names = polytope_starts(network_density, pattern, valid,
+                                            geometry, config)
+  coarse, crop, crop_valid = meas.coarse_problem(pattern, valid, geometry)
+  if crop_valid.sum() < 16:
+    coarse, crop, crop_valid = geometry, pattern, valid
+  profile = config.profile
+  pc, loss_c, _ = refine_polytopes(
+      jnp.asarray(normals), jnp.asarray(offsets), jnp.asarray(crop),
+      jnp.asarray(crop_valid), geometry=coarse, steps=config.coarse_steps,
+      profile=profile)
+  loss_c = np.asarray(loss_c)
+
+  def full(idx):
+    p, loss, history = refine_polytopes(
+        pc["n"][idx], pc["h"][idx], jnp.asarray(pattern), jnp.asarray(valid),
+        geometry=geometry, steps=config.steps, profile=profile)
+    dens = np.asarray(convex.polytope_density(p["n"], p["h"], n, profile))
+    sim, masked, paper, u = zip(*(meas.pattern_losses(d, pattern, valid,
+                                                      geometry)
+                                  for d in dens))
+    return dict(idx=np.asarray(idx), loss=np.asarray(loss),
+                history=np.asarray(history), dens=dens, sim=np.stack(sim),
+                masked=np.asarray(masked), paper=np.asarray(paper),
+                u=np.asarray(u))
+
+  top = np.argsort(loss_c, kind="stable")[:config.keep]
+  rounds = [full(top)]
+  if (rounds[0]["masked"].min()
+      > trust.IMPLAUSIBLE_LOSS_FACTOR * network_masked):
+    dens_c = np.asarray(convex.polytope_density(pc["n"], pc["h"],
+                                                coarse.n_voxels, profile))
+    masked_c = [meas.pattern_losses(d, crop, crop_valid, coarse)[1]
+                for d in dens_c]
+    tried = set(top.tolist())
+    more = [i for i in trust.rank_candidates(loss_c, dens_c, masked_c)
+            if i not in tried][:len(top)]
+    if more:                        # padded to the first round's shape
+      more = np.asarray(more + more[-1:] * (len(top) - len(more)))
+      extra = full(more)
+      keep_new = np.unique(more, return_index=True)[1]
+      rounds.append({k: (v[:, keep_new] if k == "history" else v[keep_new])
+                     for k, v in extra.items()})
+  cat = {k: np.concatenate([r[k] for r in rounds], axis=1 if k == "history"
+                           else 0) for k in rounds[0]}
+  order = trust.rank_candidates(cat["loss"], cat["dens"], cat["masked"])
+  best = order[0]
+  return base.Refined(
+      density=cat["dens"][order], loss=cat["loss"][order],
+      names=tuple(names[cat["idx"][i]] for i in order),
+      history=cat["history"][:, best], pattern=cat["sim"][best],
+      masked=float(cat["masked"][best]), paper=float(cat["paper"][best]),
+      dark_level=float(cat["u"][best]))

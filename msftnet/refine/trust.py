@@ -1,0 +1,307 @@
+"""How far a refined answer can be trusted: plausibility, ranking, confidence.
+
+* :func:`is_empty`: volumes with no voxel above 0.5 (never an answer);
+* :func:`rank_candidates`: the order of refined candidates, implausible
+  ones last;
+* :func:`result_warning`: the sentence that goes into ``STEM.json`` when a
+  result should not be trusted;
+* :func:`signals`: what a result says about itself: the agreement of the
+  best candidates, its size against the size the pattern's fringes give
+  independently of any fit (:func:`fringe_radius`), whether it touches the
+  box, its fitted dark level, how much of the pattern it leaves unexplained
+  against the pattern's own noise (:func:`noise_fraction`);
+  :func:`confidence`: a calibrated probability that the shape is right
+  from them, :func:`reasons`: the sentences that speak against it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax.numpy as jnp
+import numpy as np
+
+from msftnet.msft import intensity
+from msftnet.raster import sphere_density
+
+__all__ = ["IMPLAUSIBLE_LOSS_FACTOR", "is_empty", "rank_candidates",
+           "result_warning", "radial_profile", "fringe_radius",
+           "equivalent_radius", "touches_box", "noise_fraction", "signals",
+           "features", "FEATURES", "reasons", "confidence",
+           "CONFIDENCE_WEIGHTS", "LOW_CONFIDENCE", "FRINGE_RADII"]
+
+#: A refined candidate whose masked loss (paper normalisation, fitted dark
+#: level) exceeds this many times the best candidate's is implausible.
+IMPLAUSIBLE_LOSS_FACTOR = 3.0
+
+
+def is_empty(density, count: int) -> np.ndarray:
+  """``[count]`` bool: which of ``count`` volumes ``density`` (reshaped to
+  ``[count, -1]``) have no voxel above 0.5."""
+  return np.asarray(density).reshape(count, -1).max(axis=1) <= 0.5
+
+
+def result_warning(density, masked_loss: float,
+                   network_masked_loss: float) -> str | None:
+  """A sentence when a reconstruction ``density [N, N, N]`` should not be
+  trusted, else None: it is empty (no voxel above 0.5), or its masked loss
+  is over :data:`IMPLAUSIBLE_LOSS_FACTOR` times the network prediction's
+  (the refinement made the explanation of the pattern worse, which
+  :func:`rank_candidates` avoids when it can)."""
+  if is_empty(density, 1)[0]:
+    return ("the reconstruction is empty (no voxel above 0.5): the pattern "
+            "was not understood; check its scale, mask and centre.")
+  if masked_loss > IMPLAUSIBLE_LOSS_FACTOR * network_masked_loss:
+    return (f"the refined shape explains the pattern "
+            f"{masked_loss / network_masked_loss:.1f} times worse than the "
+            f"network's prediction (masked loss {masked_loss:.3g} against "
+            f"{network_masked_loss:.3g}); do not trust it.")
+  return None
+
+
+def rank_candidates(loss, density, masked_loss=None,
+                    factor: float = IMPLAUSIBLE_LOSS_FACTOR) -> np.ndarray:
+  """The order of refined candidates: by objective ``loss [S]`` (the
+  affine-invariant one), except that implausible candidates come after
+  every other: a body with no voxel of ``density [S, N, N, N]`` above 0.5
+  (smaller than a voxel), or one whose ``masked_loss [S]`` (the loss in the
+  reported normalisation, :func:`msftnet.refine.measurement.pattern_losses`)
+  exceeds ``factor`` times the lowest. Why: behind a beam stop the smooth
+  pattern of a vanishing sphere can match a large particle's envelope under
+  the affine-invariant objective better than the right shape does, while in
+  the reported normalisation it is ten or more times worse; an empty volume
+  is never an answer."""
+  loss = np.asarray(loss)
+  bad = is_empty(density, len(loss))
+  if masked_loss is not None:
+    masked = np.asarray(masked_loss)
+    bad |= masked > factor * masked.min()
+  return np.lexsort((loss, bad))
+
+
+# ------------------------------------------------------------- the signals
+#: Sphere radii (box units) of the fringe-size estimate.
+FRINGE_RADII = tuple(np.geomspace(0.025, 0.45, 64).tolist())
+#: Width (bins of one pixel) of the moving average that removes the smooth
+#: envelope of a radial profile, leaving its fringes.
+_DETREND_BINS = 7
+#: Dark level (relative to the peak) of the reference spheres' log patterns.
+_SPHERE_DARK = 1e-5
+
+
+def radial_profile(pattern, valid, min_pixels: int = 4) -> np.ndarray:
+  """Mean of ``pattern [M, M]`` over the valid pixels of each integer radius
+  about pixel ``M // 2`` (``[M // 2]``; NaN where fewer than
+  ``min_pixels`` are valid)."""
+  p = np.asarray(pattern, np.float64)
+  m = p.shape[-1]
+  yy, xx = np.mgrid[:m, :m] - m // 2
+  r = np.rint(np.sqrt(yy**2 + xx**2)).astype(int).ravel()
+  v = np.asarray(valid, bool).ravel()
+  keep = v & (r < m // 2)
+  total = np.bincount(r[keep], weights=p.ravel()[keep], minlength=m // 2)
+  count = np.bincount(r[keep], minlength=m // 2)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    out = total / count
+  out[count < min_pixels] = np.nan
+  return out
+
+
+def _fringes(profile) -> np.ndarray:
+  """A radial profile less its moving average (NaN-aware): the fringes."""
+  x = np.asarray(profile, np.float64)
+  ok = np.isfinite(x)
+  k = np.ones(_DETREND_BINS)
+  num = np.convolve(np.where(ok, x, 0.0), k, mode="same")
+  den = np.convolve(ok.astype(float), k, mode="same")
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(ok & (den > 0), x - num / den, np.nan)
+
+
+@functools.lru_cache(maxsize=4)
+def _sphere_fringes(geometry) -> np.ndarray:
+  """Fringes of the radial log profiles of balls of :data:`FRINGE_RADII`:
+  ``[R, M // 2]`` (computed once per geometry)."""
+  m = geometry.detector_px
+  out = []
+  for lo in range(0, len(FRINGE_RADII), 8):
+    radii = jnp.asarray(FRINGE_RADII[lo:lo + 8], jnp.float32)
+    inten = np.asarray(intensity(sphere_density(geometry.n_voxels, radii),
+                                 geometry), np.float64)
+    peak = inten.max(axis=(-2, -1), keepdims=True)
+    logs = np.log(inten + _SPHERE_DARK * peak)
+    full = np.ones((m, m), bool)
+    out += [_fringes(radial_profile(x, full)) for x in logs]
+  return np.stack(out)
+
+
+def fringe_radius(pattern, valid, geometry) -> tuple[float, float]:
+  """The radius (box units) of the ball whose fringes match the pattern's,
+  independent of any fit: the radial log profile of the (centred) pattern
+  inside its valid pixels, less its smooth envelope, correlated with the
+  same of balls of :data:`FRINGE_RADII`. Returns ``(radius, r)`` with ``r``
+  the best Pearson correlation (about 0: no fringes seen)."""
+  data = _fringes(radial_profile(pattern, valid))
+  ref = _sphere_fringes(geometry)
+  ok = np.isfinite(data) & np.isfinite(ref).all(axis=0)
+  ok[:3] = False                       # the central peak is no fringe
+  if ok.sum() < 8:
+    return float("nan"), 0.0
+  d = data[ok] - data[ok].mean()
+  s = ref[:, ok] - ref[:, ok].mean(axis=1, keepdims=True)
+  r = (s @ d) / np.maximum(np.linalg.norm(s, axis=1) * np.linalg.norm(d),
+                           1e-12)
+  k = int(np.argmax(r))
+  return float(FRINGE_RADII[k]), float(r[k])
+
+
+def equivalent_radius(density) -> float:
+  """Radius (box units) of the ball with the volume of ``density [N, N, N]``
+  (its sum in voxels)."""
+  rho = np.asarray(density, np.float64)
+  n = rho.shape[-1]
+  return float(np.cbrt(3.0 * rho.sum() / (4.0 * np.pi))) / n
+
+
+def touches_box(density, margin: int = 1) -> bool:
+  """Whether ``density [N, N, N]`` has a voxel above 0.5 within ``margin``
+  voxels of a face of the box (a body cut by the box, often one stretched
+  along the beam, which a single pattern constrains least)."""
+  b = np.asarray(density) > 0.5
+  if not b.any():
+    return False
+  idx = np.argwhere(b)
+  n = b.shape[-1]
+  return bool(idx.min() < margin or idx.max() >= n - margin)
+
+
+def noise_fraction(pattern, valid) -> float:
+  """The pixel noise of a log pattern as a fraction of its variance inside
+  the valid pixels, from second differences along rows and columns
+  (``E (x[i+1] - 2 x[i] + x[i-1])^2 = 6 sigma^2`` for white noise; smooth
+  fringes contribute little): about 0 for a clean simulation, the floor
+  below which no fit's unexplained variance falls on a noisy pattern."""
+  p = np.asarray(pattern, np.float64)
+  v = np.asarray(valid, bool)
+  d2 = []
+  for q, w in ((p, v), (p.T, v.T)):
+    both = w[2:] & w[1:-1] & w[:-2]
+    d2.append((q[2:] - 2 * q[1:-1] + q[:-2])[both] ** 2)
+  d2 = np.concatenate(d2)
+  var = p[v].var()
+  if not len(d2) or var <= 0:
+    return 0.0
+  return float(d2.mean() / 6.0 / var)
+
+
+def signals(density, pattern, valid, geometry, *, objective: float,
+            dark_level: float, masked: float, network_masked: float,
+            agreement: float | None = None) -> dict:
+  """What a result says about itself, for :func:`confidence` (floats and
+  bools, JSON-ready).
+
+  Args:
+    density: ``[N, N, N]`` the answer.
+    pattern, valid: the centred pattern ``[M, M]`` and its valid pixels.
+    objective: the answer's affine-invariant objective
+      (:func:`msftnet.refine.measurement.affine_masked_mse`).
+    dark_level: its fitted ``u``; masked: its masked loss;
+      network_masked: the network prediction's.
+    agreement: the aligned IoU of the two best candidates, if there are
+      two (:func:`msftnet.metrics.aligned_iou`).
+  """
+  p = np.asarray(pattern, np.float64)
+  v = np.asarray(valid, bool)
+  radius, fringe_r = fringe_radius(p, v, geometry)
+  r_eq = equivalent_radius(density)
+  var = float(p[v].var()) if v.any() else 0.0
+  out = {
+      "fringe_radius_box": radius,
+      "fringe_correlation": fringe_r,
+      "equivalent_radius_box": r_eq,
+      "size_log_ratio": (float(np.log(max(r_eq, 1e-6) / radius))
+                         if np.isfinite(radius) else 0.0),
+      "unexplained_fraction": objective / max(var, 1e-12),
+      "noise_fraction": noise_fraction(p, v),
+      "dark_level_log10": float(dark_level),
+      "touches_box": touches_box(density),
+      "empty": bool(is_empty(density, 1)[0]),
+      "network_loss_ratio": masked / max(network_masked, 1e-12),
+      "valid_fraction": float(v.mean()),
+  }
+  if agreement is not None:
+    out["candidate_agreement"] = float(agreement)
+  return out
+
+
+def features(sig: dict) -> np.ndarray:
+  """The numbers :func:`confidence` weighs, from :func:`signals`, in the
+  order of :data:`FEATURES`."""
+  return np.asarray([
+      sig.get("candidate_agreement", 1.0),
+      abs(sig["size_log_ratio"]),
+      np.log10(max(sig["unexplained_fraction"], 1e-6)),
+      np.log10(max(sig["noise_fraction"], 1e-6)),
+      sig["dark_level_log10"],
+      float(sig["touches_box"]),
+      sig["fringe_correlation"],
+      np.log10(max(sig["network_loss_ratio"], 1e-6)),
+  ], np.float64)
+
+
+#: What :func:`features` returns, in order.
+FEATURES = ("candidate_agreement", "abs_size_log_ratio",
+            "log10_unexplained", "log10_noise", "dark_level_log10",
+            "touches_box", "fringe_correlation", "log10_network_loss_ratio")
+
+#: Logistic model of P(aligned IoU >= 0.5): bias, then one weight per
+#: feature, fitted by ``python -m benchmarks.trust --calibrate`` on the
+#: tuning runs (docs/results.md, "Confidence").
+CONFIDENCE_WEIGHTS = (0.0,) + (0.0,) * len(FEATURES)
+
+#: Below this confidence a result carries a ``reconstruction_warning``.
+LOW_CONFIDENCE = 0.5
+
+
+def reasons(sig: dict) -> list[str]:
+  """The signals that speak against a result, one sentence each."""
+  out = []
+  if sig["empty"]:
+    out.append("the volume is empty (no voxel above 0.5)")
+  agree = sig.get("candidate_agreement")
+  if agree is not None and agree < 0.6:
+    out.append(f"the two best candidates disagree (aligned IoU "
+               f"{agree:.2f})")
+  if abs(sig["size_log_ratio"]) > np.log(1.5):
+    out.append(f"the size disagrees with the fringe spacing (volume-"
+               f"equivalent radius {sig['equivalent_radius_box']:.3f} box, "
+               f"fringes of a ball of {sig['fringe_radius_box']:.3f} box)")
+  if sig["touches_box"]:
+    out.append("the body touches the box (often stretched along the beam, "
+               "which one pattern constrains least)")
+  if sig["dark_level_log10"] > -1.7:
+    out.append(f"the fitted dark level 10^{sig['dark_level_log10']:.2f} of "
+               "the peak is above the range of the paper's data")
+  excess = sig["unexplained_fraction"] - sig["noise_fraction"]
+  if excess > 0.05:
+    out.append(f"the fit leaves {sig['unexplained_fraction']:.0%} of the "
+               f"pattern's variance unexplained, its noise about "
+               f"{sig['noise_fraction']:.0%}")
+  if sig["fringe_correlation"] < 0.3:
+    out.append(f"no clear fringes (correlation {sig['fringe_correlation']:.2f}"
+               " with the best ball's)")
+  if sig["network_loss_ratio"] > IMPLAUSIBLE_LOSS_FACTOR:
+    out.append(f"it explains the pattern {sig['network_loss_ratio']:.1f} "
+               "times worse than the network's prediction")
+  return out
+
+
+def confidence(sig: dict, weights=None) -> float:
+  """P(aligned IoU >= 0.5) of a result from its :func:`signals` (logistic
+  in :func:`features`, :data:`CONFIDENCE_WEIGHTS`); 0 for an empty
+  volume."""
+  if sig["empty"]:
+    return 0.0
+  w = np.asarray(CONFIDENCE_WEIGHTS if weights is None else weights)
+  z = float(w[0] + features(sig) @ w[1:])
+  return float(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))

@@ -1,0 +1,220 @@
+"""Tests of the refinement package (msftnet.refine: the measurement model,
+the methods and their registry, the ranking and warnings) and of the
+launchers' ``--refine`` parser."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from msftnet import Geometry
+from msftnet import losses
+from msftnet import metrics
+from msftnet import reconstruct as recon
+from msftnet import refine
+from msftnet.launch.refine_flags import parse_refine_config
+from msftnet.raster import sphere_density
+from msftnet.refine import measurement as meas
+from msftnet.refine import trust
+from msftnet.refine import voxels
+
+from conftest import solid_volume
+
+SMALL = Geometry(n_voxels=32, detector_px=64)
+FAST = refine.RefineConfig(steps=25, start="network", shrinkwrap_every=10)
+# The same step counts as the pipeline and launcher tests: their compiled
+# refinement is then shared through the persistent compilation cache.
+QUICK = refine.RefineConfig(steps=2, coarse_steps=2)
+
+
+@pytest.fixture(scope="module")
+def cube_problem():
+  truth = solid_volume("Cube", 0.5, theta=0.4, phi=0.2, alpha=0.7)
+  pattern = np.asarray(meas.simulate_with_dark_level(
+      jnp.asarray(truth)[None], SMALL, jnp.asarray([-3.0])))[0]
+  valid = np.ones_like(pattern, bool)
+  valid[:, :20] = False                          # a detector edge is missing
+  start = np.asarray(sphere_density(32, 0.2))
+  return truth, pattern, valid, start
+
+
+def test_registry_names_every_method_and_refuses_others():
+  assert set(refine.METHODS) == {"polytope", "voxels"}
+  assert refine.get("voxels") is voxels.refine_one
+  with pytest.raises(ValueError, match="unknown, expected one of"):
+    refine.get("splines")
+  with pytest.raises(ValueError, match="polytope or voxels"):
+    refine.RefineConfig(method="splines")
+
+
+def test_voxel_refinement_lowers_the_loss_and_moves_towards_the_truth(
+    cube_problem):
+  truth, pattern, valid, start = cube_problem
+  out = recon.refine(start, pattern, valid, geometry=SMALL, config=FAST)
+  assert out.density.shape == (32, 32, 32) and out.pattern.shape == (64, 64)
+  assert 0 <= out.density.min() and out.density.max() <= 1
+  assert out.loss_after < 0.85 * out.loss_before
+  assert out.history[-1] < out.history[0]
+  assert out.history.shape == (25,)
+  # The voxels moved, and not away from the cube (25 steps move the ball's
+  # surface by about a voxel: the overlap grows little; the polytope test
+  # below holds the recovery to a floor).
+  assert np.abs(out.density - start).max() > 0.3
+  before = metrics.aligned_iou(start, truth)
+  assert metrics.aligned_iou(out.density, truth) >= before
+  # The paper's protocol: mean over all pixels, zero outside the mask.
+  assert out.paper_loss_after == pytest.approx(
+      metrics.pattern_mse(out.pattern, pattern, valid), rel=1e-4)
+
+
+def test_pixels_outside_the_mask_have_no_influence(cube_problem):
+  truth, pattern, valid, start = cube_problem
+  noisy = pattern.copy()
+  noisy[~valid] = np.random.default_rng(0).uniform(size=(~valid).sum())
+  a = recon.refine(start, pattern, valid, geometry=SMALL, config=FAST)
+  b = recon.refine(start, noisy, valid, geometry=SMALL, config=FAST)
+  np.testing.assert_array_equal(a.density, b.density)
+  assert a.loss_after == b.loss_after
+  # And the masked loss's gradient with respect to those pixels is zero.
+  g = jax.grad(lambda p: losses.masked_pattern_loss(
+      jnp.asarray(truth)[None], p, jnp.asarray(valid)[None], SMALL))(
+          jnp.asarray(noisy)[None])
+  assert float(jnp.abs(g[0][~valid]).max()) == 0.0
+  assert float(jnp.abs(g[0][valid]).max()) > 0.0
+
+
+def test_multi_start_keeps_the_best_start(cube_problem):
+  truth, pattern, valid, _ = cube_problem
+  too_big = np.asarray(sphere_density(32, 0.45))
+  config = dataclasses.replace(FAST, start="auto", steps=15)
+  out = recon.refine(too_big, pattern, valid, geometry=SMALL, config=config)
+  alone = recon.refine(too_big, pattern, valid, geometry=SMALL,
+                       config=dataclasses.replace(config, start="network"))
+  assert out.start >= 1                     # a sphere start won
+  assert voxels.start_label(out.start, config).startswith("sphere r=")
+  # The kept start has the lowest final objective (data term + priors).
+  assert out.history[-1] < alone.history[-1]
+  assert out.network_loss == pytest.approx(alone.network_loss, rel=1e-5)
+
+
+def test_the_dark_level_is_part_of_the_model(cube_problem):
+  """The same density with another dark level is another pattern, and the
+  grid search finds the level the pattern was made with."""
+  truth, pattern, valid, _ = cube_problem
+  rho = jnp.asarray(truth)[None]
+  other = np.asarray(meas.simulate_with_dark_level(rho, SMALL,
+                                                   jnp.asarray([-6.0])))[0]
+  assert np.abs(other - pattern).max() > 0.1
+  u, loss = meas.fit_dark_level(rho, jnp.asarray(pattern)[None],
+                                jnp.asarray(valid)[None], SMALL)
+  assert float(u[0]) == pytest.approx(-3.0) and float(loss[0]) < 1e-10
+  u6, _ = meas.fit_dark_level(rho, jnp.asarray(other)[None],
+                              jnp.asarray(valid)[None], SMALL)
+  assert float(u6[0]) == pytest.approx(-6.0)
+
+
+def test_polytope_refinement_recovers_a_known_solid():
+  """End to end on a small grid: an octahedron's pattern, with a beam stop,
+  refined from a ball far too small standing in for the network; the answer
+  must overlap the truth (aligned IoU floor; 0.85 when written) much better
+  than the ball, and be the lowest-objective plausible candidate of all
+  refined."""
+  truth = solid_volume("Octahedron", 0.6, theta=0.7, phi=0.3, alpha=1.1)
+  pattern = np.asarray(meas.simulate_with_dark_level(
+      jnp.asarray(truth)[None], SMALL, jnp.asarray([-3.0])))[0]
+  valid = np.ones_like(pattern, bool)
+  valid[28:36, 28:36] = False                       # a beam stop
+  ball = np.asarray(sphere_density(32, 0.1))
+  config = refine.RefineConfig(steps=60, coarse_steps=60, planes=24)
+  _, net_masked, _, _ = meas.pattern_losses(ball, pattern, valid, SMALL)
+  res = refine.get("polytope")(ball, pattern, valid, SMALL, config,
+                               net_masked)
+  start_iou = metrics.aligned_iou(ball, truth)
+  got = metrics.aligned_iou(res.density[0], truth)
+  assert got >= 0.7 and got > start_iou + 0.4, (start_iou, got)
+  assert res.masked < net_masked
+  # The winner: the lowest objective among the plausible candidates.
+  masked = [meas.pattern_losses(d, pattern, valid, SMALL)[1]
+            for d in res.density]
+  plausible = ~trust.is_empty(res.density, len(res.loss)) & (
+      np.asarray(masked) <= trust.IMPLAUSIBLE_LOSS_FACTOR * min(masked))
+  assert plausible[0] and res.loss[0] == res.loss[plausible].min()
+  assert res.masked == pytest.approx(masked[0], rel=1e-6)
+
+
+def test_refine_settings_from_text():
+  c = parse_refine_config(
+      "keep=3, planes=24,radius_bands=((0.04, 0.1), (0.1, 0.45))")
+  assert (c.keep, c.planes, c.radius_bands) == (3, 24, ((0.04, 0.1),
+                                                       (0.1, 0.45)))
+  assert c.steps == refine.RefineConfig().steps
+  assert parse_refine_config("") == refine.RefineConfig()
+  base = refine.RefineConfig(method="voxels")
+  assert parse_refine_config("steps=5", base).method == "voxels"
+  assert parse_refine_config("profile=ramp").profile == "ramp"
+  assert parse_refine_config("profile='ramp'").profile == "ramp"
+  for bad, expect in (("kep=3", "expected FIELD=VALUE"),
+                      ("profile=smooth", "profile must be one of"),
+                      ("profile=ramp box", "not a Python literal"),
+                      ("keep", "expected FIELD=VALUE"),
+                      ("keep=three", "not a Python literal"),
+                      ("planes=2", "planes must be >= 4"),
+                      ("planes='many'", "expected type int")):
+    with pytest.raises(ValueError, match=expect):
+      parse_refine_config(bad)
+
+
+def test_an_empty_candidate_never_wins():
+  """A refined body smaller than a voxel (no voxel above 0.5), or far worse
+  than the best in the reported loss, ranks after every other candidate,
+  whatever its objective (seen: a vanishing sphere behind a beam stop,
+  aligned IoU 0 against the truth)."""
+  dens = np.zeros((3, 8, 8, 8), np.float32)
+  dens[0, 3:5, 3:5, 3:5] = 0.36          # sub-voxel: partial volume only
+  dens[1, 2:6, 2:6, 2:6] = 1.0
+  dens[2, 3:6, 3:6, 3:6] = 1.0
+  order = trust.rank_candidates([1e-4, 3e-3, 2e-3], dens)
+  assert list(order) == [2, 1, 0]
+  assert list(trust.rank_candidates([3e-3, 1e-3, 2e-3], dens[[1, 2, 1]])) == [
+      1, 2, 0]
+  # Far worse than the best in the reported (masked) loss: implausible too.
+  full = dens[[1, 2, 1]]
+  assert list(trust.rank_candidates([1e-3, 2e-3, 3e-3], full,
+                                    [0.09, 0.004, 0.003])) == [1, 2, 0]
+  assert list(trust.rank_candidates([1e-3, 2e-3, 3e-3], full,
+                                    [0.008, 0.004, 0.003])) == [0, 1, 2]
+
+
+def test_results_that_should_not_be_trusted_are_flagged():
+  full = np.zeros((8, 8, 8), np.float32)
+  full[2:6, 2:6, 2:6] = 1.0
+  assert trust.result_warning(full, 2e-3, 1e-3) is None
+  assert trust.result_warning(full, 3e-3, 1e-3) is None       # the bound
+  assert "empty" in trust.result_warning(full * 0.4, 1e-3, 1e-3)
+  assert "4.0 times worse" in trust.result_warning(full, 4e-3, 1e-3)
+
+
+def test_a_refinement_far_worse_than_the_network_tries_more_starts():
+  """When every kept candidate ends far worse than the network's prediction
+  (forced here with a network loss of zero), the next plausible coarse
+  candidates are refined as well and all come back ranked. On the paper's
+  grids with QUICK's steps: the compiled refinement of
+  test_reconstruct_batch_and_single_agree[polytope] is reused."""
+  g = Geometry()
+  truth = solid_volume("Cube", 0.5, n=64, theta=0.4, phi=0.2, alpha=0.7)
+  pattern = np.asarray(meas.simulate_with_dark_level(
+      jnp.asarray(truth)[None], g, jnp.asarray([-3.0])))[0]
+  valid = np.ones_like(pattern, bool)
+  valid[60:68, 60:68] = False                      # a beam stop
+  method = refine.get("polytope")
+  normal = method(truth, pattern, valid, g, QUICK, network_masked=1.0)
+  forced = method(truth, pattern, valid, g, QUICK, network_masked=0.0)
+  assert len(normal.names) == QUICK.keep == 2
+  assert len(forced.names) == 4 and len(set(forced.names)) == 4
+  assert set(normal.names) < set(forced.names)
+  masked = [meas.pattern_losses(d, pattern, valid, g)[1]
+            for d in forced.density]
+  order = trust.rank_candidates(forced.loss, forced.density, masked)
+  assert list(order) == [0, 1, 2, 3]
