@@ -69,7 +69,8 @@ def _scores(t, v, *, max_shift, radius, min_pairs):
 
 
 def find_centres(patterns, valid=None, *, max_shift: int = 10,
-                 radius: int = 40, min_pairs: int = 200) -> np.ndarray:
+                 radius: int = 40, min_pairs: int = 200,
+                 min_gain: float = 0.0) -> np.ndarray:
   """:func:`find_centre` of a batch ``[B, M, M]``: offsets ``[B, 2]``
   (int64; all candidates of a pattern scored at once, jit-compiled)."""
   t = np.asarray(patterns, np.float32)
@@ -82,14 +83,20 @@ def find_centres(patterns, valid=None, *, max_shift: int = 10,
                              radius=int(radius), min_pairs=int(min_pairs)))
   side = 2 * max_shift + 1
   k = np.argmin(score, axis=1)
+  # Stay at M // 2 unless the best candidate is clearly more symmetric.
+  k0 = max_shift * side + max_shift
+  rows = np.arange(len(k))
+  stay = (np.isfinite(score[:, k0])
+          & (score[rows, k] > (1.0 - min_gain) * score[:, k0]))
+  k = np.where(stay, k0, k)
   found = np.isfinite(score).any(axis=1)
   out = np.stack([k // side - max_shift, k % side - max_shift], axis=1)
   return np.where(found[:, None], out, 0).astype(np.int64)
 
 
 def find_centre(pattern, valid=None, *, max_shift: int = 10,
-                radius: int = 40, min_pairs: int = 200
-                ) -> tuple[int, int]:
+                radius: int = 40, min_pairs: int = 200,
+                min_gain: float = 0.0) -> tuple[int, int]:
   """Integer offset ``(dy, dx)`` of the pattern's centre from pixel ``M // 2``.
 
   Args:
@@ -98,13 +105,19 @@ def find_centre(pattern, valid=None, *, max_shift: int = 10,
     max_shift: largest offset searched per axis (px).
     radius: pixel pairs within this distance of the candidate centre.
     min_pairs: candidates with fewer valid pairs are skipped.
+    min_gain: the centre moves from ``M // 2`` only to a candidate whose
+      score is below ``(1 - min_gain)`` times that of ``M // 2`` (the
+      pattern of a particle is not exactly point symmetric: absorption and
+      the Ewald sphere break Friedel's law slightly, so a centred pattern's
+      best score can lie a pixel or two away).
 
   Returns ``(0, 0)`` when no candidate has enough valid pairs; among equal
   scores the first candidate in row-major ``(dy, dx)`` order.
   """
   v = None if valid is None else np.asarray(valid, bool)[None]
   dy, dx = find_centres(np.asarray(pattern)[None], v, max_shift=max_shift,
-                        radius=radius, min_pairs=min_pairs)[0]
+                        radius=radius, min_pairs=min_pairs,
+                        min_gain=min_gain)[0]
   return int(dy), int(dx)
 
 

@@ -53,6 +53,7 @@ class Reconstruction(NamedTuple):
   history: np.ndarray          # [steps, B] objective per step
   start_name: np.ndarray       # [B] str, the winning start
   centre_shift: np.ndarray     # [B, 2] int, pattern centre - M // 2 (px)
+  centre_offset: np.ndarray    # [B, 2] float, fitted sub-pixel correction
   candidate_density: np.ndarray  # [B, C, N, N, N] ranked candidates
   candidate_loss: np.ndarray   # [B, C] their objective, ascending
   candidate_name: np.ndarray   # [B, C] str, their starts
@@ -133,6 +134,7 @@ def refine(init_density, pattern, valid=None, *, geometry: Geometry,
     name = voxels.start_label(int(one["start"][0]), config)
     one.update(start_name=np.asarray([name], dtype=object),
                centre_shift=np.zeros((1, 2), np.int64),
+               centre_offset=np.zeros((1, 2)),
                candidate_density=one["density"][:, None],
                candidate_loss=one["loss_after"][:, None],
                candidate_name=np.asarray([[name]], dtype=object))
@@ -240,6 +242,7 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
     net, sim_n = first["net"][i], first["sim"][i]
     ml_n, pl_n, u_n = (float(first[k][i]) for k in ("ml", "pl", "u"))
     row = dict(initial_density=net[None], initial_pattern=sim_n[None],
+               centre_offset=np.zeros((1, 2)),
                loss_before=np.asarray([ml_n]),
                paper_loss_before=np.asarray([pl_n]),
                network_loss=np.asarray([ml_n]),
@@ -266,7 +269,8 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
                  start_name=np.asarray(res.names[:1], dtype=object),
                  candidate_density=res.density[None],
                  candidate_loss=res.loss[None],
-                 candidate_name=np.asarray([res.names], dtype=object))
+                 candidate_name=np.asarray([res.names], dtype=object),
+                 centre_offset=np.asarray([res.centre_offset]))
       if res.initial_density is not None:
         row.update(initial_density=res.initial_density[None],
                    loss_before=np.asarray([res.loss_before]),

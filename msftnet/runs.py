@@ -78,6 +78,7 @@ def reconstruction_record(out, j: int, frame, *, model_path: str,
       "geometry": geometry.to_dict(),
       "start": str(out.start_name[j]),
       "centre_shift_px": [int(x) for x in out.centre_shift[j]],
+      "centre_offset_px": [round(float(x), 3) for x in out.centre_offset[j]],
       "candidates": [{"start": str(name), "loss": float(loss)}
                      for name, loss in zip(out.candidate_name[j],
                                            out.candidate_loss[j])],

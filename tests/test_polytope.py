@@ -220,3 +220,16 @@ def test_find_centre_recovers_a_shift_and_leaves_a_centred_pattern():
   got = centre.find_centres(np.stack([moved, other, pattern]),
                             np.stack([valid, v_other, none]))
   np.testing.assert_array_equal(got, [[3, -4], [-5, 2], [0, 0]])
+
+
+def test_the_centre_search_stays_unless_a_shift_is_clearly_better():
+  _, pattern = _cube_pattern()
+  moved, valid = centre.shift_pattern(pattern, None, (3, -2))
+  batch = np.stack([pattern, moved])
+  masks = np.stack([np.ones_like(valid), valid])
+  strict = centre.find_centres(batch, masks, min_gain=0.3)
+  assert tuple(strict[0]) == (0, 0) and tuple(strict[1]) == (-3, 2)
+  # Demand more than the shifted pattern's gain and it stays too.
+  assert tuple(centre.find_centres(batch, masks, min_gain=0.9)[1]) == (0, 0)
+  np.testing.assert_array_equal(centre.find_centres(batch, masks),
+                                centre.find_centres(batch, masks, min_gain=0))

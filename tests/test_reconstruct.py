@@ -18,6 +18,7 @@ from msftnet import pretrained
 from msftnet import reconstruct as recon
 from msftnet.refine import measurement as meas
 from msftnet.refine import polytope as refine_polytope
+from msftnet.refine import trust
 from msftnet.refine import voxels
 
 from conftest import solid_volume
@@ -185,6 +186,13 @@ def test_msftnet_command_outputs_frames_and_errors(tmp_path, tiny_model_dir):
     assert Geometry.from_dict(rec["geometry"]) == Geometry()
     assert rec["candidates"][0]["start"] == rec["start"]
     assert rec["candidates"][0]["loss"] <= rec["candidates"][1]["loss"]
+    # Every result says how far to trust it, in a versioned record.
+    assert list(rec)[0] == "schema_version" and rec["schema_version"] == 1
+    assert 0.0 <= rec["confidence"] <= 1.0
+    assert isinstance(rec["confidence_reasons"], list)
+    assert rec["trust_signals"]["candidate_agreement"] <= 1.0
+    assert (("reconstruction_warning" in rec)
+            >= (rec["confidence"] < trust.LOW_CONFIDENCE))
     dens = np.load(out / f"run_frame{k}_density.npy")
     assert dens.shape == (64, 64, 64) and dens.dtype == np.float32
     assert (out / f"run_frame{k}.png").stat().st_size > 10_000

@@ -218,3 +218,107 @@ def test_a_refinement_far_worse_than_the_network_tries_more_starts():
             for d in forced.density]
   order = trust.rank_candidates(forced.loss, forced.density, masked)
   assert list(order) == [0, 1, 2, 3]
+
+
+# ------------------------------------------------------------ trust signals
+def test_the_fringes_give_a_balls_size_without_a_fit():
+  for radius in (0.12, 0.25):
+    ball = np.asarray(sphere_density(32, radius))
+    pattern = np.asarray(meas.simulate_with_dark_level(
+        jnp.asarray(ball)[None], SMALL, jnp.asarray([-4.0])))[0]
+    valid = np.ones_like(pattern, bool)
+    valid[28:36, 28:36] = False                     # a beam stop
+    found, r = trust.fringe_radius(pattern, valid, SMALL)
+    assert found == pytest.approx(radius, rel=0.08) and r > 0.9
+    assert trust.equivalent_radius(ball) == pytest.approx(radius, rel=0.05)
+  noise = np.random.default_rng(3).uniform(size=(64, 64))
+  assert trust.fringe_radius(noise, np.ones((64, 64), bool), SMALL)[1] < 0.7
+
+
+def test_noise_fraction_sees_pixel_noise_not_fringes(cube_problem):
+  _, pattern, valid, _ = cube_problem
+  clean = trust.noise_fraction(pattern, valid)
+  assert clean < 0.02
+  sigma = 0.05
+  noisy = pattern + np.random.default_rng(4).normal(0, sigma, pattern.shape)
+  expect = sigma**2 / noisy[valid].var()
+  assert trust.noise_fraction(noisy, valid) == pytest.approx(expect, rel=0.3)
+
+
+def test_touching_the_box_and_ranking_it_last():
+  ball = np.asarray(sphere_density(16, 0.3))
+  slab = np.zeros((16, 16, 16), np.float32)
+  slab[:, 6:10, 6:10] = 1.0                        # from face to face
+  assert not trust.touches_box(ball) and trust.touches_box(slab)
+  dens = np.stack([slab, ball])
+  assert list(trust.rank_candidates([1e-3, 2e-3], dens)) == [0, 1]
+  assert list(trust.rank_candidates([1e-3, 2e-3], dens, box_last=True)) == [
+      1, 0]
+
+
+def _signals(**changes):
+  sig = {"fringe_radius_box": 0.2, "fringe_correlation": 0.8,
+         "equivalent_radius_box": 0.2, "size_log_ratio": 0.0,
+         "unexplained_fraction": 0.03, "noise_fraction": 0.02,
+         "dark_level_log10": -4.0, "touches_box": False, "empty": False,
+         "network_loss_ratio": 0.3, "valid_fraction": 0.9,
+         "candidate_agreement": 0.9}
+  sig.update(changes)
+  return sig
+
+
+@pytest.mark.parametrize("bad, reason", [
+    (dict(candidate_agreement=0.2), "candidates disagree"),
+    (dict(size_log_ratio=-1.0, equivalent_radius_box=0.07),
+     "disagrees with the fringe spacing"),
+    (dict(touches_box=True), "touches the box"),
+    (dict(unexplained_fraction=0.4), "unexplained"),
+    (dict(network_loss_ratio=5.0), "worse than the network"),
+])
+def test_each_bad_signal_lowers_the_confidence_and_says_why(bad, reason):
+  good = _signals()
+  assert trust.reasons(good) == []
+  worse = _signals(**bad)
+  assert trust.confidence(worse) < trust.confidence(good)
+  assert any(reason in r for r in trust.reasons(worse))
+  assert trust.confidence(_signals(empty=True)) == 0.0
+  assert trust.confidence(good) > trust.LOW_CONFIDENCE
+
+
+def test_a_low_confidence_sets_the_warning_with_its_reasons():
+  import types
+  from msftnet import runs
+  full = np.zeros((1, 8, 8, 8), np.float32)
+  full[0, 2:6, 2:6, 2:6] = 1.0
+  out = types.SimpleNamespace(
+      density=full, loss_after=np.asarray([1e-3]),
+      network_loss=np.asarray([1e-3]), confidence=np.asarray([0.2]),
+      confidence_reasons=np.asarray([["the body touches the box"]],
+                                    dtype=object))
+  warning = runs.warning_of(out, 0)
+  assert "low confidence (0.20)" in warning and "touches the box" in warning
+  out.confidence = np.asarray([0.9])
+  assert runs.warning_of(out, 0) is None
+
+
+def test_the_centre_is_fitted_below_a_pixel():
+  """A pattern whose q = 0 lies one pixel off in each axis after the integer
+  search: with ``fit_centre`` the refinement finds the offset and a better
+  shape than without."""
+  truth = solid_volume("Cube", 0.5, theta=0.4, phi=0.2, alpha=0.7)
+  pattern = np.asarray(meas.simulate_with_dark_level(
+      jnp.asarray(truth)[None], SMALL, jnp.asarray([-3.0])))[0]
+  from msftnet import centre
+  moved, valid = centre.shift_pattern(pattern, None, (1, -1))
+  ball = np.asarray(sphere_density(32, 0.15))
+  _, net_masked, _, _ = meas.pattern_losses(ball, moved, valid, SMALL)
+  got = {}
+  for fit in (False, True):
+    config = refine.RefineConfig(steps=60, coarse_steps=60, planes=24,
+                                 fit_centre=fit)
+    got[fit] = refine.get("polytope")(ball, moved, valid, SMALL, config,
+                                      net_masked)
+  np.testing.assert_allclose(got[True].centre_offset, (-1.0, 1.0), atol=0.2)
+  assert got[False].centre_offset == (0.0, 0.0)
+  assert (metrics.aligned_iou(got[True].density[0], truth)
+          > metrics.aligned_iou(got[False].density[0], truth))

@@ -79,6 +79,12 @@ class RefineConfig:
       (:func:`msftnet.polytope.polytope_density`): ``"ramp"`` (the
       rasteriser's linear ramp) or ``"box"`` (the exact volume fraction of
       the voxel inside its face; docs/results.md compares them).
+    fit_centre: (polytope) also fit a sub-pixel correction of the pattern's
+      centre (up to ``msftnet.refine.polytope.MAX_CENTRE_PX``) after the
+      integer centre search, the simulated pattern resampled bilinearly.
+    centre_rate: (polytope) its Adam learning rate (px).
+    box_last: (polytope) refined candidates that touch the box rank after
+      those that do not (:func:`msftnet.refine.trust.rank_candidates`).
   """
 
   method: str = "polytope"
@@ -99,6 +105,9 @@ class RefineConfig:
                                                    (0.22, 0.45))
   centre_search: int = 10
   profile: str = "ramp"
+  fit_centre: bool = False
+  centre_rate: float = 0.02
+  box_last: bool = False
 
   def __post_init__(self):
     if self.method not in METHODS:
@@ -130,6 +139,9 @@ class Refined:
     masked, paper: the winner's masked and paper-protocol losses.
     dark_level: the winner's fitted dark level ``u`` (``eps = max(I) 10^u``).
     start: index of the winning start (voxels: 0 network, k sphere k).
+    centre_offset: the fitted sub-pixel centre correction ``(dy, dx)`` px
+      (``RefineConfig.fit_centre``; zero otherwise), beyond the integer
+      centre search.
     initial_density, loss_before, paper_loss_before: the winner's start and
       its losses where it is not the network's prediction (None: it is).
   """
@@ -143,6 +155,7 @@ class Refined:
   paper: float
   dark_level: float
   start: int = 0
+  centre_offset: tuple[float, float] = (0.0, 0.0)
   initial_density: np.ndarray | None = None
   loss_before: float | None = None
   paper_loss_before: float | None = None

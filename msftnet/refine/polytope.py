@@ -45,6 +45,9 @@ from msftnet.refine import trust
 __all__ = ["refine_polytopes", "polytope_starts", "refine_one"]
 
 
+_RATES = (("h", 0.003), ("n", 0.02), ("u", 0.05))
+
+
 def _log_intensity(rho, geometry, u):
   """``log(I + max(I) 10^u)`` per sample: ``[S, M, M]``."""
   inten = intensity(rho, geometry)
@@ -62,12 +65,36 @@ def _scaled_adam(rates: dict) -> optax.GradientTransformation:
               {k: -rates[k] * v for k, v in updates.items()}, state)))
 
 
+#: Largest sub-pixel centre correction (px) the refinement may fit.
+MAX_CENTRE_PX = 2.0
+
+
+def _recentred(logs, c):
+  """``logs [S, M, M]`` sampled at ``m - c`` (bilinear; ``c [S, 2]`` px,
+  bounded by :data:`MAX_CENTRE_PX` through a tanh): the simulated pattern
+  of a particle whose q = 0 falls ``c`` px from pixel ``M // 2``."""
+  m = logs.shape[-1]
+  yy, xx = jnp.meshgrid(jnp.arange(m, dtype=jnp.float32),
+                        jnp.arange(m, dtype=jnp.float32), indexing="ij")
+  c = MAX_CENTRE_PX * jnp.tanh(c / MAX_CENTRE_PX)
+
+  def one(img, ci):
+    return jax.scipy.ndimage.map_coordinates(
+        img, [yy - ci[0], xx - ci[1]], order=1, mode="nearest")
+
+  return jax.vmap(one)(logs, c)
+
+
+def centre_offset(c) -> np.ndarray:
+  """The fitted centre parameter ``c [..., 2]`` -> the offset in px."""
+  return np.asarray(MAX_CENTRE_PX * np.tanh(np.asarray(c) / MAX_CENTRE_PX))
+
+
 @functools.partial(jax.jit, static_argnames=("geometry", "steps", "rates",
                                              "profile"))
 def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
-                     steps: int, rates: tuple = (("h", 0.003), ("n", 0.02),
-                                                  ("u", 0.05)),
-                     profile: str = "ramp"):
+                     steps: int, rates: tuple = _RATES,
+                     profile: str = "ramp", centre=None):
   """Adam on the planes of ``S`` polytopes against one pattern.
 
   Args:
@@ -79,13 +106,18 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
     rates: learning rates of the offsets ``h`` (box units), the normals
       ``n`` and the dark level ``u``.
     profile: the voxel profile of :func:`msftnet.polytope.polytope_density`.
+    centre: ``None``, or ``[S, 2]`` initial centre parameters: the pattern's
+      centre is then fitted too, a sub-pixel offset of up to
+      :data:`MAX_CENTRE_PX` (:func:`centre_offset`; ``rates`` must name
+      ``"c"``).
 
   The objective is :func:`msftnet.refine.measurement.affine_masked_mse` of
   ``log(I + max(I) 10^u)``, the dark level ``u`` per start initialised by a
   grid search over [-8, 0].
 
   Returns:
-    ``(params, loss [S], history [steps, S])`` with params ``{"n", "h", "u"}``.
+    ``(params, loss [S], history [steps, S])`` with params ``{"n", "h", "u"}``
+    (and ``"c"`` with ``centre``).
   """
   n = geometry.n_voxels
   s = offsets.shape[0]
@@ -97,12 +129,16 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
       pats, vals)
   params = {"n": jnp.asarray(normals, jnp.float32),
             "h": jnp.asarray(offsets, jnp.float32), "u": u0}
+  if centre is not None:
+    params["c"] = jnp.asarray(centre, jnp.float32)
   tx = _scaled_adam(dict(rates))
 
   def per_start(p):
     rho = convex.polytope_density(p["n"], p["h"], n, profile)
-    return meas.affine_masked_mse(_log_intensity(rho, geometry, p["u"]),
-                                  pats, vals)
+    logs = _log_intensity(rho, geometry, p["u"])
+    if "c" in p:
+      logs = _recentred(logs, p["c"])
+    return meas.affine_masked_mse(logs, pats, vals)
 
   def step(carry, _):
     p, state = carry
@@ -186,21 +222,28 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
   if crop_valid.sum() < 16:
     coarse, crop, crop_valid = geometry, pattern, valid
   profile = config.profile
+  fit_c = dict(centre=np.zeros((len(offsets), 2), np.float32),
+               rates=_RATES + (("c", config.centre_rate),)
+               ) if config.fit_centre else {}
   pc, loss_c, _ = refine_polytopes(
       jnp.asarray(normals), jnp.asarray(offsets), jnp.asarray(crop),
       jnp.asarray(crop_valid), geometry=coarse, steps=config.coarse_steps,
-      profile=profile)
+      profile=profile, **fit_c)
   loss_c = np.asarray(loss_c)
 
   def full(idx):
+    if fit_c:
+      fit_c["centre"] = pc["c"][idx]
     p, loss, history = refine_polytopes(
         pc["n"][idx], pc["h"][idx], jnp.asarray(pattern), jnp.asarray(valid),
-        geometry=geometry, steps=config.steps, profile=profile)
+        geometry=geometry, steps=config.steps, profile=profile, **fit_c)
     dens = np.asarray(convex.polytope_density(p["n"], p["h"], n, profile))
     sim, masked, paper, u = zip(*(meas.pattern_losses(d, pattern, valid,
                                                       geometry)
                                   for d in dens))
-    return dict(idx=np.asarray(idx), loss=np.asarray(loss),
+    off = (centre_offset(p["c"]) if "c" in p
+           else np.zeros((len(idx), 2), np.float32))
+    return dict(idx=np.asarray(idx), loss=np.asarray(loss), off=off,
                 history=np.asarray(history), dens=dens, sim=np.stack(sim),
                 masked=np.asarray(masked), paper=np.asarray(paper),
                 u=np.asarray(u))
@@ -224,11 +267,13 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
                      for k, v in extra.items()})
   cat = {k: np.concatenate([r[k] for r in rounds], axis=1 if k == "history"
                            else 0) for k in rounds[0]}
-  order = trust.rank_candidates(cat["loss"], cat["dens"], cat["masked"])
+  order = trust.rank_candidates(cat["loss"], cat["dens"], cat["masked"],
+                                box_last=config.box_last)
   best = order[0]
   return base.Refined(
       density=cat["dens"][order], loss=cat["loss"][order],
       names=tuple(names[cat["idx"][i]] for i in order),
       history=cat["history"][:, best], pattern=cat["sim"][best],
       masked=float(cat["masked"][best]), paper=float(cat["paper"][best]),
-      dark_level=float(cat["u"][best]))
+      dark_level=float(cat["u"][best]),
+      centre_offset=tuple(float(x) for x in cat["off"][best]))

@@ -60,7 +60,8 @@ def result_warning(density, masked_loss: float,
 
 
 def rank_candidates(loss, density, masked_loss=None,
-                    factor: float = IMPLAUSIBLE_LOSS_FACTOR) -> np.ndarray:
+                    factor: float = IMPLAUSIBLE_LOSS_FACTOR,
+                    box_last: bool = False) -> np.ndarray:
   """The order of refined candidates: by objective ``loss [S]`` (the
   affine-invariant one), except that implausible candidates come after
   every other: a body with no voxel of ``density [S, N, N, N]`` above 0.5
@@ -70,13 +71,16 @@ def rank_candidates(loss, density, masked_loss=None,
   pattern of a vanishing sphere can match a large particle's envelope under
   the affine-invariant objective better than the right shape does, while in
   the reported normalisation it is ten or more times worse; an empty volume
-  is never an answer."""
+  is never an answer. ``box_last``: among the plausible, bodies that touch
+  the box (:func:`touches_box`) come after those that do not."""
   loss = np.asarray(loss)
   bad = is_empty(density, len(loss))
   if masked_loss is not None:
     masked = np.asarray(masked_loss)
     bad |= masked > factor * masked.min()
-  return np.lexsort((loss, bad))
+  touching = (np.asarray([touches_box(d) for d in density]) if box_last
+              else np.zeros(len(loss), bool))
+  return np.lexsort((loss, touching, bad))
 
 
 # ------------------------------------------------------------- the signals
@@ -255,9 +259,11 @@ FEATURES = ("candidate_agreement", "abs_size_log_ratio",
             "touches_box", "fringe_correlation", "log10_network_loss_ratio")
 
 #: Logistic model of P(aligned IoU >= 0.5): bias, then one weight per
-#: feature, fitted by ``python -m benchmarks.trust --calibrate`` on the
-#: tuning runs (docs/results.md, "Confidence").
-CONFIDENCE_WEIGHTS = (0.0,) + (0.0,) * len(FEATURES)
+#: feature of :data:`FEATURES`, fitted by ``python -m benchmarks.trust
+#: --calibrate=benchmarks/results/trust_seed31_tuning.jsonl`` on the tuning
+#: seed's 64 results with a truth (docs/results.md, "Confidence").
+CONFIDENCE_WEIGHTS = (-2.89, 3.092, -4.072, -1.648, 1.371, -0.0344, -2.338,
+                      2.385, -2.792)
 
 #: Below this confidence a result carries a ``reconstruction_warning``.
 LOW_CONFIDENCE = 0.5

@@ -1,0 +1,439 @@
+r"""Trust: accuracy, confidence and flags of reconstructions on held-out data.
+
+  python -m benchmarks.trust --seed=S [--sets=simexp,cxi,nonconvex,clean,experiment]
+      [--n=24] [--n_clean=8] [--out=DIR] [--refine=FIELD=VALUE,...]
+      [--json_out=FILE]
+  python -m benchmarks.trust --calibrate=TUNE.jsonl [--evaluate=TEST.jsonl]
+      [--figure=docs/confidence_reliability.png]
+
+Reconstruction mode: the bundled model and the default refinement (or
+``--refine``) on the sets, one JSON line per pattern (set, aligned IoU
+against the truth, ``confidence``, its reasons, whether the result carries
+a ``reconstruction_warning`` as ``msftnet reconstruct`` writes it, the
+trust signals, seconds) and one summary line per set:
+
+* ``simexp``: ``--n`` truncated test solids (``evaluation.testset_source``,
+  192^3 simulations, data seed ``--seed``) through the paper's
+  simulated-experiment filter (``augment.evaluation_input``);
+* ``clean``: the first ``--n_clean`` of them, unfiltered;
+* ``cxi``: ``--n`` other truncated test solids (data seed ``--seed + 1``,
+  64^3) as one raw-count CXI run: Poisson counts with 1e3-1e5 photons at
+  the brightest pixel (log-uniform), Poisson dark counts (mean 0.05 per
+  pixel), a beam stop and a detector gap in the CXI mask, the beam centre off
+  by up to 4 px per axis (the rows wrapped in by the shift masked), read by
+  ``msftnet.measured.load_many``;
+* ``nonconvex``: eight clean patterns of touching bodies (sphere and cube
+  dimers, an unequal dimer, a trimer, a dumbbell, a sphere-cube pair, L and
+  T shapes), randomly oriented, dark level 1e-4;
+* ``experiment``: ``barke1/3/5/7`` (``--experiment_dir``); no truth: the
+  best sphere's loss over the reconstruction's in the paper's protocol with
+  the dark level at most 1e-3 of the peak and the best centre within
+  +-10 px for both (``protocol_losses``).
+
+Calibration mode: fits the logistic confidence model
+(``msftnet.refine.trust.features`` -> P(aligned IoU >= 0.5), L2-regularised
+Newton) on the rows of ``--calibrate`` and prints the weights for
+``trust.CONFIDENCE_WEIGHTS``; with ``--evaluate``, the flag rates and a
+reliability table (and ``--figure``) on those held-out rows with the
+weights now in ``trust.CONFIDENCE_WEIGHTS``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import h5py
+import jax.numpy as jnp
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+import msftnet
+from benchmarks.jsonlines import Report
+from msftnet import augment
+from msftnet import data as data_lib
+from msftnet import evaluation
+from msftnet import measured
+from msftnet import metrics
+from msftnet import pretrained
+from msftnet import records
+from msftnet import reconstruct as recon
+from msftnet import runs
+from msftnet.launch.refine_flags import parse_refine_config
+from msftnet.raster import sphere_density
+from msftnet.refine import measurement as meas
+from msftnet.refine import trust
+
+_SEED = flags.DEFINE_integer("seed", 20261207, "Data seed of the sets.")
+_SETS = flags.DEFINE_list("sets", ["simexp", "cxi", "nonconvex", "clean",
+                                   "experiment"], "Sets to reconstruct.")
+_N = flags.DEFINE_integer("n", 24, "Solids of the simexp and cxi sets.")
+_N_CLEAN = flags.DEFINE_integer("n_clean", 8, "Solids of the clean set.")
+_OUT = flags.DEFINE_string("out", None, "Work folder (the 192^3 test set); "
+                           "default a temporary one.")
+_REFINE = flags.DEFINE_string("refine", "", "RefineConfig fields.")
+_EXP_DIR = flags.DEFINE_string("experiment_dir", "../shared/data/experiment",
+                               "Folder with barke*.png.")
+_JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
+_CALIBRATE = flags.DEFINE_string("calibrate", None, "Fit the confidence model "
+                                 "on these rows instead.")
+_EVALUATE = flags.DEFINE_string("evaluate", None, "Held-out rows to report "
+                                "the confidence on.")
+_FIGURE = flags.DEFINE_string("figure", None, "Reliability figure (PNG).")
+
+_EXPERIMENTS = ("barke1", "barke3", "barke5", "barke7")
+
+
+# ------------------------------------------------------------- the inputs
+def _coords(n: int):
+  c = (np.arange(n) - (n - 1) / 2) / n
+  return np.stack(np.meshgrid(c, c, c, indexing="ij"), -1)   # [N,N,N,3]
+
+
+def _ball(x, centre, r, n):
+  d = np.linalg.norm(x - np.asarray(centre), axis=-1)
+  return np.clip(0.5 - (d - r) * n, 0.0, 1.0)
+
+
+def _box(x, centre, half, n):
+  d = np.max(np.abs(x - np.asarray(centre)) - np.asarray(half), axis=-1)
+  return np.clip(0.5 - d * n, 0.0, 1.0)
+
+
+def _rod(x, a, b, r, n):
+  a, b = np.asarray(a), np.asarray(b)
+  t = np.clip(((x - a) @ (b - a)) / ((b - a) @ (b - a)), 0.0, 1.0)
+  d = np.linalg.norm(x - (a + t[..., None] * (b - a)), axis=-1)
+  return np.clip(0.5 - (d - r) * n, 0.0, 1.0)
+
+
+def nonconvex_bodies(n: int = 64, seed: int = 0) -> list[tuple[str, np.ndarray]]:
+  """Eight non-convex particles ``[N, N, N]`` (box units, randomly oriented)."""
+  rng = np.random.default_rng(seed)
+  shapes = {
+      "sphere_dimer": lambda x: np.maximum(_ball(x, (0, 0, -0.12), 0.12, n),
+                                           _ball(x, (0, 0, 0.12), 0.12, n)),
+      "unequal_dimer": lambda x: np.maximum(
+          _ball(x, (0, 0, -0.09), 0.14, n), _ball(x, (0, 0, 0.14), 0.09, n)),
+      "cube_dimer": lambda x: np.maximum(
+          _box(x, (0, 0, -0.09), (0.09, 0.09, 0.09), n),
+          _box(x, (0, 0.03, 0.09), (0.09, 0.09, 0.09), n)),
+      "trimer": lambda x: np.maximum.reduce(
+          [_ball(x, (0, 0.11 * np.cos(a), 0.11 * np.sin(a)), 0.1, n)
+           for a in (0.0, 2.1, 4.2)]),
+      "dumbbell": lambda x: np.maximum.reduce(
+          [_ball(x, (0, 0, -0.17), 0.1, n), _ball(x, (0, 0, 0.17), 0.1, n),
+           _rod(x, (0, 0, -0.17), (0, 0, 0.17), 0.045, n)]),
+      "sphere_cube": lambda x: np.maximum(
+          _ball(x, (0, 0, -0.11), 0.11, n),
+          _box(x, (0, 0, 0.08), (0.08, 0.08, 0.08), n)),
+      "L_shape": lambda x: np.maximum(
+          _box(x, (0, 0, -0.05), (0.06, 0.06, 0.2), n),
+          _box(x, (0, 0.12, -0.19), (0.06, 0.12, 0.06), n)),
+      "T_shape": lambda x: np.maximum(
+          _box(x, (0, 0, 0.0), (0.06, 0.06, 0.2), n),
+          _box(x, (0, 0.13, 0.0), (0.06, 0.13, 0.06), n)),
+  }
+  x = _coords(n)
+  out = []
+  for name, f in shapes.items():
+    rot = Rotation.random(random_state=rng).as_matrix()
+    out.append((name, f(x @ rot).astype(np.float32)))
+  return out
+
+
+def cxi_run(path: str, truth: np.ndarray, geometry, seed: int) -> list[dict]:
+  """Write the raw-count CXI run of ``truth [K, N, N, N]``; returns what
+  each frame was made with."""
+  inten = np.asarray(msftnet.intensity(jnp.asarray(truth), geometry),
+                     np.float64)
+  rng = np.random.default_rng(seed)
+  m = inten.shape[-1]
+  r, c = np.mgrid[:m, :m] - m // 2
+  frames, masks, made = [], [], []
+  for k in range(len(truth)):
+    photons = float(10 ** rng.uniform(3, 5))
+    counts = rng.poisson(inten[k] / inten[k].max() * photons
+                         + 0.05).astype(np.int32)
+    dy, dx = (int(s) for s in rng.integers(-4, 5, size=2))
+    bad = ((r**2 + c**2 < 6**2) | ((c >= 20) & (c < 24))).astype(np.uint32)
+    counts = np.roll(counts, (dy, dx), axis=(0, 1))
+    bad = np.roll(bad, (dy, dx), axis=(0, 1))
+    rows, cols = np.arange(m), np.arange(m)
+    wrapped = (((rows < dy) | (rows >= m + dy))[:, None]
+               | ((cols < dx) | (cols >= m + dx))[None, :])
+    bad[wrapped] = 1
+    frames.append(counts)
+    masks.append(bad)
+    made.append({"photons": photons, "beam_offset_px": [dy, dx]})
+  with h5py.File(path, "w") as f:
+    f["entry_1/instrument_1/detector_1/data"] = np.stack(frames)
+    f["entry_1/instrument_1/detector_1/mask"] = np.stack(masks)
+    f["entry_1/data_1/data"] = h5py.SoftLink(
+        "/entry_1/instrument_1/detector_1/data")
+  return made
+
+
+def _shifted(pattern, valid, max_shift: int):
+  """Every integer re-centring within ``max_shift`` px: ``(P, V)``, each
+  ``[K, M * M]`` (:func:`msftnet.centre.shift_pattern`)."""
+  ps, vs = [], []
+  for dy in range(-max_shift, max_shift + 1):
+    for dx in range(-max_shift, max_shift + 1):
+      p, v = msftnet.centre.shift_pattern(pattern, valid, (dy, dx))
+      ps.append(p.ravel())
+      vs.append(v.ravel())
+  return np.asarray(ps, np.float64), np.asarray(vs, np.float64)
+
+
+def protocol_losses(densities, pattern, valid, geometry, *,
+                    max_shift: int = 10, max_dark_log10: float = -3.0
+                    ) -> np.ndarray:
+  """The paper's protocol loss (mean over all pixels, zero difference off
+  ``valid``) of each of ``densities [S, N, N, N]`` against a measured
+  pattern, the best over dark levels of :data:`meas.DARK_GRID` up to
+  ``max_dark_log10`` and over integer centre shifts within ``max_shift``
+  px: ``[S]``."""
+  big_p, big_v = _shifted(pattern, valid, max_shift)
+  data_term = (big_v * big_p**2).sum(axis=1)                  # [K]
+  us = jnp.asarray([u for u in meas.DARK_GRID if u <= max_dark_log10],
+                   jnp.float32)
+  out = []
+  for rho in np.asarray(densities, np.float32):
+    inten = msftnet.intensity(jnp.asarray(rho)[None], geometry)[0]
+    sims = np.asarray(meas.log_with_dark(inten[None], us[:, None, None]),
+                      np.float64).reshape(len(us), -1)         # [U, M*M]
+    loss = ((sims**2) @ big_v.T - 2 * sims @ (big_v * big_p).T
+            + data_term) / sims.shape[1]
+    out.append(float(loss.min()))
+  return np.asarray(out)
+
+
+def best_sphere_loss(pattern, valid, geometry) -> tuple[float, float]:
+  """The ball with the lowest :func:`protocol_losses`: ``(radius, loss)``."""
+  radii = np.geomspace(0.03, 0.45, 40)
+  balls = np.asarray(sphere_density(geometry.n_voxels,
+                                    jnp.asarray(radii, jnp.float32)))
+  loss = protocol_losses(balls, pattern, valid, geometry)
+  return float(radii[np.argmin(loss)]), float(loss.min())
+
+
+# ---------------------------------------------------------------- the run
+def _row(out, set_name, name, truth, seconds, extra=None):
+  row = {"benchmark": "trust", "set": set_name, "name": name,
+         "confidence": round(float(out.confidence[0]), 4),
+         "confidence_reasons": list(out.confidence_reasons[0]),
+         "flagged": runs.warning_of(out, 0) is not None,
+         "signals": out.signals[0], "start": str(out.start_name[0]),
+         "centre_shift": [int(x) for x in out.centre_shift[0]],
+         "dark_level_log10": float(out.dark_level[0]),
+         "paper_loss": float(out.paper_loss_after[0]),
+         "seconds": round(seconds, 2), **(extra or {})}
+  if truth is not None:
+    row["aligned_iou"] = round(metrics.aligned_iou(out.density[0], truth), 4)
+  return row
+
+
+def _reconstruct(model, config, pattern, valid):
+  t = time.perf_counter()
+  out = recon.reconstruct(np.asarray(pattern)[None], np.asarray(valid)[None],
+                          model=model, config=config)
+  return out, time.perf_counter() - t
+
+
+def _inputs(seed: int, sets, tmp):
+  """``(set, name, pattern, valid, truth, extra)`` of every input."""
+  g = msftnet.Geometry()
+  if {"simexp", "clean"} & set(sets):
+    s = evaluation.Settings(out=tmp, n_test=max(_N.value, _N_CLEAN.value),
+                            test_seed=seed, progress=False)
+    src = evaluation.testset_source(s)
+    for cond, set_name, n in (("simulated_experiment", "simexp", _N.value),
+                              ("clean", "clean", _N_CLEAN.value)):
+      if set_name not in sets:
+        continue
+      for i in range(n):
+        rec = src[i]
+        p, v = augment.evaluation_input(rec["pattern"], int(rec["index"]),
+                                        cond)
+        yield (set_name, src.rows[i]["polyhedron"], p, v, rec["density"],
+               None)
+  if "cxi" in sets:
+    cfg = data_lib.DataConfig(n_samples=_N.value, seed=seed + 1,
+                              resolution=64, test_set=True)
+    params = [data_lib.sample_params(cfg, i) for i in range(_N.value)]
+    truth = data_lib.simulate_batch(cfg, params, list(range(_N.value)))[
+        "density"]
+    truth = np.asarray(truth)
+    run = os.path.join(tmp, "run.cxi")
+    made = cxi_run(run, truth, g, seed)
+    frames, errors = measured.load_many([run], geometry=g)
+    if errors:
+      raise SystemExit(errors[0][1])
+    for k, fr in enumerate(frames):
+      yield ("cxi", params[k].polyhedron, fr.pattern, fr.valid, truth[k],
+             made[k])
+  if "nonconvex" in sets:
+    for name, vol in nonconvex_bodies(g.n_voxels, seed):
+      p = np.asarray(meas.simulate_with_dark_level(
+          jnp.asarray(vol)[None], g, jnp.asarray([-4.0])))[0]
+      yield ("nonconvex", name, p, np.ones_like(p, bool), vol, None)
+  if "experiment" in sets:
+    for stem in _EXPERIMENTS:
+      path = os.path.join(_EXP_DIR.value, f"{stem}.png")
+      p, v = measured.load_measurement(path, experimental=True)
+      yield ("experiment", stem, p, v, None, None)
+
+
+def _summaries(rows) -> list[dict]:
+  out = []
+  for set_name in dict.fromkeys(r["set"] for r in rows):
+    rs = [r for r in rows if r["set"] == set_name]
+    s = {"benchmark": "trust", "summary": True, "set": set_name, "n": len(rs),
+         "seconds_per_pattern": round(float(np.mean([r["seconds"]
+                                                     for r in rs])), 2),
+         "flagged": int(sum(r["flagged"] for r in rs))}
+    if "aligned_iou" in rs[0]:
+      iou = np.asarray([r["aligned_iou"] for r in rs])
+      flag = np.asarray([r["flagged"] for r in rs])
+      s.update(median_aligned_iou=round(float(np.median(iou)), 4),
+               mean_aligned_iou=round(float(iou.mean()), 4),
+               below_05=int((iou < 0.5).sum()),
+               below_05_flagged=int((flag & (iou < 0.5)).sum()),
+               above_07=int((iou >= 0.7).sum()),
+               above_07_flagged=int((flag & (iou >= 0.7)).sum()),
+               right_or_flagged=int(((iou >= 0.5) | flag).sum()))
+    if "sphere_over_reconstruction" in rs[0]:
+      ratio = [r["sphere_over_reconstruction"] for r in rs]
+      s.update(min_ratio=round(min(ratio), 3),
+               median_ratio=round(float(np.median(ratio)), 3))
+    out.append(s)
+  return out
+
+
+def reconstruct_sets(argv):
+  del argv
+  model = pretrained.load_model(None)
+  config = parse_refine_config(_REFINE.value)
+  g = model.geometry
+  report = Report()
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    work = _OUT.value or tmp
+    for set_name, name, p, v, truth, extra in _inputs(_SEED.value,
+                                                     _SETS.value, work):
+      out, sec = _reconstruct(model, config, p, v)
+      extra = dict(extra or {})
+      if set_name == "experiment":
+        radius, sphere = best_sphere_loss(p, v, g)
+        mine = float(protocol_losses(out.density[:1], p, v, g)[0])
+        extra.update(best_sphere_radius_box=radius, sphere_loss=sphere,
+                     protocol_loss=mine,
+                     sphere_over_reconstruction=sphere / mine)
+      row = _row(out, set_name, name, truth, sec, extra)
+      rows.append(row)
+      report.add(row)
+      print(f"{set_name} {name}: IoU {row.get('aligned_iou', '-')} "
+            f"confidence {row['confidence']:.2f} flagged {row['flagged']} "
+            f"({sec:.1f} s)", flush=True)
+  for s in _summaries(rows):
+    s["seed"] = _SEED.value
+    s["refine"] = _REFINE.value
+    report.add(s)
+  report.write(_JSON_OUT.value)
+
+
+# ------------------------------------------------------------ calibration
+def _xy(rows):
+  rows = [r for r in rows if not r.get("summary") and "aligned_iou" in r]
+  x = np.stack([trust.features(r["signals"]) for r in rows])
+  y = np.asarray([r["aligned_iou"] >= 0.5 for r in rows], float)
+  return rows, x, y
+
+
+def fit_logistic(x, y, l2: float = 1.0, iters: int = 50) -> np.ndarray:
+  """L2-regularised logistic regression (Newton): ``[bias, w...]`` on
+  standardised features, returned for the raw features."""
+  mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-9
+  z = np.column_stack([np.ones(len(x)), (x - mu) / sd])
+  w = np.zeros(z.shape[1])
+  reg = np.full(z.shape[1], l2)
+  reg[0] = 0.0
+  for _ in range(iters):
+    p = 1.0 / (1.0 + np.exp(-z @ w))
+    grad = z.T @ (p - y) + reg * w
+    hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(reg) + 1e-9
+    w -= np.linalg.solve(hess, grad)
+  raw = w[1:] / sd
+  return np.concatenate([[w[0] - raw @ mu], raw])
+
+
+def _flag_rates(rows, conf):
+  iou = np.asarray([r["aligned_iou"] for r in rows])
+  hard = np.asarray([r["signals"]["empty"]
+                     or r["signals"]["network_loss_ratio"]
+                     > trust.IMPLAUSIBLE_LOSS_FACTOR for r in rows])
+  flag = (conf < trust.LOW_CONFIDENCE) | hard
+  return {"n": len(rows),
+          "bad_flagged": f"{int((flag & (iou < 0.5)).sum())} of "
+                         f"{int((iou < 0.5).sum())}",
+          "good_flagged": f"{int((flag & (iou >= 0.7)).sum())} of "
+                          f"{int((iou >= 0.7).sum())}"}
+
+
+def calibrate(argv):
+  del argv
+  rows, x, y = _xy(records.read_jsonl(_CALIBRATE.value))
+  w = fit_logistic(x, y)
+  print("CONFIDENCE_WEIGHTS = (" + ", ".join(f"{v:.4g}" for v in w) + ")")
+  print("features:", ", ".join(trust.FEATURES))
+  conf = np.asarray([trust.confidence(r["signals"], w) for r in rows])
+  print("tuning rows:", _flag_rates(rows, conf))
+  if not _EVALUATE.value:
+    return
+  rows, x, y = _xy(records.read_jsonl(_EVALUATE.value))
+  conf = np.asarray([trust.confidence(r["signals"]) for r in rows])
+  iou = np.asarray([r["aligned_iou"] for r in rows])
+  print("held-out rows (weights in trust.CONFIDENCE_WEIGHTS):",
+        _flag_rates(rows, conf))
+  edges = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0001]
+  print("| confidence | results | mean aligned IoU | fraction >= 0.5 |")
+  print("|---|---|---|---|")
+  for lo, hi in zip(edges[:-1], edges[1:]):
+    sel = (conf >= lo) & (conf < hi)
+    if sel.any():
+      print(f"| {lo:.1f}-{min(hi, 1):.1f} | {int(sel.sum())} | "
+            f"{iou[sel].mean():.2f} | {(iou[sel] >= 0.5).mean():.2f} |")
+  if _FIGURE.value:
+    from matplotlib.figure import Figure
+    from msftnet import report as report_lib
+    fig = Figure(figsize=(4.8, 4.0))
+    ax = fig.add_subplot()
+    for set_name in dict.fromkeys(r["set"] for r in rows):
+      sel = np.asarray([r["set"] == set_name for r in rows])
+      ax.scatter(conf[sel], iou[sel], s=14, label=set_name)
+    ax.axhline(0.5, color="0.6", lw=0.8)
+    ax.axvline(trust.LOW_CONFIDENCE, color="0.6", lw=0.8, ls="--")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("aligned IoU with the truth")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("held-out reconstructions", fontsize=9)
+    fig.tight_layout()
+    report_lib.save_figure(fig, _FIGURE.value)
+
+
+def main(argv):
+  if _CALIBRATE.value:
+    calibrate(argv)
+  else:
+    reconstruct_sets(argv)
+
+
+if __name__ == "__main__":
+  app.run(main)
