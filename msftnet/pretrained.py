@@ -35,10 +35,18 @@ import orbax.checkpoint as ocp
 from msftnet import model as model_lib
 from msftnet.geometry import Geometry
 
-__all__ = ["Predictor", "load_model", "save_model", "DEFAULT_MODEL_DIR"]
+__all__ = ["Predictor", "load_model", "save_model", "recorded_geometry",
+           "DEFAULT_MODEL_DIR"]
 
 DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                  "models", "default")
+
+
+def recorded_geometry(info: dict) -> Geometry:
+  """The geometry a ``config.json`` (``info``) records; the paper's for a
+  directory written before it was recorded."""
+  fields = info.get("geometry")
+  return Geometry() if fields is None else Geometry.from_dict(fields)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -62,8 +70,7 @@ class Predictor:
     """The geometry the network was trained on (``config.json``'s
     ``geometry``; the paper's for a directory written before it was
     recorded): its grid is the network's input and output grid."""
-    fields = self.info.get("geometry")
-    return Geometry() if fields is None else Geometry.from_dict(fields)
+    return recorded_geometry(self.info)
 
   @functools.cached_property
   def _apply(self):
@@ -133,13 +140,11 @@ def load_model(path: str | os.PathLike | None = None, *, step: int | None = None
                      "directory of experiments.train.")
   info = _read_config(cfg_path)
   width = int(info["width"])
-  geometry = Geometry()
-  if info.get("geometry") is not None:
-    try:
-      geometry = Geometry.from_dict(info["geometry"])
-      model_lib.build(width, geometry=geometry)
-    except (TypeError, ValueError) as e:
-      raise ValueError(f"{cfg_path}: its geometry is not valid ({e}).") from None
+  try:
+    geometry = recorded_geometry(info)
+    model_lib.build(width, geometry=geometry)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{cfg_path}: its geometry is not valid ({e}).") from None
   template = _template(width, geometry)
   if os.path.isdir(os.path.join(path, "variables")):
     with ocp.StandardCheckpointer() as ckpt:
