@@ -322,3 +322,20 @@ def test_the_centre_is_fitted_below_a_pixel():
   assert got[False].centre_offset == (0.0, 0.0)
   assert (metrics.aligned_iou(got[True].density[0], truth)
           > metrics.aligned_iou(got[False].density[0], truth))
+
+
+def test_mask_erosion_fits_inside_and_scores_on_every_valid_pixel():
+  truth = solid_volume("Octahedron", 0.6, theta=0.7, phi=0.3, alpha=1.1)
+  pattern = np.asarray(meas.simulate_with_dark_level(
+      jnp.asarray(truth)[None], SMALL, jnp.asarray([-3.0])))[0]
+  valid = np.ones_like(pattern, bool)
+  valid[28:36, 28:36] = False
+  ball = np.asarray(sphere_density(32, 0.1))
+  config = refine.RefineConfig(steps=60, coarse_steps=60, planes=24,
+                               mask_erosion=2)
+  res = refine.get("polytope")(ball, pattern, valid, SMALL, config, 1.0)
+  # Scored on the full mask (what the pipeline reports), fitted inside it.
+  assert res.masked == pytest.approx(
+      meas.pattern_losses(res.density[0], pattern, valid, SMALL)[1],
+      rel=1e-6)
+  assert metrics.aligned_iou(res.density[0], truth) >= 0.7

@@ -85,6 +85,8 @@ class RefineConfig:
     centre_rate: (polytope) its Adam learning rate (px).
     box_last: (polytope) refined candidates that touch the box rank after
       those that do not (:func:`msftnet.refine.trust.rank_candidates`).
+    mask_erosion: (polytope) the refinement's objective leaves out the
+      valid pixels within this many pixels of an invalid one.
   """
 
   method: str = "polytope"
@@ -108,6 +110,7 @@ class RefineConfig:
   fit_centre: bool = False
   centre_rate: float = 0.02
   box_last: bool = False
+  mask_erosion: int = 0
 
   def __post_init__(self):
     if self.method not in METHODS:

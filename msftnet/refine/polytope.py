@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from scipy import ndimage
 
 from msftnet import polytope as convex
 from msftnet import raster
@@ -216,11 +217,19 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
   candidates come back ranked by :func:`trust.rank_candidates`.
   """
   n = geometry.n_voxels
-  normals, offsets, names = polytope_starts(network_density, pattern, valid,
-                                            geometry, config)
-  coarse, crop, crop_valid = meas.coarse_problem(pattern, valid, geometry)
+  fit_valid = np.asarray(valid, bool)
+  if config.mask_erosion:
+    # Pixels next to masked ones (edges of a beam stop, a gap, a blind
+    # spot) are the least reliable: the objective leaves them out (the
+    # candidates are still scored on every valid pixel).
+    eroded = ndimage.binary_erosion(fit_valid,
+                                    iterations=config.mask_erosion)
+    fit_valid = eroded if eroded.sum() >= 16 else fit_valid
+  normals, offsets, names = polytope_starts(network_density, pattern,
+                                            fit_valid, geometry, config)
+  coarse, crop, crop_valid = meas.coarse_problem(pattern, fit_valid, geometry)
   if crop_valid.sum() < 16:
-    coarse, crop, crop_valid = geometry, pattern, valid
+    coarse, crop, crop_valid = geometry, pattern, fit_valid
   profile = config.profile
   fit_c = dict(centre=np.zeros((len(offsets), 2), np.float32),
                rates=_RATES + (("c", config.centre_rate),)
@@ -235,7 +244,8 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
     if fit_c:
       fit_c["centre"] = pc["c"][idx]
     p, loss, history = refine_polytopes(
-        pc["n"][idx], pc["h"][idx], jnp.asarray(pattern), jnp.asarray(valid),
+        pc["n"][idx], pc["h"][idx], jnp.asarray(pattern),
+        jnp.asarray(fit_valid),
         geometry=geometry, steps=config.steps, profile=profile, **fit_c)
     dens = np.asarray(convex.polytope_density(p["n"], p["h"], n, profile))
     sim, masked, paper, u = zip(*(meas.pattern_losses(d, pattern, valid,
