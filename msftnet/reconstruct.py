@@ -91,7 +91,8 @@ def _trust(row: dict, pattern, valid, geometry: Geometry,
       dark_level=float(np.asarray(row["dark_level"])[0]),
       masked=float(np.asarray(row["loss_after"])[0]),
       network_masked=network_masked,
-      agreement=(metrics.aligned_iou(cands[0], cands[1]) if len(cands) > 1
+      agreement=(metrics.aligned_iou(cands[0], cands[1])
+                 if len(cands) > 1 and not trust.is_empty(cands[1], 1)[0]
                  else None))
   reasons = np.empty(1, dtype=object)
   reasons[0] = trust.reasons(sig)

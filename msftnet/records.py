@@ -16,6 +16,7 @@ by :func:`write_result_json` only, with ``"schema_version"``
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from msftnet.paper_io import atomic_write
@@ -63,13 +64,28 @@ def write_jsonl(path, records) -> None:
       f.write(json.dumps(rec) + "\n")
 
 
+def _strict(value):
+  """``value`` with every non-finite float (NaN, inf) as None: JSON has
+  none, and a reader must not find a bare NaN."""
+  if isinstance(value, dict):
+    return {k: _strict(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_strict(v) for v in value]
+  if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+    value = value.item()                      # a numpy scalar
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
 def write_result_json(path, record: dict) -> None:
   """Write one result record to ``path`` atomically, with
-  ``"schema_version"`` first (numpy scalars become floats)."""
+  ``"schema_version"`` first; numpy scalars become numbers, non-finite
+  numbers ``null`` (strict JSON)."""
   record = {"schema_version": RESULT_SCHEMA_VERSION,
             **{k: v for k, v in record.items() if k != "schema_version"}}
   with atomic_write(path, "w") as f:
-    json.dump(record, f, indent=2, default=float)
+    json.dump(_strict(record), f, indent=2, default=float, allow_nan=False)
     f.write("\n")
 
 

@@ -23,9 +23,12 @@ def test_round_trip_and_a_torn_last_line(tmp_path):
 
 def test_result_records_carry_their_schema_version(tmp_path):
   path = tmp_path / "r.json"
-  records.write_result_json(path, {"loss": np.float32(0.5), "schema_version": 0})
+  records.write_result_json(path, {"loss": np.float32(0.5), "schema_version": 0,
+                                   "nested": {"r": [float("nan"), 1.0]}})
   back = records.read_result_json(path)
-  assert back == {"schema_version": records.RESULT_SCHEMA_VERSION, "loss": 0.5}
+  assert back == {"schema_version": records.RESULT_SCHEMA_VERSION, "loss": 0.5,
+                  "nested": {"r": [None, 1.0]}}
+  assert "NaN" not in path.read_text()
   assert list(back)[0] == "schema_version"
   newer = tmp_path / "newer.json"
   newer.write_text('{"schema_version": 99}')

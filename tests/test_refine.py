@@ -339,3 +339,17 @@ def test_mask_erosion_fits_inside_and_scores_on_every_valid_pixel():
       meas.pattern_losses(res.density[0], pattern, valid, SMALL)[1],
       rel=1e-6)
   assert metrics.aligned_iou(res.density[0], truth) >= 0.7
+
+
+def test_signals_are_strict_json_even_without_fringes():
+  import json
+  rng = np.random.default_rng(5)
+  pattern = rng.uniform(size=(64, 64)).astype(np.float32)
+  valid = np.zeros((64, 64), bool)
+  valid[:6, :6] = True                      # a corner: no radial profile
+  ball = np.asarray(sphere_density(32, 0.2))
+  sig = trust.signals(ball, pattern, valid, SMALL, objective=0.01,
+                      dark_level=-3.0, masked=0.02, network_masked=0.02)
+  assert sig["fringe_radius_box"] is None and sig["size_log_ratio"] == 0.0
+  json.dumps(sig, allow_nan=False)
+  assert 0.0 <= trust.confidence(sig) <= 1.0

@@ -82,11 +82,15 @@ class RefineConfig:
     fit_centre: (polytope) also fit a sub-pixel correction of the pattern's
       centre (up to ``msftnet.refine.polytope.MAX_CENTRE_PX``) after the
       integer centre search, the simulated pattern resampled bilinearly.
+      The candidates are then still ranked and reported (losses, simulated
+      pattern) without the correction, which ``Refined.centre_offset``
+      gives.
     centre_rate: (polytope) its Adam learning rate (px).
     box_last: (polytope) refined candidates that touch the box rank after
       those that do not (:func:`msftnet.refine.trust.rank_candidates`).
     mask_erosion: (polytope) the refinement's objective leaves out the
-      valid pixels within this many pixels of an invalid one.
+      valid pixels within this many pixels of an invalid one (not of the
+      detector's edge); the candidates are scored on every valid pixel.
   """
 
   method: str = "polytope"

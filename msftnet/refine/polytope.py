@@ -222,8 +222,8 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
     # Pixels next to masked ones (edges of a beam stop, a gap, a blind
     # spot) are the least reliable: the objective leaves them out (the
     # candidates are still scored on every valid pixel).
-    eroded = ndimage.binary_erosion(fit_valid,
-                                    iterations=config.mask_erosion)
+    eroded = ndimage.binary_erosion(fit_valid, iterations=config.mask_erosion,
+                                    border_value=1)
     fit_valid = eroded if eroded.sum() >= 16 else fit_valid
   normals, offsets, names = polytope_starts(network_density, pattern,
                                             fit_valid, geometry, config)

@@ -28,7 +28,8 @@ __all__ = ["IMPLAUSIBLE_LOSS_FACTOR", "is_empty", "rank_candidates",
            "result_warning", "radial_profile", "fringe_radius",
            "equivalent_radius", "touches_box", "noise_fraction", "signals",
            "features", "FEATURES", "reasons", "confidence",
-           "CONFIDENCE_WEIGHTS", "LOW_CONFIDENCE", "FRINGE_RADII"]
+           "CONFIDENCE_WEIGHTS", "LOW_CONFIDENCE", "FRINGE_RADII",
+           "NO_AGREEMENT"]
 
 #: A refined candidate whose masked loss (paper normalisation, fitted dark
 #: level) exceeds this many times the best candidate's is implausible.
@@ -212,7 +213,7 @@ def signals(density, pattern, valid, geometry, *, objective: float,
     dark_level: its fitted ``u``; masked: its masked loss;
       network_masked: the network prediction's.
     agreement: the aligned IoU of the two best candidates, if there are
-      two (:func:`msftnet.metrics.aligned_iou`).
+      two plausible ones (:func:`msftnet.metrics.aligned_iou`).
   """
   p = np.asarray(pattern, np.float64)
   v = np.asarray(valid, bool)
@@ -220,17 +221,18 @@ def signals(density, pattern, valid, geometry, *, objective: float,
   r_eq = equivalent_radius(density)
   var = float(p[v].var()) if v.any() else 0.0
   out = {
-      "fringe_radius_box": radius,
+      # None when too few radii are valid to see fringes (JSON has no NaN).
+      "fringe_radius_box": radius if np.isfinite(radius) else None,
       "fringe_correlation": fringe_r,
       "equivalent_radius_box": r_eq,
       "size_log_ratio": (float(np.log(max(r_eq, 1e-6) / radius))
                          if np.isfinite(radius) else 0.0),
-      "unexplained_fraction": objective / max(var, 1e-12),
+      "unexplained_fraction": float(objective) / max(var, 1e-12),
       "noise_fraction": noise_fraction(p, v),
       "dark_level_log10": float(dark_level),
       "touches_box": touches_box(density),
       "empty": bool(is_empty(density, 1)[0]),
-      "network_loss_ratio": masked / max(network_masked, 1e-12),
+      "network_loss_ratio": float(masked) / max(float(network_masked), 1e-12),
       "valid_fraction": float(v.mean()),
   }
   if agreement is not None:
@@ -238,11 +240,17 @@ def signals(density, pattern, valid, geometry, *, objective: float,
   return out
 
 
+#: The candidates' agreement assumed where there is no second candidate
+#: (the voxel method, ``keep=1``, the network alone): the mean of the
+#: calibration rows, which all had two (polytope, ``keep=2``).
+NO_AGREEMENT = 0.7
+
+
 def features(sig: dict) -> np.ndarray:
   """The numbers :func:`confidence` weighs, from :func:`signals`, in the
   order of :data:`FEATURES`."""
   return np.asarray([
-      sig.get("candidate_agreement", 1.0),
+      sig.get("candidate_agreement", NO_AGREEMENT),
       abs(sig["size_log_ratio"]),
       np.log10(max(sig["unexplained_fraction"], 1e-6)),
       np.log10(max(sig["noise_fraction"], 1e-6)),
@@ -310,4 +318,6 @@ def confidence(sig: dict, weights=None) -> float:
     return 0.0
   w = np.asarray(CONFIDENCE_WEIGHTS if weights is None else weights)
   z = float(w[0] + features(sig) @ w[1:])
+  if not np.isfinite(z):           # a NaN loss: nothing to be confident of
+    return 0.0
   return float(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
