@@ -3,7 +3,7 @@ r"""Trust: accuracy, confidence and flags of reconstructions on held-out data.
   python -m benchmarks.trust --seed=S [--sets=simexp,cxi,nonconvex,clean,experiment]
       [--n=24] [--n_clean=8] [--out=DIR] [--refine=FIELD=VALUE,...]
       [--json_out=FILE]
-  python -m benchmarks.trust --calibrate=TUNE.jsonl [--evaluate=TEST.jsonl]
+  python -m benchmarks.trust --calibrate=TUNE.jsonl[,MORE.jsonl] [--evaluate=TEST.jsonl]
       [--figure=docs/confidence_reliability.png]
 
 Reconstruction mode: the bundled model and the default refinement (or
@@ -32,7 +32,7 @@ trust signals, seconds) and one summary line per set:
 
 Calibration mode: fits the logistic confidence model
 (``msftnet.refine.trust.features`` -> P(aligned IoU >= 0.5), L2-regularised
-Newton) on the rows of ``--calibrate`` and prints the weights for
+Newton) on the rows of the ``--calibrate`` files and prints the weights for
 ``trust.CONFIDENCE_WEIGHTS``; with ``--evaluate``, the flag rates and a
 reliability table (and ``--figure``) on those held-out rows with the
 weights now in ``trust.CONFIDENCE_WEIGHTS``.
@@ -79,10 +79,10 @@ _REFINE = flags.DEFINE_string("refine", "", "RefineConfig fields.")
 _EXP_DIR = flags.DEFINE_string("experiment_dir", "../shared/data/experiment",
                                "Folder with barke*.png.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
-_CALIBRATE = flags.DEFINE_string("calibrate", None, "Fit the confidence model "
-                                 "on these rows instead.")
-_EVALUATE = flags.DEFINE_string("evaluate", None, "Held-out rows to report "
-                                "the confidence on.")
+_CALIBRATE = flags.DEFINE_list("calibrate", None, "Fit the confidence model "
+                               "on the rows of these files instead.")
+_EVALUATE = flags.DEFINE_list("evaluate", None, "Files of held-out rows to "
+                              "report the confidence on.")
 _FIGURE = flags.DEFINE_string("figure", None, "Reliability figure (PNG).")
 
 _EXPERIMENTS = ("barke1", "barke3", "barke5", "barke7")
@@ -374,11 +374,15 @@ def fit_logistic(x, y, l2: float = 1.0, iters: int = 50) -> np.ndarray:
 
 def _flag_rates(rows, conf):
   iou = np.asarray([r["aligned_iou"] for r in rows])
-  hard = np.asarray([r["signals"]["empty"]
+  flag = np.asarray([r["signals"]["empty"]
                      or r["signals"]["network_loss_ratio"]
-                     > trust.IMPLAUSIBLE_LOSS_FACTOR for r in rows])
-  flag = (conf < trust.LOW_CONFIDENCE) | hard
+                     > trust.IMPLAUSIBLE_LOSS_FACTOR
+                     or trust.warning(r["signals"], c) is not None
+                     for r, c in zip(rows, conf)])
+  nc = [f or r["aligned_iou"] >= 0.5 for r, f in zip(rows, flag)
+        if r["set"] == "nonconvex"]
   return {"n": len(rows),
+          "nonconvex_right_or_flagged": f"{sum(nc)} of {len(nc)}",
           "bad_flagged": f"{int((flag & (iou < 0.5)).sum())} of "
                          f"{int((iou < 0.5).sum())}",
           "good_flagged": f"{int((flag & (iou >= 0.7)).sum())} of "
@@ -387,7 +391,8 @@ def _flag_rates(rows, conf):
 
 def calibrate(argv):
   del argv
-  rows, x, y = _xy(records.read_jsonl(_CALIBRATE.value))
+  rows, x, y = _xy([r for path in _CALIBRATE.value
+                    for r in records.read_jsonl(path)])
   w = fit_logistic(x, y)
   print("CONFIDENCE_WEIGHTS = (" + ", ".join(f"{v:.4g}" for v in w) + ")")
   print("features:", ", ".join(trust.FEATURES))
@@ -395,7 +400,8 @@ def calibrate(argv):
   print("tuning rows:", _flag_rates(rows, conf))
   if not _EVALUATE.value:
     return
-  rows, x, y = _xy(records.read_jsonl(_EVALUATE.value))
+  rows, x, y = _xy([r for path in _EVALUATE.value
+                    for r in records.read_jsonl(path)])
   conf = np.asarray([trust.confidence(r["signals"]) for r in rows])
   iou = np.asarray([r["aligned_iou"] for r in rows])
   print("held-out rows (weights in trust.CONFIDENCE_WEIGHTS):",

@@ -102,15 +102,13 @@ def reconstruction_record(out, j: int, frame, *, model_path: str,
 
 def warning_of(out, j: int) -> str | None:
   """The ``reconstruction_warning`` of result ``j`` of ``out``, or None:
-  :func:`msftnet.refine.trust.result_warning`, or a confidence below
-  :data:`msftnet.refine.trust.LOW_CONFIDENCE` with its reasons."""
-  warning = trust.result_warning(out.density[j], out.loss_after[j],
-                                 out.network_loss[j])
-  if warning is None and out.confidence[j] < trust.LOW_CONFIDENCE:
-    why = "; ".join(out.confidence_reasons[j]) or "no single signal stands out"
-    warning = (f"low confidence ({out.confidence[j]:.2f}) that the shape is "
-               f"right: {why}.")
-  return warning
+  :func:`msftnet.refine.trust.result_warning` (an empty volume, or a far
+  worse explanation than the network's), else
+  :func:`msftnet.refine.trust.warning` (a low confidence, or structured
+  residuals)."""
+  return (trust.result_warning(out.density[j], out.loss_after[j],
+                               out.network_loss[j])
+          or trust.warning(out.signals[j], float(out.confidence[j])))
 
 
 def reconstruct_inputs(good, out_dir: str, model, *,

@@ -290,15 +290,21 @@ def test_a_low_confidence_sets_the_warning_with_its_reasons():
   from msftnet import runs
   full = np.zeros((1, 8, 8, 8), np.float32)
   full[0, 2:6, 2:6, 2:6] = 1.0
+  signals = np.empty(1, dtype=object)
+  signals[0] = _signals(touches_box=True)
   out = types.SimpleNamespace(
       density=full, loss_after=np.asarray([1e-3]),
       network_loss=np.asarray([1e-3]), confidence=np.asarray([0.2]),
-      confidence_reasons=np.asarray([["the body touches the box"]],
-                                    dtype=object))
+      signals=signals)
   warning = runs.warning_of(out, 0)
   assert "low confidence (0.20)" in warning and "touches the box" in warning
   out.confidence = np.asarray([0.9])
   assert runs.warning_of(out, 0) is None
+  # Structured residuals: flagged whatever the confidence.
+  signals[0] = _signals(unexplained_fraction=0.2, noise_fraction=0.01)
+  assert "structured residuals (20%" in runs.warning_of(out, 0)
+  signals[0] = _signals(unexplained_fraction=0.2, noise_fraction=0.05)
+  assert runs.warning_of(out, 0) is None             # noise explains it
 
 
 def test_the_centre_is_fitted_below_a_pixel():

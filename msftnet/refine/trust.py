@@ -11,7 +11,9 @@
   box, its fitted dark level, how much of the pattern it leaves unexplained
   against the pattern's own noise (:func:`noise_fraction`);
   :func:`confidence`: a calibrated probability that the shape is right
-  from them, :func:`reasons`: the sentences that speak against it.
+  from them, :func:`reasons`: the sentences that speak against it,
+  :func:`warning`: the warning they give (a low confidence, or
+  :func:`structured_residual`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ __all__ = ["IMPLAUSIBLE_LOSS_FACTOR", "is_empty", "rank_candidates",
            "equivalent_radius", "touches_box", "noise_fraction", "signals",
            "features", "FEATURES", "reasons", "confidence",
            "CONFIDENCE_WEIGHTS", "LOW_CONFIDENCE", "FRINGE_RADII",
-           "NO_AGREEMENT"]
+           "NO_AGREEMENT", "structured_residual", "warning",
+           "STRUCTURED_RESIDUAL", "RESIDUAL_OVER_NOISE"]
 
 #: A refined candidate whose masked loss (paper normalisation, fitted dark
 #: level) exceeds this many times the best candidate's is implausible.
@@ -308,6 +311,40 @@ def reasons(sig: dict) -> list[str]:
     out.append(f"it explains the pattern {sig['network_loss_ratio']:.1f} "
                "times worse than the network's prediction")
   return out
+
+
+#: A fit that leaves more than this fraction of the pattern's variance
+#: unexplained, and more than :data:`RESIDUAL_OVER_NOISE` times its pixel
+#: noise, leaves structured residuals.
+STRUCTURED_RESIDUAL = 0.1
+RESIDUAL_OVER_NOISE = 10.0
+
+
+def structured_residual(sig: dict) -> bool:
+  """Whether the answer leaves structure in the pattern that no noise
+  explains (:data:`STRUCTURED_RESIDUAL`, :data:`RESIDUAL_OVER_NOISE`): a
+  particle that is not one convex body (a dimer, an L), or physics the
+  model lacks. Round thresholds, set after the first non-convex miss
+  (docs/results.md)."""
+  u = sig["unexplained_fraction"]
+  return bool(u > STRUCTURED_RESIDUAL
+              and u > RESIDUAL_OVER_NOISE * sig["noise_fraction"])
+
+
+def warning(sig: dict, conf: float) -> str | None:
+  """The ``reconstruction_warning`` the signals give, or None: a confidence
+  below :data:`LOW_CONFIDENCE`, or :func:`structured_residual`; the
+  sentence names the reasons."""
+  why = "; ".join(reasons(sig)) or "no single signal stands out"
+  if conf < LOW_CONFIDENCE:
+    return (f"low confidence ({conf:.2f}) that the shape is right: {why}.")
+  if structured_residual(sig):
+    return (f"the shape leaves structured residuals "
+            f"({sig['unexplained_fraction']:.0%} of the pattern's variance "
+            f"unexplained, its noise about {sig['noise_fraction']:.0%}): the "
+            "particle may not be one convex body, or the model lacks part "
+            f"of the physics (confidence {conf:.2f}: {why}).")
+  return None
 
 
 def confidence(sig: dict, weights=None) -> float:
