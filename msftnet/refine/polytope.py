@@ -231,22 +231,24 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
   if crop_valid.sum() < 16:
     coarse, crop, crop_valid = geometry, pattern, fit_valid
   profile = config.profile
-  fit_c = dict(centre=np.zeros((len(offsets), 2), np.float32),
-               rates=_RATES + (("c", config.centre_rate),)
-               ) if config.fit_centre else {}
+  # With fit_centre the centre correction is a parameter too, started at 0
+  # and carried from the coarse stage to the fine one.
+  rates = (_RATES + (("c", config.centre_rate),) if config.fit_centre
+           else _RATES)
   pc, loss_c, _ = refine_polytopes(
       jnp.asarray(normals), jnp.asarray(offsets), jnp.asarray(crop),
       jnp.asarray(crop_valid), geometry=coarse, steps=config.coarse_steps,
-      profile=profile, **fit_c)
+      profile=profile, rates=rates,
+      centre=(np.zeros((len(offsets), 2), np.float32) if config.fit_centre
+              else None))
   loss_c = np.asarray(loss_c)
 
   def full(idx):
-    if fit_c:
-      fit_c["centre"] = pc["c"][idx]
     p, loss, history = refine_polytopes(
         pc["n"][idx], pc["h"][idx], jnp.asarray(pattern),
-        jnp.asarray(fit_valid),
-        geometry=geometry, steps=config.steps, profile=profile, **fit_c)
+        jnp.asarray(fit_valid), geometry=geometry, steps=config.steps,
+        profile=profile, rates=rates,
+        centre=pc["c"][idx] if config.fit_centre else None)
     dens = np.asarray(convex.polytope_density(p["n"], p["h"], n, profile))
     sim, masked, paper, u = zip(*(meas.pattern_losses(d, pattern, valid,
                                                       geometry)
