@@ -7,6 +7,8 @@ renamed, so an interrupted run leaves no half-written file):
   318.75 nm box;
 * ``STEM.json``: the metrics dict given;
 * ``STEM.png``: :func:`reconstruction_figure`;
+* ``STEM_patterns.png``: the input beside the simulated pattern, 256 x 128
+  pixels (:func:`pattern_thumbnail`; the run report shows it);
 * ``STEM.obj`` (``mesh="obj"``; or ``"stl"``, ``"ply"``): the 0.5
   isosurface (scikit-image's marching cubes, trimesh's mesh and exporters)
   in nm, box centre at the origin, vertices as (x, y, z); ``STEM.json``
@@ -26,7 +28,8 @@ from msftnet.geometry import Geometry
 from msftnet.paper_io import atomic_write
 from msftnet.paper_io import save_npy
 
-__all__ = ["reconstruction_figure", "write_result",
+__all__ = ["reconstruction_figure", "write_result", "pattern_thumbnail",
+           "render_shape",
            "isosurface_mesh", "write_mesh",
            "MESH_FORMATS", "save_figure", "check_out_dir",
            "try_write_result"]
@@ -70,8 +73,11 @@ def reconstruction_figure(pattern, valid, density, simulated, *,
   """
   g = geometry
   rows = 1 if truth is None else 2
-  fig = Figure(figsize=(18, 3.3 * rows))
-  axes = fig.subplots(rows, 6, squeeze=False)
+  fig = Figure(figsize=(21, 3.3 * rows))
+  grid = fig.add_gridspec(rows, 7)
+  axes = [[fig.add_subplot(grid[r, c]) for c in range(6)]
+          + [fig.add_subplot(grid[r, 6], projection="3d")]
+          for r in range(rows)]
   vols = [("reconstruction", density)] + ([] if truth is None
                                            else [("truth", truth)])
   for r, (label, vol) in enumerate(vols):
@@ -100,12 +106,59 @@ def reconstruction_figure(pattern, valid, density, simulated, *,
       ax[2 + k].imshow(vol.max(axis=axis), cmap="gray", vmin=0, vmax=1,
                        extent=_extent(g), origin="lower")
       ax[2 + k].set_title(name)
-    for a in ax:
+    render_shape(ax[6], vol, g)
+    ax[6].set_title(f"{label}: 3D (beam +z)")
+    for a in ax[:6]:
       a.tick_params(labelsize=7)
   if title:
     fig.suptitle(title)
   fig.tight_layout()
   return fig
+
+
+def render_shape(ax, density, geometry: Geometry, level: float = 0.5):
+  """Draw the ``level`` isosurface of ``density`` shaded (a light from the
+  upper left, flat faces) on a matplotlib 3D axis, nm, beam along +z."""
+  from matplotlib.colors import LightSource
+  from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+  from skimage import measure
+  g = geometry
+  vol = np.pad(np.asarray(density, np.float32), 1)
+  half = g.box_nm / 2
+  if vol.min() < level < vol.max():
+    verts, faces, _, _ = measure.marching_cubes(vol, level, step_size=2)
+    zyx = (verts - 1 - (g.n_voxels - 1) / 2) * g.voxel_nm
+    tris = zyx[faces][..., ::-1]                     # (x, y, z) per corner
+    normals = np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0])
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
+    light = LightSource(azdeg=315, altdeg=45).direction
+    shade = 0.35 + 0.65 * np.clip(np.abs(normals @ light), 0, 1)
+    colour = np.array([0.85, 0.68, 0.2])
+    ax.add_collection3d(Poly3DCollection(
+        tris, facecolors=shade[:, None] * colour, edgecolors="none"))
+    # Axes around the shape, not the box: small particles stay visible.
+    half = min(half, 1.15 * float(np.abs(zyx).max()) + g.voxel_nm)
+  ax.set(xlim=(-half, half), ylim=(-half, half), zlim=(-half, half))
+  ax.set_box_aspect((1, 1, 1))
+  ax.set_xlabel("x", fontsize=7)
+  ax.set_ylabel("y", fontsize=7)
+  ax.set_zlabel("z", fontsize=7)
+  ax.tick_params(labelsize=5)
+
+
+def pattern_thumbnail(pattern, valid, simulated) -> bytes:
+  """PNG bytes, 256 x 128: the input (invalid pixels grey) beside the
+  simulated pattern, both with the magma colour map on [0, 1]."""
+  from matplotlib import colormaps
+  from PIL import Image
+  cmap = colormaps["magma"]
+  left = cmap(np.clip(np.asarray(pattern, np.float32), 0, 1))
+  left[~np.asarray(valid, bool)] = (0.5, 0.5, 0.5, 1.0)
+  right = cmap(np.clip(np.asarray(simulated, np.float32), 0, 1))
+  img = (np.concatenate([left, right], axis=1)[..., :3] * 255).astype(np.uint8)
+  buf = io.BytesIO()
+  Image.fromarray(img).save(buf, format="PNG")
+  return buf.getvalue()
 
 
 #: File formats of :func:`write_mesh` (trimesh's exporters).
@@ -174,6 +227,9 @@ def write_result(out_dir, stem: str, *, density, pattern, valid, simulated,
     save_figure(reconstruction_figure(pattern, valid, density, simulated,
                                       geometry=geometry,
                                       title=title, truth=truth), paths[-1])
+  paths.append(base + "_patterns.png")
+  with atomic_write(paths[-1]) as f:
+    f.write(pattern_thumbnail(pattern, valid, simulated))
   if mesh:
     paths.append(f"{base}.{mesh}")
     metrics = {**metrics, "mesh": write_mesh(paths[-1], density, geometry)}

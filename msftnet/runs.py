@@ -19,6 +19,10 @@ is still written, with ``reconstruction_warning`` in ``STEM.json`` and a
   finished ones (several processes can share one output folder);
 * :func:`reconstruct_inputs`: network + refinement, in chunks of ``batch``;
 * :func:`fit_inputs`: the forward fit of parametrised solids.
+
+Both keep the run's table ``OUT/summary.csv`` up to date as they go and
+end with the complete table, ``summary.png`` and ``index.html``
+(:mod:`msftnet.run_report`).
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from msftnet import fitting
+from msftnet import measured
 from msftnet import metrics as metrics_lib
 from msftnet import reconstruct as recon
 from msftnet import report
+from msftnet import run_report
 from msftnet.refine import trust
 from msftnet.refine.base import RefineConfig
 
@@ -111,24 +117,50 @@ def warning_of(out, j: int) -> str | None:
           or trust.warning(out.signals[j], float(out.confidence[j])))
 
 
+def _chunks(frames, size: int, errors: list):
+  """Lists of up to ``size`` :class:`msftnet.measured.Frame` s from an
+  iterable that may also yield ``(path, sentence)`` errors (added to
+  ``errors``): a run streams, one chunk in memory at a time."""
+  chunk = []
+  for item in frames:
+    if isinstance(item, tuple):
+      errors.append(item)
+      continue
+    chunk.append(item)
+    if len(chunk) == size:
+      yield chunk
+      chunk = []
+  if chunk:
+    yield chunk
+
+
 def reconstruct_inputs(good, out_dir: str, model, *,
                        config: RefineConfig, geometry=None,
                        batch: int = 32, mesh: str | None = None,
                        figures: bool = True, experimental: bool = False,
-                       progress: bool = True) -> tuple[list[str], list]:
+                       progress: bool = True, total: int | None = None,
+                       summary: bool = True) -> tuple[list[str], list]:
   """Reconstruct every input of ``good`` into ``out_dir``.
 
+  ``good``: :class:`msftnet.measured.Frame` s, a list or any iterable (a
+  stream from :func:`msftnet.measured.read_frames`, which may also yield
+  ``(path, sentence)`` errors; ``total`` then sizes the progress bar);
   ``config.steps`` refinement steps (0: the network alone, which then runs
   on chunks of ``batch`` patterns together); ``geometry``: the physics of
-  the refinement (default: the model's). Returns ``(stems written,
-  errors)``, the errors as ``(path, sentence)``.
+  the refinement (default: the model's). With ``summary`` the run's table
+  ``OUT/summary.csv`` is brought up to date after every chunk, and at the
+  end rebuilt from every result in ``out_dir`` with ``summary.png`` and
+  ``index.html`` (not with ``figures=False``):
+  :mod:`msftnet.run_report`. Returns ``(stems written, errors)``, the
+  errors as ``(path, sentence)``.
   """
   geometry = model.geometry if geometry is None else geometry
   written, errors = [], []
-  with tqdm(total=len(good), unit="pattern", desc="reconstruct",
+  if total is None and hasattr(good, "__len__"):
+    total = len(good)
+  with tqdm(total=total, unit="pattern", desc="reconstruct",
             disable=not progress) as bar:
-    for i in range(0, len(good), batch):
-      chunk = good[i:i + batch]
+    for chunk in _chunks(good, batch, errors):
       t = time.perf_counter()
       out = recon.reconstruct(np.stack([c.pattern for c in chunk]),
                               np.stack([c.valid for c in chunk]), model=model,
@@ -142,7 +174,8 @@ def reconstruct_inputs(good, out_dir: str, model, *,
         warning = warning_of(out, j)
         if warning:
           record["reconstruction_warning"] = warning
-          tqdm.write(f"warning: {path}: {warning}", file=sys.stderr)
+          where = path if stem == measured.stem_of(path) else f"{path} ({stem})"
+          tqdm.write(f"warning: {where}: {warning}", file=sys.stderr)
         title = (f"{stem}: loss {record['loss_network']:.2e} (network) -> "
                  f"{record['loss_refined']:.2e} ({config.method}, best start "
                  f"{record['start']}, {config.steps} steps)")
@@ -154,6 +187,10 @@ def reconstruct_inputs(good, out_dir: str, model, *,
             figure=figures):
           written.append(stem)
         bar.update(1)
+      if summary:
+        run_report.update_summary(out_dir, [c.stem for c in chunk])
+  if summary:
+    run_report.write_summary(out_dir, geometry, figure=figures, index=figures)
   return written, errors
 
 
@@ -186,9 +223,11 @@ def fit_record(result: fitting.FitResult, path: str, valid, seconds,
 
 def fit_inputs(good, out_dir: str, *, config: fitting.FitConfig,
                geometry, mesh: str | None = None, figures: bool = True,
-               progress: bool = True) -> tuple[list[str], list]:
+               progress: bool = True, summary: bool = True
+               ) -> tuple[list[str], list]:
   """Forward-fit every input of ``good`` into ``out_dir`` (one bar step per
-  fitted class). Returns ``(stems written, errors)``."""
+  fitted class); the run's table and report as
+  :func:`reconstruct_inputs`. Returns ``(stems written, errors)``."""
   written, errors = [], []
   with tqdm(total=len(good) * config.class_fits, unit="class", desc="fit",
             disable=not progress) as bar:
@@ -211,4 +250,8 @@ def fit_inputs(good, out_dir: str, *, config: fitting.FitConfig,
           metrics=record, title=title, mesh=mesh, geometry=geometry,
           figure=figures):
         written.append(stem)
+        if summary:
+          run_report.update_summary(out_dir, [stem])
+  if summary:
+    run_report.write_summary(out_dir, geometry, figure=figures, index=figures)
   return written, errors

@@ -138,10 +138,10 @@ def _run(*args):
                         capture_output=True, text=True, timeout=600)
 
 
-def _cxi_run(path, n=2):
+def _cxi_run(path, n=2, compression=None):
   """A CXI run of ``n`` photon-count frames on a flat 200 x 200 detector
   (30 mm, 150 um pixels; no geometry in the file), data behind a soft
-  link."""
+  link; ``compression``: h5py dataset arguments (an hdf5plugin filter)."""
   import h5py
   from msftnet import detector as det_lib
   det = det_lib.FlatDetector(30.0, 150.0, (99.5, 99.5), 13.5)
@@ -149,7 +149,9 @@ def _cxi_run(path, n=2):
   inten = 1e5 * np.exp(-np.hypot(qy, qx) / 0.04) * omega
   frames = np.random.default_rng(0).poisson(inten, (n, 200, 200))
   with h5py.File(path, "w") as f:
-    f["entry_1/instrument_1/detector_1/data"] = frames.astype(np.int32)
+    f.create_dataset("entry_1/instrument_1/detector_1/data",
+                     data=frames.astype(np.int32), chunks=(1, 200, 200),
+                     **(compression or {}))
     f["entry_1/data_1/data"] = h5py.SoftLink(
         "/entry_1/instrument_1/detector_1/data")
   return path
@@ -159,23 +161,28 @@ def _cxi_run(path, n=2):
 def test_msftnet_command_outputs_frames_and_errors(tmp_path, tiny_model_dir):
   bad = tmp_path / "bad.npy"
   np.save(bad, np.full((200, 200), np.nan))
-  run = _cxi_run(tmp_path / "run.cxi")
+  import hdf5plugin
+  # Three frames, bitshuffle-LZ4 compressed as Jungfrau/Eiger data are;
+  # --frames picks two, whose stems keep their numbers.
+  run = _cxi_run(tmp_path / "run.cxi", n=3,
+                 compression=hdf5plugin.Bitshuffle(cname="lz4"))
   out = tmp_path / "out"
   # The installed command (msftnet.cli), from a directory outside the
   # repository; the flat detector's geometry from flags.
   cmd = [sys.executable, "-m", "msftnet.cli", "reconstruct", f"--out={out}",
          f"--checkpoint={tiny_model_dir}", "--refine_steps=2",
          "--coarse_steps=2", "--mesh", "--detector_distance_mm=30",
-         "--pixel_um=150", str(run), str(bad)]
+         "--pixel_um=150", "--frames=0,2", str(run), str(bad)]
   res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
                        timeout=600)
   assert res.returncode == 1
   errors = [l for l in res.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and "bad.npy" in errors[0] and "NaN" in errors[0]
   assert not (out / "bad.json").exists()
-  for k in (0, 1):
+  assert not (out / "run_frame1.json").exists()
+  for k in (0, 2):
     rec = json.loads((out / f"run_frame{k}.json").read_text())
-    assert rec["frame"] == k and rec["n_frames"] == 2
+    assert rec["frame"] == k and rec["n_frames"] == 3
     assert rec["input_scale"] == "counts"
     assert rec["detector"]["distance_mm"] == 30.0
     assert rec["detector"]["source"]["distance_mm"] == "given"
@@ -196,17 +203,24 @@ def test_msftnet_command_outputs_frames_and_errors(tmp_path, tiny_model_dir):
     dens = np.load(out / f"run_frame{k}_density.npy")
     assert dens.shape == (64, 64, 64) and dens.dtype == np.float32
     assert (out / f"run_frame{k}.png").stat().st_size > 10_000
+    assert (out / f"run_frame{k}_patterns.png").stat().st_size > 1_000
     if dens.max() > 0.5 > dens.min():
       assert (out / f"run_frame{k}.obj").read_text().count("\nf ") > 10
   assert not list(out.glob(".tmp-*"))
+  # The run's table and report (msftnet.run_report; test_run_report).
+  table = (out / "summary.csv").read_text().splitlines()
+  assert [l.split(",")[0] for l in table] == ["stem", "run_frame0",
+                                              "run_frame2"]
+  assert (out / "summary.png").stat().st_size > 10_000
+  assert (out / "index.html").read_text().count('<tr id="row-') == 2
   # A rerun would skip both frames: their JSON (written last) exists
   # (msftnet.runs.select_work, tested in test_runs).
   from msftnet import measured
   from msftnet import runs
   todo, skipped = runs.select_work(
-      [measured.Frame(f"run_frame{k}", "run.cxi", None, None, {})
-       for k in (0, 1)], str(out))
-  assert not todo and skipped == ["run_frame0", "run_frame1"]
+      [measured.FrameRef(f"run_frame{k}", "run.cxi", k) for k in (0, 2)],
+      str(out))
+  assert not todo and skipped == ["run_frame0", "run_frame2"]
 
 
 def test_reconstruct_launcher_bad_checkpoint(tmp_path):

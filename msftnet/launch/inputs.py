@@ -61,6 +61,11 @@ MATERIAL = flags.DEFINE_string(
     "xraydb:FORMULA[:DENSITY] (tables at the model's wavelength). Default: "
     "the model's (reconstruct), the paper's (fit).")
 
+FRAMES = flags.DEFINE_string(
+    "frames", None, "Which frames of each run (HDF5/CXI [N, H, W]): "
+    "indices and ranges A:B (B excluded), e.g. 0:100,250; default all. "
+    "Output stems keep the file's frame numbers.")
+
 MESH = flags.DEFINE_bool(
     "mesh", False, "Also write the 0.5 isosurface, DIR/STEM.obj (or "
     "--mesh_format), and its watertightness, volume and area in STEM.json.")
@@ -97,20 +102,47 @@ def detector_overrides() -> dict:
   return {k: v for k, v in out.items() if v is not None}
 
 
+def _read_kwargs(geometry: Geometry) -> dict:
+  if not COUNTS_DARK.value > 0:
+    raise app.UsageError(f"--counts_dark must be > 0 photons, got "
+                         f"{COUNTS_DARK.value}.")
+  return dict(mask=MASK.value, experimental=EXPERIMENTAL.value,
+              input_scale=INPUT_SCALE.value, counts_dark=COUNTS_DARK.value,
+              detector=detector_overrides(), geometry=geometry)
+
+
+def _warn(frame) -> None:
+  if "warning" in frame.info:
+    print(f"warning: {frame.info['warning']}", file=sys.stderr)
+
+
 def load(paths, geometry: Geometry):
   """``measured.load_many`` with the flags onto ``geometry``'s q grid (the
   model's, as :func:`geometry` resolved it): ``(good, bad)``, ``good`` a
   list of :class:`msftnet.measured.Frame`."""
-  if not COUNTS_DARK.value > 0:
-    raise app.UsageError(f"--counts_dark must be > 0 photons, got "
-                         f"{COUNTS_DARK.value}.")
-  good, bad = measured.load_many(paths, mask=MASK.value,
-                                 experimental=EXPERIMENTAL.value,
-                                 input_scale=INPUT_SCALE.value,
-                                 counts_dark=COUNTS_DARK.value,
-                                 detector=detector_overrides(),
-                                 geometry=geometry)
+  kwargs = _read_kwargs(geometry)
+  try:
+    good, bad = measured.load_many(paths, frames=FRAMES.value, **kwargs)
+  except ValueError as e:                       # a malformed --frames
+    raise app.UsageError(str(e)) from None
   for frame in good:
-    if "warning" in frame.info:
-      print(f"warning: {frame.info['warning']}", file=sys.stderr)
+    _warn(frame)
   return good, bad
+
+
+def refs(paths):
+  """The frames the inputs hold (``--frames`` applied), unread:
+  ``(refs, bad)`` (:func:`msftnet.measured.frame_refs`)."""
+  try:
+    return measured.frame_refs(paths, frames=FRAMES.value)
+  except ValueError as e:                       # a malformed --frames
+    raise app.UsageError(str(e)) from None
+
+
+def stream(frame_refs, geometry: Geometry):
+  """Read ``frame_refs`` one by one with the flags
+  (:func:`msftnet.measured.read_frames`), printing each frame's warning."""
+  for item in measured.read_frames(frame_refs, **_read_kwargs(geometry)):
+    if not isinstance(item, tuple):
+      _warn(item)
+    yield item

@@ -6,14 +6,18 @@ r"""Reconstruct particles from single patterns: network + MSFT refinement.
       [--input_scale=auto|counts|log] [--experimental]
       [--mask=FILE] [--detector_distance_mm=D --pixel_um=P
       [--beam_centre=ROW,COL] [--wavelength_nm=L]] [--mesh [--mesh_format=obj|stl|ply]] [--nofigures]
-      [--batch=32]
+      [--batch=32] [--frames=SPEC]
       [--overwrite] [--process_id=I --num_processes=P]
       [--forward_model=msft|pmsft] [--material=henke:Ag]
 
 Inputs (``msftnet.measured``): PNG (RGB channel 1; 8/16-bit grayscale),
 ``.npy``, HDF5/CXI (``entry_1/data_1/data`` or
 ``entry_1/instrument_1/detector_1/data``, one frame or a run ``[N, H, W]``
-whose frames are written as ``STEM_frameK``; the CXI mask beside the data).
+whose frames are written as ``STEM_frameK``; the CXI mask beside the data;
+compressed datasets (bitshuffle-LZ4, Blosc, Zstd, ... through ``hdf5plugin``)
+and virtual datasets over several files read frame by frame, so memory stays
+flat over a run; ``--frames=0:100,250`` picks frames, and the stems keep the
+file's frame numbers).
 A flat detector (distance and pixel size from the CXI file or
 ``--detector_distance_mm``/``--pixel_um``, beam centre ``--beam_centre``) is
 mapped onto the model's q grid; a ``[128, 128]`` pattern without them is
@@ -101,7 +105,7 @@ def main(argv):
   except ValueError as e:
     print(f"error: --material: {e}", file=sys.stderr)
     sys.exit(1)
-  good, bad = inputs.load(paths, geometry)
+  good, bad = inputs.refs(paths)
   launch.print_errors(bad)
   try:
     good, skipped = runs.select_work(
@@ -120,7 +124,7 @@ def main(argv):
     sys.exit(1)
   t0 = time.perf_counter()
   written, errors = runs.reconstruct_inputs(
-      good, _OUT.value, model, config=config, geometry=geometry,
+      inputs.stream(good, geometry), _OUT.value, model, total=len(good), config=config, geometry=geometry,
       batch=_BATCH.value, mesh=inputs.mesh_format(), figures=_FIGURES.value,
       experimental=inputs.EXPERIMENTAL.value)
   launch.print_errors(errors)

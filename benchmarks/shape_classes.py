@@ -1,0 +1,153 @@
+r"""What each shot is: the shape network's class, size and orientation, held out.
+
+  python -m benchmarks.shape_classes [--model=DIR] [--seed=20261209] [--n=420]
+      [--experiment=../shared/data/experiment] [--json_out=FILE]
+      [--confusion=PNG]
+
+On ``--n`` solids of generator seed ``--seed`` (never used in training or
+tuning; ``msftnet.shape_net.simulate``) in four conditions: truncated or not,
+clean or through the simulated-experiment filter. Reports per condition the
+class top-1 and top-3 accuracy, the radius's median relative error, the
+stretch's, and the symmetry-aware orientation error (median, degrees;
+classes with an orientation); the bars of #28 read: top-1/top-3 on
+truncated clean solids, radius on clean solids, orientation on untruncated
+clean solids. The network's time per pattern in batches of 32 (compiled,
+median of 5 repeats). With ``--experiment``: the top 3 classes of
+``barke1/3/5/7`` against the published fits (``labels.csv``). ``--confusion``
+draws the per-class confusion matrix of the truncated clean solids.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from benchmarks.jsonlines import Report
+from msftnet import measured
+from msftnet import shape_net
+from msftnet import solids
+
+_MODEL = flags.DEFINE_string("model", None, "Shape model directory (default "
+                             "the bundled one) or a training workdir.")
+_SEED = flags.DEFINE_integer("seed", 20261209, "Generator seed (held out).")
+_N = flags.DEFINE_integer("n", 420, "Solids per condition.")
+_EXPERIMENT = flags.DEFINE_string("experiment", None, "Folder with barke*.png "
+                                  "and labels.csv.")
+_JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
+_CONFUSION = flags.DEFINE_string("confusion", None, "Confusion-matrix PNG.")
+
+CONDITIONS = {"truncated_clean": (True, False), "whole_clean": (False, False),
+              "truncated_simexp": (True, True), "whole_simexp": (False, True)}
+
+
+def _evaluate(model, sim) -> tuple[dict, np.ndarray, np.ndarray]:
+  est = shape_net.predict(sim["pattern"], sim["valid"], model)
+  names = solids.CLASSES
+  label = sim["label"]
+  ranked = np.array([[names.index(c) for c, _ in e.classes[:3]] for e in est])
+  radius = np.array([e.radius_nm for e in est]) / model.geometry.box_nm
+  rad_true = np.exp(sim["log_radius"])
+  stretch = np.array([e.stretch for e in est])
+  errs = []
+  for e, p, lab in zip(est, sim["params"], label):
+    name = names[lab]
+    if name in shape_net.NO_ORIENTATION:
+      continue
+    # The network's own rotation (not reduced by a wrong class's group).
+    errs.append(shape_net.orientation_error_deg(
+        e.rotation if e.rotation is not None else np.eye(3),
+        p.rotation_matrix(), name))
+  out = {
+      "top1": float((ranked[:, 0] == label).mean()),
+      "top3": float((ranked == label[:, None]).any(1).mean()),
+      "radius_median_rel_err": float(np.median(np.abs(radius / rad_true - 1))),
+      "stretch_median_rel_err": float(np.median(np.abs(
+          stretch / np.exp(sim["log_stretch"]) - 1))),
+      "orientation_median_deg": float(np.median(errs)) if errs else None,
+      "orientation_within_15deg": float(np.mean(np.asarray(errs) <= 15))
+      if errs else None,
+  }
+  return out, ranked[:, 0], label
+
+
+def _timing(model) -> float:
+  rng = np.random.default_rng(0)
+  pats = rng.random((32, 128, 128)).astype(np.float32)
+  valid = np.ones_like(pats, bool)
+  shape_net.predict(pats, valid, model)                # compile
+  times = []
+  for _ in range(5):
+    t = time.perf_counter()
+    shape_net.predict(pats, valid, model)
+    times.append(time.perf_counter() - t)
+  return 1e3 * float(np.median(times)) / 32
+
+
+def _confusion_figure(pred, label, path):
+  from matplotlib.figure import Figure
+  from msftnet import report
+  n = len(solids.CLASSES)
+  m = np.zeros((n, n))
+  for p, t in zip(pred, label):
+    m[t, p] += 1
+  m = m / np.maximum(m.sum(1, keepdims=True), 1)
+  fig = Figure(figsize=(10, 9))
+  ax = fig.subplots()
+  im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+  ax.set_xticks(range(n), solids.CLASSES, rotation=90, fontsize=7)
+  ax.set_yticks(range(n), solids.CLASSES, fontsize=7)
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  for i in range(n):
+    for j in range(n):
+      if m[i, j] >= 0.05:
+        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=5,
+                color="white" if m[i, j] > 0.5 else "black")
+  fig.colorbar(im, ax=ax, fraction=0.046)
+  ax.set_title("shape network: truncated clean solids, row-normalised")
+  fig.tight_layout()
+  report.save_figure(fig, path)
+
+
+def main(argv):
+  del argv
+  model = shape_net.load(_MODEL.value)
+  report = Report()
+  for cond, (trunc, filt) in CONDITIONS.items():
+    sim = shape_net.simulate(_SEED.value, np.arange(_N.value),
+                             model.geometry, truncated=trunc, filtered=filt)
+    res, pred, label = _evaluate(model, sim)
+    report.add({"condition": cond, "seed": _SEED.value, "n": _N.value, **res})
+    if cond == "truncated_clean":
+      confusion = (pred, label)
+      per_class = {solids.CLASSES[c]: float((pred[label == c] == c).mean())
+                   for c in range(len(solids.CLASSES)) if (label == c).any()}
+      report.add({"condition": cond, "per_class_top1": per_class})
+  report.add({"ms_per_pattern_batch32": round(_timing(model), 3)})
+  if _EXPERIMENT.value:
+    with open(os.path.join(_EXPERIMENT.value, "labels.csv")) as f:
+      labels = {os.path.basename(r["scatter"]): r["polyhedron"]
+                for r in csv.DictReader(f)}
+    hits = 0
+    for name, truth in sorted(labels.items()):
+      pat, val = measured.load_measurement(
+          os.path.join(_EXPERIMENT.value, name), experimental=True)
+      e = shape_net.predict(pat[None], val[None], model)[0]
+      top3 = [c for c, _ in e.classes[:3]]
+      hits += truth in top3
+      report.add({"experiment": name, "published_fit": truth, "top3": top3,
+                  "probabilities": [round(p, 3) for _, p in e.classes[:3]],
+                  "radius_nm": round(e.radius_nm, 1), "in_top3": truth in top3})
+    report.add({"experiment_in_top3": hits, "of": len(labels)})
+  if _CONFUSION.value:
+    _confusion_figure(*confusion, _CONFUSION.value)
+  report.write(_JSON_OUT.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
