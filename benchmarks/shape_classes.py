@@ -20,6 +20,7 @@ draws the per-class confusion matrix of the truncated clean solids.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import time
 
@@ -40,6 +41,10 @@ _EXPERIMENT = flags.DEFINE_string("experiment", None, "Folder with barke*.png "
                                   "and labels.csv.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
 _CONFUSION = flags.DEFINE_string("confusion", None, "Confusion-matrix PNG.")
+_FIT = flags.DEFINE_integer("orientation_fit", 0, "Also orient the first N "
+                            "untruncated clean solids by a forward fit of "
+                            "the top class (shape_net.fit_orientation), and "
+                            "of the true class (the bound).")
 
 CONDITIONS = {"truncated_clean": (True, False), "whole_clean": (False, False),
               "truncated_simexp": (True, True), "whole_simexp": (False, True)}
@@ -88,6 +93,42 @@ def _timing(model) -> float:
   return 1e3 * float(np.median(times)) / 32
 
 
+def _orientation_fit(model, report):
+  sim = shape_net.simulate(_SEED.value, np.arange(_FIT.value), model.geometry,
+                           truncated=False, filtered=False)
+  est = shape_net.predict(sim["pattern"], sim["valid"], model)
+  errs = {"network": [], "fit_top1": [], "fit_true_class": []}
+  seconds = []
+  for e, p, pat, val in zip(est, sim["params"], sim["pattern"], sim["valid"]):
+    name = p.polyhedron
+    if name in shape_net.NO_ORIENTATION:
+      continue
+    truth = p.rotation_matrix()
+    errs["network"].append(shape_net.orientation_error_deg(
+        e.rotation if e.rotation is not None else np.eye(3), truth, name))
+    t = time.perf_counter()
+    fitted = shape_net.fit_orientation(pat, val, e, model.geometry)
+    seconds.append(time.perf_counter() - t)
+    errs["fit_top1"].append(shape_net.orientation_error_deg(
+        fitted.rotation if fitted.rotation is not None else np.eye(3),
+        truth, name))
+    true_first = dataclasses.replace(
+        e, classes=((name, 1.0),) + tuple(c for c in e.classes
+                                          if c[0] != name))
+    bound = shape_net.fit_orientation(pat, val, true_first, model.geometry)
+    errs["fit_true_class"].append(shape_net.orientation_error_deg(
+        bound.rotation, truth, name))
+    report.add({"orientation_fit_solid": name,
+                **{k: round(v[-1], 2) for k, v in errs.items()}})
+  report.add({"condition": "whole_clean_orientation", "n": len(seconds),
+              **{f"{k}_median_deg": round(float(np.median(v)), 2)
+                 for k, v in errs.items()},
+              **{f"{k}_within_15deg": round(float(np.mean(np.asarray(v)
+                                                          <= 15)), 3)
+                 for k, v in errs.items()},
+              "fit_seconds_per_pattern": round(float(np.median(seconds)), 2)})
+
+
 def _confusion_figure(pred, label, path):
   from matplotlib.figure import Figure
   from msftnet import report
@@ -129,6 +170,8 @@ def main(argv):
                    for c in range(len(solids.CLASSES)) if (label == c).any()}
       report.add({"condition": cond, "per_class_top1": per_class})
   report.add({"ms_per_pattern_batch32": round(_timing(model), 3)})
+  if _FIT.value:
+    _orientation_fit(model, report)
   if _EXPERIMENT.value:
     with open(os.path.join(_EXPERIMENT.value, "labels.csv")) as f:
       labels = {os.path.basename(r["scatter"]): r["polyhedron"]

@@ -60,6 +60,7 @@ class Reconstruction(NamedTuple):
   confidence: np.ndarray       # [B] P(the shape is right), refine.trust
   confidence_reasons: np.ndarray  # [B] object: list of sentences against it
   signals: np.ndarray          # [B] object: dict, refine.trust.signals
+  shape: np.ndarray            # [B] object: shape_net.ShapeEstimate or None
 
 
 def _stack(rows: list[dict]) -> Reconstruction:
@@ -141,6 +142,7 @@ def refine(init_density, pattern, valid=None, *, geometry: Geometry,
                candidate_name=np.asarray([[name]], dtype=object))
     one.update(_trust(one, np.asarray(pattern[i]), np.asarray(valid[i]),
                       geometry, float(one["network_loss"][0])))
+    one["shape"] = np.full(1, None, dtype=object)
     rows.append(one)
   out = _stack(rows)
   return _first(out) if single else out
@@ -174,7 +176,8 @@ _NETWORK_CHUNK = 32
 
 def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
                 = None, config: RefineConfig = RefineConfig(),
-                geometry: Geometry | None = None) -> Reconstruction:
+                geometry: Geometry | None = None,
+                shape_model="default") -> Reconstruction:
   """Pattern(s) ``[128, 128]`` or ``[B, 128, 128]`` -> ``Reconstruction``.
 
   Per pattern: find its centre (``config.centre_search``) and move it to
@@ -196,6 +199,11 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
     geometry: the physics of the refinement (forward model, material); its
       grid must be the network's. Default: the model's own
       (:func:`network_geometry`).
+    shape_model: what each pattern shows, read by the shape network
+      (:mod:`msftnet.shape_net`: classes, size, stretch, orientation, in
+      ``Reconstruction.shape``): ``"default"`` (the bundled one), a
+      :class:`~msftnet.shape_net.ShapeModel` or its directory, or None
+      (not read).
 
   Returns a :class:`Reconstruction`; ``pattern`` (simulated) is in the
   input's pixel frame, the losses are taken in the centred frame over the
@@ -221,6 +229,20 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
       centred[i], shifts[i] = (pat[i], val[i]), (0, 0)
   p_all = np.stack([c[0] for c in centred]).astype(np.float32)
   v_all = np.stack([c[1] for c in centred])
+  shapes = [None] * pat.shape[0]
+  if shape_model is not None:
+    from msftnet import shape_net
+    if isinstance(shape_model, str):
+      shape_model = shape_net.load(None if shape_model == "default"
+                                   else shape_model)
+    elif not isinstance(shape_model, shape_net.ShapeModel):
+      shape_model = shape_net.load(shape_model)
+    if shape_model.geometry.detector_px != geometry.detector_px:
+      raise ValueError(
+          "reconstruct: the shape model reads "
+          f"{shape_model.geometry.detector_px} px patterns, these have "
+          f"{geometry.detector_px}.")
+    shapes = shape_net.predict(p_all, v_all, shape_model)
   support = voxels.support_mask(geometry.n_voxels, config.support_radius)
   # The network and its losses: in chunks for the network alone; one
   # pattern per call before a refinement, so that a refined result does not
@@ -282,6 +304,8 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
     row["initial_pattern"] = centre.shift_pattern(
         row["initial_pattern"][0], None, back)[0][None]
     row["centre_shift"] = np.asarray([shift], np.int64)
+    row["shape"] = np.empty(1, dtype=object)
+    row["shape"][0] = shapes[i]
     rows.append(row)
   out = _stack(rows)
   return _first(out) if single else out

@@ -1,10 +1,12 @@
 """Runs over many measured inputs: the work of ``msftnet reconstruct`` and
 ``msftnet fit`` as library functions.
 
-The inputs are what :func:`msftnet.measured.load_many` returns: ``good``, a
-list of :class:`msftnet.measured.Frame` (``stem``, ``path``, ``pattern [M,
-M]``, ``valid [M, M]``, ``info``), and ``bad``, a list of ``(path,
-sentence)``. For each input ``STEM`` a run writes
+The inputs are :class:`msftnet.measured.Frame` s (``stem``, ``path``,
+``pattern [M, M]``, ``valid [M, M]``, ``info``): a list from
+:func:`msftnet.measured.load_many`, or a stream from
+:func:`msftnet.measured.read_frames` (the launchers: a run is read one
+frame at a time, so memory stays flat), whose unusable frames come as
+``(path, sentence)``. For each input ``STEM`` a run writes
 ``OUT/STEM_density.npy``, ``OUT/STEM.png`` (unless ``figures=False``),
 ``OUT/STEM.obj`` (or ``.stl``, ``.ply``: ``mesh=FORMAT``) and ``OUT/STEM.json`` last (atomically: its
 presence marks a finished input, :func:`select_work` skips it). An input
@@ -45,6 +47,7 @@ from msftnet.refine import trust
 from msftnet.refine.base import RefineConfig
 
 __all__ = ["select_work", "reconstruct_inputs", "reconstruction_record",
+           "shape_fields",
            "warning_of",
            "fit_inputs", "fit_record"]
 
@@ -53,7 +56,9 @@ def select_work(good, out_dir: str, *, process_id: int = 0,
                 num_processes: int = 1, overwrite: bool = False):
   """This process's share of the inputs, without the finished ones.
 
-  Entry ``i`` of ``good`` belongs to process ``i % num_processes`` (all
+  ``good``: anything with a ``stem`` (:class:`msftnet.measured.FrameRef`
+  s before reading, or :class:`msftnet.measured.Frame` s). Entry ``i`` of
+  ``good`` belongs to process ``i % num_processes`` (all
   processes may write into one folder: the stems are unique). An entry whose
   ``OUT/STEM.json`` exists is finished and skipped unless ``overwrite``.
   Returns ``(todo, skipped_stems)``.
@@ -103,7 +108,21 @@ def reconstruction_record(out, j: int, frame, *, model_path: str,
       "trust_signals": dict(out.signals[j]),
       "seconds": seconds,
       "loss_protocol": metrics_lib.PAPER_PROTOCOL,
+      **shape_fields(out.shape[j], float(out.density[j].sum()
+                                         * geometry.voxel_nm ** 3)),
   }
+
+
+def shape_fields(estimate, volume_nm3: float) -> dict:
+  """What ``STEM.json`` says the particle is: the shape network's ranked
+  ``shape_classes``, ``radius_nm``, ``stretch`` and ``orientation``
+  (:meth:`msftnet.shape_net.ShapeEstimate.to_json`; absent without a shape
+  model), and ``radius_nm_reconstruction``, the equivalent radius of the
+  reconstruction's volume."""
+  out = {} if estimate is None else estimate.to_json()
+  out["radius_nm_reconstruction"] = float(
+      (3 * volume_nm3 / (4 * np.pi)) ** (1 / 3))
+  return out
 
 
 def warning_of(out, j: int) -> str | None:

@@ -72,7 +72,7 @@ def test_meshes_are_closed_scaled_and_written_in_three_formats(tmp_path):
       tmp_path / "out", "s", density=ball, pattern=np.zeros((32, 32)),
       valid=np.ones((32, 32), bool), simulated=np.zeros((32, 32)),
       metrics={"loss": 1.0}, mesh="stl", geometry=g, figure=False)
-  assert [pathlib.Path(p).name for p in paths] == ["s_density.npy", "s.stl",
-                                                    "s.json"]
+  assert [pathlib.Path(p).name for p in paths] == [
+      "s_density.npy", "s_patterns.png", "s.stl", "s.json"]
   record = json.loads((tmp_path / "out" / "s.json").read_text())
   assert record["mesh"]["file"] == "s.stl" and record["mesh"]["watertight"]

@@ -1,10 +1,12 @@
 r"""Train the shape network: class, size, stretch and orientation from a pattern.
 
-  python -m experiments.train_shape --workdir=DIR [--steps=6000] [--width=16] \
-      [--batch_size=32] [--time_limit_s=S] [--export=MODEL_DIR]
+  python -m experiments.train_shape --workdir=DIR [--steps=12000] [--width=16] \
+      [--batch_size=32] [--cache_size=49152] [--time_limit_s=S] \
+      [--export=MODEL_DIR]
 
-Supervised on the procedural generator (``msftnet.shape_net``; half the
-samples truncated, half through the simulated-experiment filter), progress
+Supervised on the procedural generator (``msftnet.shape_net``: a cache of
+clean samples simulated once, half truncated; half of every batch through
+the simulated-experiment filter with fresh noise), progress
 with rate and ETA, validation lines in ``DIR/metrics.jsonl``. The same
 command resumes from ``DIR/checkpoint.msgpack``; ``--export`` writes a model
 directory (``variables.msgpack``, ``config.json``, ``MODEL_CARD.md`` with
@@ -30,6 +32,8 @@ _WIDTH = flags.DEFINE_integer("width", shape_net.TrainConfig.width,
                               "Filters of the first convolution.")
 _BATCH = flags.DEFINE_integer("batch_size", shape_net.TrainConfig.batch_size,
                               "Samples per step.")
+_CACHE = flags.DEFINE_integer("cache_size", shape_net.TrainConfig.cache_size,
+                              "Clean samples simulated once (DIR/cache/).")
 _LR = flags.DEFINE_float("learning_rate", shape_net.TrainConfig.learning_rate,
                          "Peak learning rate (warm-up, cosine decay).")
 _SEED = flags.DEFINE_integer("seed", shape_net.TrainConfig.seed,
@@ -53,6 +57,7 @@ def main(argv):
   try:
     config = shape_net.TrainConfig(
         width=_WIDTH.value, steps=_STEPS.value, batch_size=_BATCH.value,
+        cache_size=_CACHE.value,
         learning_rate=_LR.value, seed=_SEED.value,
         eval_every=_EVAL_EVERY.value, validation_size=_VAL_SIZE.value,
         time_limit_s=_LIMIT.value)
