@@ -41,6 +41,10 @@ _EXPERIMENT = flags.DEFINE_string("experiment", None, "Folder with barke*.png "
                                   "and labels.csv.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
 _CONFUSION = flags.DEFINE_string("confusion", None, "Confusion-matrix PNG.")
+_RERANK = flags.DEFINE_integer("rerank_fit", 0, "Also rank the network's "
+                               "top 3 classes of the first N truncated clean "
+                               "solids by a forward fit of each "
+                               "(shape_net.fit_orientation, classes=3).")
 _FIT = flags.DEFINE_integer("orientation_fit", 0, "Also orient the first N "
                             "untruncated clean solids by a forward fit of "
                             "the top class (shape_net.fit_orientation), and "
@@ -129,6 +133,23 @@ def _orientation_fit(model, report):
               "fit_seconds_per_pattern": round(float(np.median(seconds)), 2)})
 
 
+def _rerank(model, report):
+  sim = shape_net.simulate(_SEED.value, np.arange(_RERANK.value),
+                           model.geometry, truncated=True, filtered=False)
+  est = shape_net.predict(sim["pattern"], sim["valid"], model)
+  net_hits, fit_hits, seconds = [], [], []
+  for e, p, pat, val in zip(est, sim["params"], sim["pattern"], sim["valid"]):
+    t = time.perf_counter()
+    fitted = shape_net.fit_orientation(pat, val, e, model.geometry, classes=3)
+    seconds.append(time.perf_counter() - t)
+    net_hits.append(e.classes[0][0] == p.polyhedron)
+    fit_hits.append(fitted.classes[0][0] == p.polyhedron)
+  report.add({"condition": "truncated_clean_rerank_by_fit", "n": len(est),
+              "network_top1": float(np.mean(net_hits)),
+              "fit_of_top3_top1": float(np.mean(fit_hits)),
+              "fit_seconds_per_pattern": round(float(np.median(seconds)), 2)})
+
+
 def _confusion_figure(pred, label, path):
   from matplotlib.figure import Figure
   from msftnet import report
@@ -172,6 +193,8 @@ def main(argv):
   report.add({"ms_per_pattern_batch32": round(_timing(model), 3)})
   if _FIT.value:
     _orientation_fit(model, report)
+  if _RERANK.value:
+    _rerank(model, report)
   if _EXPERIMENT.value:
     with open(os.path.join(_EXPERIMENT.value, "labels.csv")) as f:
       labels = {os.path.basename(r["scatter"]): r["polyhedron"]

@@ -142,6 +142,8 @@ def refine(init_density, pattern, valid=None, *, geometry: Geometry,
                candidate_name=np.asarray([[name]], dtype=object))
     one.update(_trust(one, np.asarray(pattern[i]), np.asarray(valid[i]),
                       geometry, float(one["network_loss"][0])))
+    one["confidence_reasons"][0] = one["confidence_reasons"][0] + [
+        trust.calibration_note("voxels", config.steps)]
     one["shape"] = np.full(1, None, dtype=object)
     rows.append(one)
   out = _stack(rows)
@@ -282,7 +284,7 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
                  candidate_name=np.asarray([["network"]], dtype=object))
     else:
       res = refine_lib.get(config.method)(net, p_c, v_c, geometry, config,
-                                          ml_n)
+                                          ml_n, hint=shapes[i])
       row.update(density=res.density[:1], pattern=res.pattern[None],
                  loss_after=np.asarray([res.masked]),
                  paper_loss_after=np.asarray([res.paper]),
@@ -299,6 +301,9 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
                    loss_before=np.asarray([res.loss_before]),
                    paper_loss_before=np.asarray([res.paper_loss_before]))
     row.update(_trust(row, p_c, v_c, geometry, ml_n))
+    note = trust.calibration_note(config.method, config.steps)
+    if note:
+      row["confidence_reasons"][0] = row["confidence_reasons"][0] + [note]
     back = (-shift[0], -shift[1])
     row["pattern"] = centre.shift_pattern(row["pattern"][0], None, back)[0][None]
     row["initial_pattern"] = centre.shift_pattern(

@@ -105,6 +105,8 @@ def reconstruction_record(out, j: int, frame, *, model_path: str,
       "volume_nm3": float(out.density[j].sum() * geometry.voxel_nm ** 3),
       "confidence": float(out.confidence[j]),
       "confidence_reasons": list(out.confidence_reasons[j]),
+      "confidence_calibrated": trust.calibration_note(
+          config.method, config.steps) is None,
       "trust_signals": dict(out.signals[j]),
       "seconds": seconds,
       "loss_protocol": metrics_lib.PAPER_PROTOCOL,

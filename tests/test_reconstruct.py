@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import msftnet
 from msftnet import Geometry
 from msftnet import Material
 from msftnet import metrics
@@ -65,6 +66,15 @@ def test_reconstruct_batch_and_single_agree(tiny_model_dir, method):
   np.testing.assert_allclose(one.density, net_only.density[1], atol=1e-6)
   np.testing.assert_allclose(one.paper_loss_after,
                              net_only.paper_loss_after[1], rtol=1e-4)
+  # The confidence says where it was calibrated; the shape network reads
+  # every pattern.
+  assert any("calibrated on the polytope" in r
+             for r in net_only.confidence_reasons[0])
+  assert not any("calibrated on" in r for r in batch.confidence_reasons[0])
+  assert net_only.shape[0].classes[0][0] in msftnet.solids.CLASSES
+  bare = recon.reconstruct(pats[1], valid, model=model, refine_steps=0,
+                           config=config, shape_model=None)
+  assert bare.shape is None
 
 
 def test_reconstruct_returns_ranked_candidates_and_finds_the_centre(

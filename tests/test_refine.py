@@ -359,3 +359,21 @@ def test_signals_are_strict_json_even_without_fringes():
   assert sig["fringe_radius_box"] is None and sig["size_log_ratio"] == 0.0
   json.dumps(sig, allow_nan=False)
   assert 0.0 <= trust.confidence(sig) <= 1.0
+
+
+def test_the_shape_networks_radius_narrows_the_starts(cube_problem):
+  from msftnet.refine import polytope as refine_polytope
+  _, pattern, valid, start = cube_problem
+  every = refine_polytope.polytope_starts(start, pattern, valid, SMALL,
+                                          refine.RefineConfig())[2]
+  config = refine.RefineConfig(shape_band=1.3)
+  hinted = refine_polytope.polytope_starts(start, pattern, valid, SMALL,
+                                           config, radius=0.2)[2]
+  assert len(every) == 10 and len(hinted) == 4 and hinted[0] == "network"
+  radii = [float(n.split("r=")[1].split()[0]) for n in hinted[1:]]
+  assert all(0.2 / 1.3 <= r < 0.2 * 1.3 for r in radii)
+  # No scanned radius near the hint: the usual bands.
+  assert len(refine_polytope.polytope_starts(start, pattern, valid, SMALL,
+                                             config, radius=0.005)[2]) == 10
+  with pytest.raises(ValueError, match="shape_band"):
+    refine.RefineConfig(shape_band=0.9)

@@ -1,9 +1,10 @@
 """What every refinement method shares: its settings, its result, the registry.
 
 A method is a function ``refine_one(network_density [N, N, N], pattern
-[M, M], valid [M, M], geometry, config, network_masked) -> Refined`` (one
-centred pattern; ``network_masked`` is the network prediction's masked
-loss), registered under a name with :func:`register`; ``RefineConfig.method``
+[M, M], valid [M, M], geometry, config, network_masked, hint=None) ->
+Refined`` (one centred pattern; ``network_masked`` is the network
+prediction's masked loss; ``hint`` the shape network's
+:class:`msftnet.shape_net.ShapeEstimate` of it, or None), registered under a name with :func:`register`; ``RefineConfig.method``
 chooses it (:func:`get`).
 """
 
@@ -91,6 +92,10 @@ class RefineConfig:
     mask_erosion: (polytope) the refinement's objective leaves out the
       valid pixels within this many pixels of an invalid one (not of the
       detector's edge); the candidates are scored on every valid pixel.
+    shape_band: (polytope) > 1: the sphere starts come from one radius band,
+      ``[r / shape_band, r * shape_band]`` around the shape network's radius
+      ``r`` (``hint``), instead of ``radius_bands`` (fewer starts, a faster
+      coarse stage); 0: off, and without a hint ``radius_bands`` are used.
   """
 
   method: str = "polytope"
@@ -115,6 +120,7 @@ class RefineConfig:
   centre_rate: float = 0.02
   box_last: bool = False
   mask_erosion: int = 0
+  shape_band: float = 0.0
 
   def __post_init__(self):
     if self.method not in METHODS:
@@ -128,6 +134,9 @@ class RefineConfig:
                        f"got {self.start!r}.")
     if self.steps < 0:
       raise ValueError(f"RefineConfig.steps must be >= 0, got {self.steps}.")
+    if self.shape_band and not self.shape_band > 1:
+      raise ValueError(f"RefineConfig.shape_band must be 0 (off) or > 1, "
+                       f"got {self.shape_band}.")
     if self.profile not in convex.PROFILES:
       raise ValueError(f"RefineConfig.profile must be one of "
                        f"{convex.PROFILES}, got {self.profile!r}.")

@@ -166,13 +166,15 @@ _START_SHAPES = (("sphere", (1.0, 1.0, 1.0)), ("prolate", (1.4, 0.85, 0.85)),
 
 
 def polytope_starts(network_density, pattern, valid, geometry: Geometry,
-                    config: base.RefineConfig):
+                    config: base.RefineConfig, radius: float | None = None):
   """The starts of the polytope refinement for one (centred) pattern.
 
   The hull of the network's prediction (its support function along
   ``config.planes`` directions) and, for the best sphere radius of each of
   ``config.radius_bands`` (scanned on the coarse problem), a sphere and an
-  ellipsoid elongated and one flattened along the beam.
+  ellipsoid elongated and one flattened along the beam. With
+  ``config.shape_band`` and ``radius`` (box units, the shape network's),
+  one band around ``radius`` replaces ``config.radius_bands``.
 
   Returns ``(normals [S, K, 3], offsets [S, K], names [S])``.
   """
@@ -187,7 +189,12 @@ def polytope_starts(network_density, pattern, valid, geometry: Geometry,
   offsets = [convex.support_offsets(
       convex.centre_density(np.asarray(network_density)), dirs)]
   names = ["network"]
-  for lo, hi in config.radius_bands:
+  bands = config.radius_bands
+  if config.shape_band and radius is not None:
+    hinted = (radius / config.shape_band, radius * config.shape_band)
+    if ((radii >= hinted[0]) & (radii < hinted[1])).any():
+      bands = (hinted,)     # else no scanned radius near it: the usual bands
+  for lo, hi in bands:
     band = np.flatnonzero((radii >= lo) & (radii < hi))
     if not len(band):
       continue
@@ -202,7 +209,7 @@ def polytope_starts(network_density, pattern, valid, geometry: Geometry,
 
 @base.register("polytope")
 def refine_one(network_density, pattern, valid, geometry: Geometry,
-               config: base.RefineConfig, network_masked: float
+               config: base.RefineConfig, network_masked: float, hint=None
                ) -> base.Refined:
   """Coarse-to-fine polytope refinement of one centred pattern.
 
@@ -225,8 +232,11 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
     eroded = ndimage.binary_erosion(fit_valid, iterations=config.mask_erosion,
                                     border_value=1)
     fit_valid = eroded if eroded.sum() >= 16 else fit_valid
+  radius = (None if hint is None else
+            hint.radius_nm / geometry.box_nm)     # a ShapeEstimate
   normals, offsets, names = polytope_starts(network_density, pattern,
-                                            fit_valid, geometry, config)
+                                            fit_valid, geometry, config,
+                                            radius)
   coarse, crop, crop_valid = meas.coarse_problem(pattern, fit_valid, geometry)
   if crop_valid.sum() < 16:
     coarse, crop, crop_valid = geometry, pattern, fit_valid

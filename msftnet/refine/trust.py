@@ -31,6 +31,7 @@ __all__ = ["IMPLAUSIBLE_LOSS_FACTOR", "is_empty", "rank_candidates",
            "equivalent_radius", "touches_box", "noise_fraction", "signals",
            "features", "FEATURES", "reasons", "confidence",
            "CONFIDENCE_WEIGHTS", "LOW_CONFIDENCE", "FRINGE_RADII",
+           "CALIBRATED_METHOD", "calibration_note",
            "NO_AGREEMENT", "structured_residual", "warning",
            "STRUCTURED_RESIDUAL", "RESIDUAL_OVER_NOISE"]
 
@@ -273,6 +274,22 @@ FEATURES = ("candidate_agreement", "abs_size_log_ratio",
 #: feature of :data:`FEATURES`, fitted by ``python -m benchmarks.trust
 #: --calibrate=benchmarks/results/trust_seed31_tuning.jsonl`` on the tuning
 #: seed's 64 results with a truth (docs/results.md, "Confidence").
+#: The path the confidence was calibrated on: the polytope refinement with
+#: a refinement stage (``steps > 0``). Elsewhere (the network alone, the
+#: voxel refinement) it is computed the same way but not calibrated, and
+#: :func:`calibration_note` says so among the reasons.
+CALIBRATED_METHOD = "polytope"
+
+
+def calibration_note(method: str, steps: int) -> str | None:
+  """A reason sentence when ``method``/``steps`` is not the calibrated path."""
+  if method == CALIBRATED_METHOD and steps > 0:
+    return None
+  what = "the network alone" if steps == 0 else f"the {method} refinement"
+  return (f"the confidence was calibrated on the {CALIBRATED_METHOD} "
+          f"refinement, not on {what}: read it as a rough guide")
+
+
 CONFIDENCE_WEIGHTS = (-2.89, 3.092, -4.072, -1.648, 1.371, -0.0344, -2.338,
                       2.385, -2.792)
 

@@ -189,7 +189,7 @@ def refine_voxels(init_density, pattern, valid, *, geometry: Geometry,
 
 @base.register("voxels")
 def refine_one(network_density, pattern, valid, geometry: Geometry,
-               config: base.RefineConfig, network_masked: float
+               config: base.RefineConfig, network_masked: float, hint=None
                ) -> base.Refined:
   """The voxel refinement of one centred pattern (``network_masked`` is
   not used: every start is refined and the lowest objective kept)."""
