@@ -26,7 +26,7 @@ _SUBMODULES = ("augment", "centre", "data", "detector", "evaluation",
                "fitting", "geometry",
                "losses", "material", "measured", "metrics", "model",
                "polytope", "pretrained", "raster", "reconstruct", "records",
-               "report", "runs",
+               "report", "run_report", "runs", "shape_net",
                "solids", "train")
 
 

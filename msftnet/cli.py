@@ -23,6 +23,7 @@ COMMANDS = {
     "reconstruct": "network + MSFT refinement of measured patterns",
     "fit": "forward-fit parametrised solids (the classical baseline)",
     "train": "train a network (data parallel, resumable)",
+    "train_shape": "train the shape network (class, size, orientation)",
     "evaluate": "the paper's evaluations (test set, crop, experiment)",
     "simulate": "simulate patterns of solids",
     "make_dataset": "write a dataset of solids and patterns",
