@@ -26,8 +26,8 @@ import h5py
 import hdf5plugin
 import numpy as np
 
+from benchmarks import simulated_runs
 from benchmarks.jsonlines import Report
-from msftnet import data as data_lib
 from msftnet import measured
 from msftnet import metrics
 from msftnet import pretrained
@@ -38,22 +38,6 @@ _N = flags.DEFINE_integer("n", 6, "Frames (test solids).")
 _SEED = flags.DEFINE_integer("seed", 20261210, "Data seed (never tuned on).")
 _PHOTONS = flags.DEFINE_float("photons", 3e4, "Photons at the brightest pixel.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
-
-
-def _frames(n: int, seed: int, photons: float, geometry):
-  config = data_lib.DataConfig(n_samples=n, seed=seed, geometry=geometry,
-                               test_set=True)
-  params = [data_lib.sample_params(config, i) for i in range(n)]
-  from msftnet.msft import intensity
-  sim = data_lib.simulate_batch(config, params, np.arange(n))
-  inten = np.asarray(intensity(sim["density"], geometry))
-  inten = inten / inten.max(axis=(1, 2), keepdims=True) * photons
-  counts = np.random.default_rng(seed).poisson(inten).astype(np.uint16)
-  mask = np.zeros(counts.shape[1:], np.uint16)
-  r = np.hypot(*np.mgrid[-64:64, -64:64])
-  mask[r < 5] = 1 << 4                           # beam stop: shadowed
-  mask[:, 90:93] = 1 << 9                        # module gap: missing
-  return counts, mask, sim["density"]
 
 
 def _write(folder, counts, mask):
@@ -84,7 +68,7 @@ def main(argv):
   del argv
   model = pretrained.load_model()
   report = Report()
-  counts, mask, truth = _frames(_N.value, _SEED.value, _PHOTONS.value,
+  counts, mask, truth = simulated_runs.count_frames(_N.value, _SEED.value, _PHOTONS.value,
                                 model.geometry)
   with tempfile.TemporaryDirectory() as tmp:
     paths = _write(tmp, counts, mask)

@@ -10,12 +10,15 @@ in the mask, bitshuffle-LZ4 compressed), reconstructs it with ``msftnet
 reconstruct`` (bundled models, default refinement), then opens
 ``index.html`` in Debian's headless Chromium through Playwright and reports
 its size, the rows of its table and the pattern sections it shows, the
-console errors and how long it took to draw the 3D view. ``--screenshot``
+console errors and how long it took to draw the 3D view, and how many
+results carry a ``shape_warning`` (radii of the shape network and the
+reconstruction more than 1.25x apart). ``--screenshot``
 keeps a picture of the page; ``--overview`` a copy of ``summary.png``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -27,7 +30,7 @@ from absl import app
 from absl import flags
 
 from benchmarks.jsonlines import Report
-from benchmarks.run_formats import _frames
+from benchmarks import simulated_runs
 from msftnet import pretrained
 
 _N = flags.DEFINE_integer("n", 24, "Frames of the run.")
@@ -44,7 +47,7 @@ def main(argv):
   from playwright.sync_api import sync_playwright
   report = Report()
   model = pretrained.load_model()
-  counts, mask, _ = _frames(_N.value, _SEED.value, 3e4, model.geometry)
+  counts, mask, _ = simulated_runs.count_frames(_N.value, _SEED.value, 3e4, model.geometry)
   with tempfile.TemporaryDirectory() as tmp:
     run = os.path.join(tmp, "run.cxi")
     with h5py.File(run, "w") as f:
@@ -82,7 +85,11 @@ def main(argv):
                 "table_rows": rows, "pattern_sections": sections,
                 "console_errors": errors, "drawn_seconds": round(drawn, 2),
                 "summary_csv_rows": sum(1 for _ in open(
-                    os.path.join(out, "summary.csv"))) - 1})
+                    os.path.join(out, "summary.csv"))) - 1,
+                "shape_warnings": sum(
+                    "shape_warning" in json.load(open(os.path.join(out, f)))
+                    for f in os.listdir(out) if f.startswith("run_frame")
+                    and f.endswith(".json"))})
   report.write(_JSON_OUT.value)
 
 

@@ -104,7 +104,8 @@ def summary_row(stem: str, record: dict) -> dict:
       "loss_network": _num(record.get("loss_network")),
       "loss_refined": _num(loss_refined),
       "confidence": _num(record.get("confidence"), 4),
-      "warning": record.get("reconstruction_warning") or "",
+      "warning": " ".join(w for w in (record.get("reconstruction_warning"),
+                                      record.get("shape_warning")) if w),
       "frame": "" if record.get("frame") is None else str(record["frame"]),
       "input": record.get("input", ""),
   }

@@ -120,11 +120,25 @@ def shape_fields(estimate, volume_nm3: float) -> dict:
   ``shape_classes``, ``radius_nm``, ``stretch`` and ``orientation``
   (:meth:`msftnet.shape_net.ShapeEstimate.to_json`; absent without a shape
   model), and ``radius_nm_reconstruction``, the equivalent radius of the
-  reconstruction's volume."""
+  reconstruction's volume; ``shape_warning`` when the two radii disagree
+  by more than :data:`SHAPE_RADIUS_AGREEMENT`."""
   out = {} if estimate is None else estimate.to_json()
-  out["radius_nm_reconstruction"] = float(
-      (3 * volume_nm3 / (4 * np.pi)) ** (1 / 3))
+  recon_r = float((3 * volume_nm3 / (4 * np.pi)) ** (1 / 3))
+  out["radius_nm_reconstruction"] = recon_r
+  if estimate is not None and not (
+      recon_r > 0 and abs(np.log(estimate.radius_nm / recon_r))
+      <= np.log(SHAPE_RADIUS_AGREEMENT)):
+    out["shape_warning"] = (
+        f"the shape network's radius ({estimate.radius_nm:.0f} nm) disagrees "
+        f"with the reconstruction's ({recon_r:.0f} nm) by more than "
+        f"{SHAPE_RADIUS_AGREEMENT:.2f}x: its class and orientation are "
+        "likely wrong (a pattern unlike its training data?)")
   return out
+
+
+#: Largest ratio between the shape network's radius and the
+#: reconstruction's before ``shape_warning`` is set (docs/results.md).
+SHAPE_RADIUS_AGREEMENT = 1.25
 
 
 def warning_of(out, j: int) -> str | None:
@@ -193,6 +207,9 @@ def reconstruct_inputs(good, out_dir: str, model, *,
             out, j, frame, model_path=model.path, config=config,
             geometry=geometry, experimental=experimental, seconds=seconds)
         warning = warning_of(out, j)
+        if "shape_warning" in record:
+          tqdm.write(f"warning: {path} ({stem}): {record['shape_warning']}",
+                     file=sys.stderr)
         if warning:
           record["reconstruction_warning"] = warning
           where = path if stem == measured.stem_of(path) else f"{path} ({stem})"
