@@ -12,7 +12,7 @@ reconstruct`` (bundled models, default refinement), then opens
 its size, the rows of its table and the pattern sections it shows, the
 console errors and how long it took to draw the 3D view, and how many
 results carry a ``shape_warning`` (radii of the shape network and the
-reconstruction more than 1.25x apart). ``--screenshot``
+reconstruction more than 1.5x apart). ``--screenshot``
 keeps a picture of the page; ``--overview`` a copy of ``summary.png``.
 """
 

@@ -138,7 +138,7 @@ def shape_fields(estimate, volume_nm3: float) -> dict:
 
 #: Largest ratio between the shape network's radius and the
 #: reconstruction's before ``shape_warning`` is set (docs/results.md).
-SHAPE_RADIUS_AGREEMENT = 1.25
+SHAPE_RADIUS_AGREEMENT = 1.5
 
 
 def warning_of(out, j: int) -> str | None:

@@ -53,3 +53,20 @@ def test_reconstruct_inputs_writes_every_input_then_skips_them(
     assert not (tmp_path / f"{stem}.png").exists()       # figures=False
   todo, skipped = runs.select_work(good, str(tmp_path))
   assert not todo and skipped == ["p0", "p1", "p2"]
+
+
+def test_shape_fields_warn_when_the_radii_disagree():
+  from msftnet import shape_net
+  est = shape_net.ShapeEstimate(classes=(("Cube", 0.9), ("Sphere", 0.1)),
+                                radius_nm=40.0, stretch=1.1,
+                                rotation=np.eye(3))
+  volume = 4 / 3 * np.pi * 38.0 ** 3
+  rec = runs.shape_fields(est, volume)
+  assert rec["radius_nm_reconstruction"] == pytest.approx(38.0)
+  assert rec["shape_classes"][0] == {"class": "Cube", "probability": 0.9}
+  assert "shape_warning" not in rec
+  far = runs.shape_fields(est, 4 / 3 * np.pi * 80.0 ** 3)
+  assert "40 nm" in far["shape_warning"] and "80 nm" in far["shape_warning"]
+  assert "shape_warning" in runs.shape_fields(est, 0.0)      # empty result
+  assert runs.shape_fields(None, volume) == {
+      "radius_nm_reconstruction": pytest.approx(38.0)}
