@@ -29,7 +29,7 @@ from msftnet.paper_io import atomic_write
 from msftnet.paper_io import save_npy
 
 __all__ = ["reconstruction_figure", "write_result", "pattern_thumbnail",
-           "render_shape",
+           "render_shape", "isosurface",
            "isosurface_mesh", "write_mesh",
            "MESH_FORMATS", "save_figure", "check_out_dir",
            "try_write_result"]
@@ -116,18 +116,32 @@ def reconstruction_figure(pattern, valid, density, simulated, *,
   return fig
 
 
+def isosurface(density, geometry: Geometry, level: float = 0.5,
+               step_size: int = 1):
+  """Marching cubes of ``density [N, N, N]`` padded by one empty voxel (a
+  particle touching the box gets a closed surface too): ``(vertices [V, 3]
+  in nm, (z, y, x), box centre at the origin; faces [F, 3])``, or None when
+  the density never crosses ``level``. ``step_size`` > 1: a coarser mesh
+  (for drawing)."""
+  from skimage import measure
+  vol = np.pad(np.asarray(density, np.float32), 1)
+  if not vol.min() < level < vol.max():
+    return None
+  verts, faces, _, _ = measure.marching_cubes(vol, level, step_size=step_size)
+  g = geometry
+  return (verts - 1 - (g.n_voxels - 1) / 2) * g.voxel_nm, faces
+
+
 def render_shape(ax, density, geometry: Geometry, level: float = 0.5):
   """Draw the ``level`` isosurface of ``density`` shaded (a light from the
   upper left, flat faces) on a matplotlib 3D axis, nm, beam along +z."""
   from matplotlib.colors import LightSource
   from mpl_toolkits.mplot3d.art3d import Poly3DCollection
-  from skimage import measure
   g = geometry
-  vol = np.pad(np.asarray(density, np.float32), 1)
   half = g.box_nm / 2
-  if vol.min() < level < vol.max():
-    verts, faces, _, _ = measure.marching_cubes(vol, level, step_size=2)
-    zyx = (verts - 1 - (g.n_voxels - 1) / 2) * g.voxel_nm
+  surface = isosurface(density, g, level, step_size=2)
+  if surface is not None:
+    zyx, faces = surface
     tris = zyx[faces][..., ::-1]                     # (x, y, z) per corner
     normals = np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0])
     normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
@@ -172,14 +186,11 @@ def isosurface_mesh(density, geometry: Geometry,
   faces wound outwards). The volume is padded by one empty voxel, so the
   surface of a particle touching the box is closed too."""
   import trimesh
-  from skimage import measure
-  g = geometry
-  vol = np.pad(np.asarray(density, np.float32), 1)
-  if vol.max() <= level or vol.min() >= level:
+  surface = isosurface(density, geometry, level)
+  if surface is None:
     raise ValueError(f"isosurface: the density never crosses {level}; "
                      "nothing to mesh.")
-  verts, faces, _, _ = measure.marching_cubes(vol, level=level)
-  verts = (verts - 1 - (g.n_voxels - 1) / 2) * g.voxel_nm     # (z, y, x) nm
+  verts, faces = surface
   mesh = trimesh.Trimesh(vertices=verts[:, ::-1], faces=faces, process=True)
   if mesh.is_watertight and mesh.volume < 0:
     mesh.invert()

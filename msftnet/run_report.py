@@ -275,16 +275,15 @@ def _data_uri(path: str) -> str | None:
 
 def _mesh_trace(density_path: str, geometry: Geometry, visible: bool):
   import plotly.graph_objects as go
-  from skimage import measure
+  from msftnet import report
   try:
-    vol = np.asarray(np.load(density_path, mmap_mode="r"), np.float32)
+    vol = np.load(density_path, mmap_mode="r")
   except (OSError, ValueError):
     return None
-  vol = np.pad(vol, 1)
-  if not vol.min() < 0.5 < vol.max():
+  surface = report.isosurface(vol, geometry, 0.5, step_size=2)
+  if surface is None:
     return None
-  verts, faces, _, _ = measure.marching_cubes(vol, 0.5, step_size=2)
-  verts = (verts - 1 - (geometry.n_voxels - 1) / 2) * geometry.voxel_nm
+  verts, faces = surface
   z, y, x = verts.T
   return go.Mesh3d(x=np.round(x, 2), y=np.round(y, 2), z=np.round(z, 2),
                    i=faces[:, 0], j=faces[:, 1], k=faces[:, 2],

@@ -110,20 +110,21 @@ def reconstruction_record(out, j: int, frame, *, model_path: str,
       "trust_signals": dict(out.signals[j]),
       "seconds": seconds,
       "loss_protocol": metrics_lib.PAPER_PROTOCOL,
-      **shape_fields(out.shape[j], float(out.density[j].sum()
-                                         * geometry.voxel_nm ** 3)),
+      **shape_fields(out.shape[j], trust.equivalent_radius(out.density[j])
+                     * geometry.box_nm),
   }
 
 
-def shape_fields(estimate, volume_nm3: float) -> dict:
+def shape_fields(estimate, recon_r: float) -> dict:
   """What ``STEM.json`` says the particle is: the shape network's ranked
   ``shape_classes``, ``radius_nm``, ``stretch`` and ``orientation``
   (:meth:`msftnet.shape_net.ShapeEstimate.to_json`; absent without a shape
-  model), and ``radius_nm_reconstruction``, the equivalent radius of the
-  reconstruction's volume; ``shape_warning`` when the two radii disagree
-  by more than :data:`SHAPE_RADIUS_AGREEMENT`."""
+  model), and ``radius_nm_reconstruction``, ``recon_r``: the equivalent
+  radius (nm) of the reconstruction's volume
+  (:func:`msftnet.refine.trust.equivalent_radius`); ``shape_warning`` when
+  the two radii disagree by more than :data:`SHAPE_RADIUS_AGREEMENT`."""
   out = {} if estimate is None else estimate.to_json()
-  recon_r = float((3 * volume_nm3 / (4 * np.pi)) ** (1 / 3))
+  recon_r = float(recon_r)
   out["radius_nm_reconstruction"] = recon_r
   if estimate is not None and not (
       recon_r > 0 and abs(np.log(estimate.radius_nm / recon_r))

@@ -221,7 +221,7 @@ def targets(params: list[solids.SolidParams], densities) -> dict:
   }
 
 
-@functools.partial(jax.jit, static_argnames=())
+@jax.jit
 def _sim_exp(keys, patterns):
   return jax.vmap(lambda k, x: augment.FILTERS["simulated_experiment"](k, x)
                   )(keys, patterns)
@@ -706,8 +706,7 @@ def predict(patterns, valid, model: ShapeModel | None = None
   return res
 
 
-def model_card(workdir: str, config: TrainConfig, validation: dict,
-               command: str) -> str:
+def model_card(config: TrainConfig, validation: dict, command: str) -> str:
   """The model card of a finished run (validation figures of its last step)."""
   lines = [
       "# Shape network (msftnet.shape_net)", "",

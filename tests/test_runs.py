@@ -60,13 +60,12 @@ def test_shape_fields_warn_when_the_radii_disagree():
   est = shape_net.ShapeEstimate(classes=(("Cube", 0.9), ("Sphere", 0.1)),
                                 radius_nm=40.0, stretch=1.1,
                                 rotation=np.eye(3))
-  volume = 4 / 3 * np.pi * 38.0 ** 3
-  rec = runs.shape_fields(est, volume)
+  rec = runs.shape_fields(est, 38.0)
   assert rec["radius_nm_reconstruction"] == pytest.approx(38.0)
   assert rec["shape_classes"][0] == {"class": "Cube", "probability": 0.9}
   assert "shape_warning" not in rec
-  far = runs.shape_fields(est, 4 / 3 * np.pi * 80.0 ** 3)
+  far = runs.shape_fields(est, 80.0)
   assert "40 nm" in far["shape_warning"] and "80 nm" in far["shape_warning"]
   assert "shape_warning" in runs.shape_fields(est, 0.0)      # empty result
-  assert runs.shape_fields(None, volume) == {
+  assert runs.shape_fields(None, 38.0) == {
       "radius_nm_reconstruction": pytest.approx(38.0)}

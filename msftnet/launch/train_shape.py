@@ -70,7 +70,7 @@ def main(argv):
         logging.warning("training has not finished (step %s of %d): not "
                         "exported.", last.get("step"), config.steps)
         return
-      card = shape_net.model_card(_WORKDIR.value, config, last,
+      card = shape_net.model_card(config, last,
                                   " ".join(sys.argv))
       shape_net.export(_WORKDIR.value, _EXPORT.value, card)
       logging.info("exported the shape model to %s", _EXPORT.value)
