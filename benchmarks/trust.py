@@ -30,6 +30,11 @@ trust signals, seconds) and one summary line per set:
   the dark level at most 1e-3 of the peak and the best centre within
   +-10 px for both (``protocol_losses``).
 
+``--oracle_centre`` moves each simexp pattern by the filter's known centre
+offset (``augment.simulated_experiment_offset``) before reconstructing it:
+with ``--refine=centre_search=0,centre_candidates=1`` what a perfect centre
+search would give.
+
 Calibration mode: fits the logistic confidence model
 (``msftnet.refine.trust.features`` -> P(aligned IoU >= 0.5), L2-regularised
 Newton) on the rows of the ``--calibrate`` files and prints the weights for
@@ -48,6 +53,7 @@ import time
 from absl import app
 from absl import flags
 import h5py
+import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -78,6 +84,10 @@ _OUT = flags.DEFINE_string("out", None, "Work folder (the 192^3 test set); "
 _REFINE = flags.DEFINE_string("refine", "", "RefineConfig fields.")
 _EXP_DIR = flags.DEFINE_string("experiment_dir", "../shared/data/experiment",
                                "Folder with barke*.png.")
+_ORACLE_CENTRE = flags.DEFINE_bool(
+    "oracle_centre", False, "simexp/clean: move each pattern by the "
+    "filter's known centre offset first (an upper bound of what a centre "
+    "search can give; pair with --refine=centre_search=0).")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
 _CALIBRATE = flags.DEFINE_list("calibrate", None, "Fit the confidence model "
                                "on the rows of these files instead.")
@@ -260,6 +270,11 @@ def _inputs(seed: int, sets, tmp):
         rec = src[i]
         p, v = augment.evaluation_input(rec["pattern"], int(rec["index"]),
                                         cond)
+        if _ORACLE_CENTRE.value and cond == "simulated_experiment":
+          key = jax.random.fold_in(jax.random.key(augment.EVALUATION_KEY),
+                                   int(rec["index"]))
+          p, v = msftnet.centre.shift_pattern(
+              p, v, augment.simulated_experiment_offset(key))
         yield (set_name, src.rows[i]["polyhedron"], p, v, rec["density"],
                None)
   if "cxi" in sets:
@@ -343,6 +358,8 @@ def reconstruct_sets(argv):
   for s in _summaries(rows):
     s["seed"] = _SEED.value
     s["refine"] = _REFINE.value
+    if _ORACLE_CENTRE.value:
+      s["oracle_centre"] = True
     report.add(s)
   report.write(_JSON_OUT.value)
 

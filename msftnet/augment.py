@@ -50,6 +50,7 @@ __all__ = [
     "apply_filter_batch",
     "random_filter",
     "random_filter_batch",
+    "simulated_experiment_offset",
 ]
 
 Array = jax.Array
@@ -162,6 +163,20 @@ def _simulated_experiment(key, x, valid):
   for op, k in zip(_SIM_EXP_CHAIN, jax.random.split(key, len(_SIM_EXP_CHAIN))):
     x, valid = op(k, x, valid)
   return x, valid
+
+
+def simulated_experiment_offset(key) -> np.ndarray:
+  """Where the ``simulated_experiment`` filter with ``key`` moves the
+  pattern's centre: the sum of its two shifts, ``(dy, dx)`` px (int64),
+  in the convention of :func:`msftnet.centre.find_centre` (the offset of
+  q = 0 from pixel ``M // 2``). For benchmarks of the centre search."""
+  keys = jax.random.split(key, len(_SIM_EXP_CHAIN))
+  out = np.zeros(2, np.int64)
+  for op, k in zip(_SIM_EXP_CHAIN, keys):
+    if op is _shift:
+      out += np.asarray(jax.random.randint(k, (2,), -MAX_SHIFT_PX,
+                                           MAX_SHIFT_PX + 1))
+  return out
 
 
 _OPS: dict[str, _Op] = {

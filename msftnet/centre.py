@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["find_centre", "find_centres", "shift_pattern"]
+__all__ = ["find_centre", "find_centres", "centre_candidates", "shift_pattern"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -92,6 +92,58 @@ def find_centres(patterns, valid=None, *, max_shift: int = 10,
   found = np.isfinite(score).any(axis=1)
   out = np.stack([k // side - max_shift, k % side - max_shift], axis=1)
   return np.where(found[:, None], out, 0).astype(np.int64)
+
+
+#: Pair radii (px) whose symmetry minima :func:`centre_candidates` offers,
+#: in order after the default search's centre.
+CANDIDATE_RADII = (20, 30, 15)
+
+
+def centre_candidates(pattern, valid=None, *, k: int = 4,
+                      max_shift: int = 10, min_pairs: int = 200
+                      ) -> list[tuple[int, int]]:
+  """Up to ``k`` distinct candidate offsets ``(dy, dx)`` of the pattern's
+  centre, the most likely first.
+
+  The first is :func:`find_centre`'s. The symmetry score is fooled where
+  the detector's artefacts break the pattern's point symmetry (a blind
+  spot's attenuated rim, an off-centre beam stop, noise): then the right
+  centre is often a local minimum of the score over pairs closer to the
+  centre. The others are the next-best local minima of the score over the
+  pair radii :data:`CANDIDATE_RADII` (the first minimum of each radius,
+  then the second, ...), each at least 2 px from every earlier candidate
+  (per axis). A caller that can score a centre by a fit (the refinement's
+  objective) chooses among them.
+  """
+  t = np.asarray(pattern, np.float32)[None]
+  v = (np.ones(t.shape, np.float32) if valid is None else
+       np.asarray(valid, bool)[None].astype(np.float32))
+  picked = [find_centre(pattern, valid, max_shift=max_shift,
+                        min_pairs=min_pairs)]
+  side = 2 * max_shift + 1
+  maps = {}
+  for rank in range(k):
+    for radius in dict.fromkeys(CANDIDATE_RADII):
+      if radius not in maps:
+        score = np.asarray(_scores(t, v, max_shift=int(max_shift),
+                                   radius=int(radius),
+                                   min_pairs=int(min_pairs)))[0]
+        maps[radius] = [divmod(int(i), side) for i in np.argsort(score)
+                        if np.isfinite(score[i])]
+      minima = []
+      for y, x in maps[radius]:
+        if all(max(abs(y - py), abs(x - px)) > 1 for py, px in minima):
+          minima.append((y, x))
+        if len(minima) > rank:
+          break
+      if len(minima) <= rank:
+        continue
+      c = (minima[rank][0] - max_shift, minima[rank][1] - max_shift)
+      if all(max(abs(c[0] - a), abs(c[1] - b)) >= 2 for a, b in picked):
+        picked.append(c)
+      if len(picked) >= k:
+        return picked[:k]
+  return picked[:k]
 
 
 def find_centre(pattern, valid=None, *, max_shift: int = 10,

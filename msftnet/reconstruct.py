@@ -78,15 +78,38 @@ def _first(out: Reconstruction) -> Reconstruction:
                            for k, v in out._asdict().items()})
 
 
+def _best_centre(first: dict, others: list[dict]) -> dict:
+  """Of one pattern's rows refined at several centres (``first`` at the
+  symmetry search's), the one whose answer leaves the smallest fraction of
+  the pattern's variance unexplained; its reasons say what was tried."""
+  if not others:
+    return first
+  rows = [first] + others
+  frac = [r["signals"][0]["unexplained_fraction"] for r in rows]
+  best = rows[int(np.argmin(frac))]
+  tried = ", ".join(f"({r['centre_shift'][0][0]}, {r['centre_shift'][0][1]})"
+                    for r in rows)
+  best["signals"][0]["centres_tried"] = len(rows)
+  if best is not first:
+    best["confidence_reasons"][0] = best["confidence_reasons"][0] + [
+        f"the pattern's centre is uncertain: of the centres {tried} px the "
+        f"fit at ({best['centre_shift'][0][0]}, "
+        f"{best['centre_shift'][0][1]}) explains the pattern best "
+        f"({min(frac):.0%} of its variance unexplained, {frac[0]:.0%} at "
+        "the symmetry search's)"]
+  return best
+
+
 def _trust(row: dict, pattern, valid, geometry: Geometry,
-           network_masked: float) -> dict:
-  """The confidence fields of one pattern's row (centred frame)."""
+           network_masked: float, max_dark: float) -> dict:
+  """The confidence fields of one pattern's row (centred frame); the dark
+  level of the objective at most ``max_dark``."""
   density = np.asarray(row["density"])[0]
   cands = np.asarray(row["candidate_density"])[0]
   _, objective = meas.affine_objective(
       jnp.asarray(density, jnp.float32)[None],
       jnp.asarray(pattern, jnp.float32)[None], jnp.asarray(valid)[None],
-      geometry)
+      geometry, max_dark)
   sig = trust.signals(
       density, pattern, valid, geometry, objective=float(objective[0]),
       dark_level=float(np.asarray(row["dark_level"])[0]),
@@ -141,7 +164,8 @@ def refine(init_density, pattern, valid=None, *, geometry: Geometry,
                candidate_loss=one["loss_after"][:, None],
                candidate_name=np.asarray([[name]], dtype=object))
     one.update(_trust(one, np.asarray(pattern[i]), np.asarray(valid[i]),
-                      geometry, float(one["network_loss"][0])))
+                      geometry, float(one["network_loss"][0]),
+                      config.max_dark))
     one["confidence_reasons"][0] = one["confidence_reasons"][0] + [
         trust.calibration_note("voxels", config.steps)]
     one["shape"] = np.full(1, None, dtype=object)
@@ -256,16 +280,14 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
     sl = slice(lo, lo + chunk)
     net = model(p_all[sl]) * support
     parts = meas.batch_losses(net, jnp.asarray(p_all[sl]),
-                              jnp.asarray(v_all[sl]), geometry)
+                              jnp.asarray(v_all[sl]), geometry,
+                              config.max_dark)
     for k, x in zip(("net", "sim", "ml", "pl", "u"), (net,) + parts):
       first.setdefault(k, []).append(np.asarray(x))
   first = {k: np.concatenate(x) for k, x in first.items()}
-  rows = []
-  for i in range(pat.shape[0]):
-    p_c, v_c = p_all[i], v_all[i]
-    shift = tuple(int(x) for x in shifts[i])
-    net, sim_n = first["net"][i], first["sim"][i]
-    ml_n, pl_n, u_n = (float(first[k][i]) for k in ("ml", "pl", "u"))
+
+  def one(i, p_c, v_c, shift, net, sim_n, ml_n, pl_n, u_n) -> dict:
+    """The row of pattern ``i`` refined in the frame centred at ``shift``."""
     row = dict(initial_density=net[None], initial_pattern=sim_n[None],
                centre_offset=np.zeros((1, 2)),
                loss_before=np.asarray([ml_n]),
@@ -300,7 +322,7 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
         row.update(initial_density=res.initial_density[None],
                    loss_before=np.asarray([res.loss_before]),
                    paper_loss_before=np.asarray([res.paper_loss_before]))
-    row.update(_trust(row, p_c, v_c, geometry, ml_n))
+    row.update(_trust(row, p_c, v_c, geometry, ml_n, config.max_dark))
     note = trust.calibration_note(config.method, config.steps)
     if note:
       row["confidence_reasons"][0] = row["confidence_reasons"][0] + [note]
@@ -311,6 +333,33 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
     row["centre_shift"] = np.asarray([shift], np.int64)
     row["shape"] = np.empty(1, dtype=object)
     row["shape"][0] = shapes[i]
+    return row
+
+  def at_centre(i, shift) -> dict:
+    """:func:`one` at another centre: the network and its losses again."""
+    p_c, v_c = centre.shift_pattern(pat[i], val[i], shift)
+    p_c = p_c.astype(np.float32)
+    net = np.asarray(model(p_c[None]) * support)
+    sim_n, ml_n, pl_n, u_n = (np.asarray(x) for x in meas.batch_losses(
+        jnp.asarray(net), jnp.asarray(p_c)[None], jnp.asarray(v_c)[None],
+        geometry, config.max_dark))
+    return one(i, p_c, v_c, shift, net[0], sim_n[0], float(ml_n[0]),
+               float(pl_n[0]), float(u_n[0]))
+
+  rows = []
+  for i in range(pat.shape[0]):
+    shift = tuple(int(x) for x in shifts[i])
+    row = one(i, p_all[i], v_all[i], shift, first["net"][i],
+              first["sim"][i], *(float(first[k][i]) for k in ("ml", "pl",
+                                                                 "u")))
+    if (config.centre_candidates > 1 and config.steps > 0
+        and row["confidence"][0] < trust.LOW_CONFIDENCE):
+      row = _best_centre(row, [at_centre(i, c) for c in
+                               centre.centre_candidates(
+                                   pat[i], val[i],
+                                   k=config.centre_candidates,
+                                   max_shift=config.centre_search)
+                               if c != shift])
     rows.append(row)
   out = _stack(rows)
   return _first(out) if single else out

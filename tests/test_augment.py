@@ -97,6 +97,25 @@ def test_shift_range_and_mask(pattern):
   assert min(seen) == -5 and max(seen) == 5
 
 
+def test_simulated_experiment_offset_is_where_q0_goes():
+  """A bright pixel at ``M // 2`` lands at ``M // 2 + offset`` wherever the
+  filter's beam stop, crop and blind spot leave it visible."""
+  delta = np.zeros((M, M), np.float32)
+  delta[M // 2, M // 2] = 1.0
+  seen = 0
+  for i in range(30):
+    key = jax.random.key(i)
+    out = np.asarray(augment.apply_filter("simulated_experiment", key,
+                                          delta)[0])
+    if out.max() <= 0:
+      continue                        # masked, cropped or attenuated away
+    seen += 1
+    got = np.unravel_index(np.argmax(out), out.shape)
+    np.testing.assert_array_equal(
+        np.asarray(got) - M // 2, augment.simulated_experiment_offset(key))
+  assert seen >= 5
+
+
 def test_central_hole_radius(pattern):
   radii = []
   for key in KEYS:

@@ -101,6 +101,31 @@ def test_reconstruct_returns_ranked_candidates_and_finds_the_centre(
   assert metrics.pearson_r(out.pattern, moved, valid) > 0.5
 
 
+def test_a_doubtful_result_is_refined_again_at_other_centres(tiny_model_dir):
+  """``centre_candidates``: a low-confidence result is refined at the other
+  candidate centres and the fit with the least unexplained variance kept,
+  its reasons naming what was tried; a confident one is left alone."""
+  from msftnet import centre
+  rng = np.random.default_rng(3)
+  noise = rng.uniform(size=(128, 128)).astype(np.float32)
+  plain = recon.reconstruct(noise, model=tiny_model_dir,
+                            config=dataclasses.replace(QUICK,
+                                                       centre_candidates=1))
+  assert plain.confidence < trust.LOW_CONFIDENCE     # noise: no shape
+  assert "centres_tried" not in plain.signals
+  config = dataclasses.replace(QUICK, centre_candidates=3)
+  again = recon.reconstruct(noise, model=tiny_model_dir, config=config)
+  cands = centre.centre_candidates(noise, None, k=3)
+  assert again.signals["centres_tried"] == len(cands) > 1
+  assert tuple(again.centre_shift) in cands
+  assert (again.signals["unexplained_fraction"]
+          <= plain.signals["unexplained_fraction"] + 1e-12)
+  if tuple(again.centre_shift) != tuple(plain.centre_shift):
+    assert any("centre is uncertain" in r for r in again.confidence_reasons)
+  with pytest.raises(ValueError, match="centre_candidates"):
+    recon.RefineConfig(centre_candidates=0)
+
+
 @pytest.mark.parametrize("pattern, valid, expect", [
     (np.zeros((64, 64)), None, "must be \\[128, 128\\]"),
     (np.full((128, 128), np.nan), None, "NaN"),

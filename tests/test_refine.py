@@ -377,3 +377,38 @@ def test_the_shape_networks_radius_narrows_the_starts(cube_problem):
                                              config, radius=0.005)[2]) == 10
   with pytest.raises(ValueError, match="shape_band"):
     refine.RefineConfig(shape_band=0.9)
+
+
+def test_the_dark_level_stays_below_its_bound(cube_problem):
+  """``max_dark`` bounds the fitted dark level everywhere it is fitted: the
+  grid searches, the polytope and voxel refinements, and the losses they
+  report (which are then those of the bounded model)."""
+  truth, pattern, valid, start = cube_problem          # made at u = -3
+  rho = jnp.asarray(truth)[None]
+  assert float(meas.dark_grid(-2.0).max()) == -2.0
+  assert float(meas.dark_grid(-9.0)[0]) == meas.DARK_GRID[0]
+  u, loss = meas.fit_dark_level(rho, jnp.asarray(pattern)[None],
+                                jnp.asarray(valid)[None], SMALL, -4.0)
+  assert float(u[0]) == -4.0 and float(loss[0]) > 1e-6  # the bound binds
+  u_aff, _ = meas.affine_dark_search(
+      msftnet_intensity(rho), jnp.asarray(pattern)[None],
+      jnp.asarray(valid)[None], -4.0)
+  assert float(u_aff[0]) <= -4.0
+  ball = np.asarray(sphere_density(32, 0.2))
+  config = refine.RefineConfig(steps=10, coarse_steps=10, planes=24,
+                               max_dark=-4.0)
+  res = refine.get("polytope")(ball, pattern, valid, SMALL, config, 1.0)
+  assert res.dark_level <= -4.0
+  assert res.masked == pytest.approx(
+      meas.pattern_losses(res.density[0], pattern, valid, SMALL, -4.0)[1],
+      rel=1e-6)
+  vox = recon.refine(start, pattern, valid, geometry=SMALL,
+                     config=dataclasses.replace(FAST, max_dark=-4.0))
+  assert vox.dark_level <= -4.0
+  with pytest.raises(ValueError, match="max_dark"):
+    refine.RefineConfig(max_dark=1.0)
+
+
+def msftnet_intensity(rho):
+  from msftnet import intensity
+  return intensity(rho, SMALL)

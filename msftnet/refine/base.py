@@ -96,6 +96,16 @@ class RefineConfig:
       ``[r / shape_band, r * shape_band]`` around the shape network's radius
       ``r`` (``hint``), instead of ``radius_bands`` (fewer starts, a faster
       coarse stage); 0: off, and without a hint ``radius_bands`` are used.
+    max_dark: (both, and the losses every result reports) the highest
+      dark level ``u`` (``eps = max(I) 10^u``) the fits may reach, log10 of
+      the simulated pattern's peak; 0 lets the background equal the peak.
+    centre_candidates: (both) > 1: a result whose confidence is below
+      :data:`msftnet.refine.trust.LOW_CONFIDENCE` is refined again at up to
+      this many candidate centres in all
+      (:func:`msftnet.centre.centre_candidates`), and the fit that leaves
+      the smallest fraction of the pattern's variance unexplained is kept
+      (default 4; why: docs/results.md, "The centre, chosen by the fit");
+      1: the symmetry search's centre only.
   """
 
   method: str = "polytope"
@@ -121,6 +131,8 @@ class RefineConfig:
   box_last: bool = False
   mask_erosion: int = 0
   shape_band: float = 0.0
+  max_dark: float = 0.0
+  centre_candidates: int = 4
 
   def __post_init__(self):
     if self.method not in METHODS:
@@ -137,6 +149,12 @@ class RefineConfig:
     if self.shape_band and not self.shape_band > 1:
       raise ValueError(f"RefineConfig.shape_band must be 0 (off) or > 1, "
                        f"got {self.shape_band}.")
+    if self.centre_candidates < 1:
+      raise ValueError(f"RefineConfig.centre_candidates must be >= 1, got "
+                       f"{self.centre_candidates}.")
+    if not -8.0 <= self.max_dark <= 0.0:
+      raise ValueError(f"RefineConfig.max_dark must lie in [-8, 0] (log10 "
+                       f"of the peak), got {self.max_dark}.")
     if self.profile not in convex.PROFILES:
       raise ValueError(f"RefineConfig.profile must be one of "
                        f"{convex.PROFILES}, got {self.profile!r}.")

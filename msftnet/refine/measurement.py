@@ -34,7 +34,7 @@ from msftnet.msft import log_pattern
 
 __all__ = ["masked_mse", "paper_mse", "affine_masked_mse", "DARK_GRID",
            "log_with_dark", "simulate_with_dark_level", "fit_dark_level",
-           "affine_dark_search", "batch_losses", "affine_objective",
+           "dark_grid", "affine_dark_search", "batch_losses", "affine_objective",
            "pattern_losses",
            "check_patterns", "coarse_problem"]
 
@@ -82,6 +82,13 @@ def affine_masked_mse(logs, pattern, valid) -> jax.Array:
 DARK_GRID = tuple(np.linspace(-8.0, 0.0, 33).tolist())
 
 
+def dark_grid(max_dark: float = 0.0) -> jax.Array:
+  """The levels of :data:`DARK_GRID` up to ``max_dark`` (log10 of the peak;
+  the lowest level at least): ``[U]`` float32."""
+  grid = [u for u in DARK_GRID if u <= max_dark + 1e-6] or [DARK_GRID[0]]
+  return jnp.asarray(grid, jnp.float32)
+
+
 def log_with_dark(inten, u):
   """``normalise(log(I + max(I) 10^u))``; ``u`` broadcasts to ``[..., 1, 1]``."""
   peak = jnp.max(inten, axis=(-2, -1), keepdims=True)
@@ -94,63 +101,71 @@ def simulate_with_dark_level(density, geometry: Geometry, u) -> jax.Array:
                        jnp.reshape(u, u.shape + (1, 1)))
 
 
-def fit_dark_level(density, pattern, valid, geometry: Geometry
-                   ) -> tuple[jax.Array, jax.Array]:
-  """Grid search of ``u`` over :data:`DARK_GRID` per sample (masked loss).
+def fit_dark_level(density, pattern, valid, geometry: Geometry,
+                   max_dark: float = 0.0) -> tuple[jax.Array, jax.Array]:
+  """Grid search of ``u`` over :func:`dark_grid` ``(max_dark)`` per sample
+  (masked loss).
 
   Returns ``(u [B], masked loss at u [B])``.
   """
   inten = intensity(density, geometry)
+  grid = dark_grid(max_dark)
   table = jax.lax.map(
       lambda u: masked_mse(log_with_dark(inten, u), pattern, valid),
-      jnp.asarray(DARK_GRID, jnp.float32))                     # [U, B]
+      grid)                                                    # [U, B]
   i = jnp.argmin(table, axis=0)
-  return (jnp.asarray(DARK_GRID, jnp.float32)[i],
-          jnp.take_along_axis(table, i[None], axis=0)[0])
+  return grid[i], jnp.take_along_axis(table, i[None], axis=0)[0]
 
 
-def affine_dark_search(inten, pattern, valid) -> tuple[jax.Array, jax.Array]:
-  """Best ``u`` of :data:`DARK_GRID` per sample for the affine-invariant loss.
+def affine_dark_search(inten, pattern, valid, max_dark: float = 0.0
+                       ) -> tuple[jax.Array, jax.Array]:
+  """Best ``u`` of :func:`dark_grid` ``(max_dark)`` per sample for the
+  affine-invariant loss.
 
   Args:
     inten: ``[S, M, M]`` intensities; pattern, valid: broadcastable to it.
+    max_dark: the highest dark level searched (log10 of the peak).
 
   Returns ``(u [S], loss at u [S])``.
   """
   peak = jnp.max(inten, axis=(-2, -1), keepdims=True)
-  grid = jnp.asarray(DARK_GRID, jnp.float32)
+  grid = dark_grid(max_dark)
   table = jax.lax.map(lambda u: affine_masked_mse(
       jnp.log(inten + jnp.maximum(peak * 10.0 ** u, 1e-30)), pattern, valid),
       grid)
   return grid[jnp.argmin(table, axis=0)], jnp.min(table, axis=0)
 
 
-@functools.partial(jax.jit, static_argnames="geometry")
-def batch_losses(density, pattern, valid, geometry: Geometry):
+@functools.partial(jax.jit, static_argnames=("geometry", "max_dark"))
+def batch_losses(density, pattern, valid, geometry: Geometry,
+                 max_dark: float = 0.0):
   """:func:`pattern_losses` of a batch ``[B, N, N, N]`` in one compiled call:
   ``(sim [B, M, M], masked [B], paper [B], u [B])``."""
-  u, _ = fit_dark_level(density, pattern, valid, geometry)
+  u, _ = fit_dark_level(density, pattern, valid, geometry, max_dark)
   sim = simulate_with_dark_level(density, geometry, u)
   return (sim, masked_mse(sim, pattern, valid), paper_mse(sim, pattern, valid),
           u)
 
 
-@functools.partial(jax.jit, static_argnames="geometry")
-def affine_objective(density, pattern, valid, geometry: Geometry
-                     ) -> tuple[jax.Array, jax.Array]:
+@functools.partial(jax.jit, static_argnames=("geometry", "max_dark"))
+def affine_objective(density, pattern, valid, geometry: Geometry,
+                     max_dark: float = 0.0) -> tuple[jax.Array, jax.Array]:
   """The polytope refinement's objective for any densities ``[B, N, N, N]``
-  against ``pattern [B, M, M]``, the dark level from :data:`DARK_GRID`
+  against ``pattern [B, M, M]``, the dark level from :func:`dark_grid`
   (:func:`affine_dark_search`): ``(u [B], loss [B])``."""
-  return affine_dark_search(intensity(density, geometry), pattern, valid)
+  return affine_dark_search(intensity(density, geometry), pattern, valid,
+                            max_dark)
 
 
-def pattern_losses(density, pattern, valid, geometry: Geometry):
-  """Min-max normalised pattern with the grid-fitted dark level, its masked
-  and paper-protocol losses: ``(sim [M, M], masked, paper, u)``."""
+def pattern_losses(density, pattern, valid, geometry: Geometry,
+                   max_dark: float = 0.0):
+  """Min-max normalised pattern with the grid-fitted dark level (at most
+  ``max_dark``), its masked and paper-protocol losses:
+  ``(sim [M, M], masked, paper, u)``."""
   sim, ml, pl, u = batch_losses(
       jnp.asarray(density, jnp.float32)[None],
       jnp.asarray(pattern, jnp.float32)[None], jnp.asarray(valid)[None],
-      geometry)
+      geometry, float(max_dark))
   return np.asarray(sim[0]), float(ml[0]), float(pl[0]), float(u[0])
 
 

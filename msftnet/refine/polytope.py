@@ -92,10 +92,11 @@ def centre_offset(c) -> np.ndarray:
 
 
 @functools.partial(jax.jit, static_argnames=("geometry", "steps", "rates",
-                                             "profile"))
+                                             "profile", "max_dark"))
 def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
                      steps: int, rates: tuple = _RATES,
-                     profile: str = "ramp", centre=None):
+                     profile: str = "ramp", centre=None,
+                     max_dark: float = 0.0):
   """Adam on the planes of ``S`` polytopes against one pattern.
 
   Args:
@@ -111,10 +112,12 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
       centre is then fitted too, a sub-pixel offset of up to
       :data:`MAX_CENTRE_PX` (:func:`centre_offset`; ``rates`` must name
       ``"c"``).
+    max_dark: the highest dark level ``u`` (log10 of the peak) searched
+      and reached: ``u`` is clipped to it.
 
   The objective is :func:`msftnet.refine.measurement.affine_masked_mse` of
   ``log(I + max(I) 10^u)``, the dark level ``u`` per start initialised by a
-  grid search over [-8, 0].
+  grid search over [-8, ``max_dark``].
 
   Returns:
     ``(params, loss [S], history [steps, S])`` with params ``{"n", "h", "u"}``
@@ -127,7 +130,7 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
   u0, _ = meas.affine_dark_search(
       intensity(convex.polytope_density(normals, offsets, n, profile),
                 geometry),
-      pats, vals)
+      pats, vals, max_dark)
   params = {"n": jnp.asarray(normals, jnp.float32),
             "h": jnp.asarray(offsets, jnp.float32), "u": u0}
   if centre is not None:
@@ -136,7 +139,7 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
 
   def per_start(p):
     rho = convex.polytope_density(p["n"], p["h"], n, profile)
-    logs = _log_intensity(rho, geometry, p["u"])
+    logs = _log_intensity(rho, geometry, jnp.minimum(p["u"], max_dark))
     if "c" in p:
       logs = _recentred(logs, p["c"])
     return meas.affine_masked_mse(logs, pats, vals)
@@ -150,14 +153,17 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
 
   (params, _), history = jax.lax.scan(step, (params, tx.init(params)), None,
                                       length=steps)
+  params["u"] = jnp.minimum(params["u"], max_dark)
   return params, per_start(params), history
 
 
-@functools.partial(jax.jit, static_argnames=("geometry",))
-def _sphere_scan(radii, pattern, valid, *, geometry: Geometry):
-  """Affine-invariant loss of balls of ``radii`` (best dark level): ``[R]``."""
+@functools.partial(jax.jit, static_argnames=("geometry", "max_dark"))
+def _sphere_scan(radii, pattern, valid, *, geometry: Geometry,
+                 max_dark: float = 0.0):
+  """Affine-invariant loss of balls of ``radii`` (best dark level up to
+  ``max_dark``): ``[R]``."""
   inten = intensity(raster.sphere_density(geometry.n_voxels, radii), geometry)
-  return meas.affine_dark_search(inten, pattern, valid)[1]
+  return meas.affine_dark_search(inten, pattern, valid, max_dark)[1]
 
 
 _SCAN_RADII = tuple(np.geomspace(0.04, 0.45, 24).tolist())
@@ -184,7 +190,7 @@ def polytope_starts(network_density, pattern, valid, geometry: Geometry,
     crop_valid = np.ones_like(crop_valid)
   scan = np.asarray(_sphere_scan(jnp.asarray(_SCAN_RADII, jnp.float32),
                                  jnp.asarray(crop), jnp.asarray(crop_valid),
-                                 geometry=coarse))
+                                 geometry=coarse, max_dark=config.max_dark))
   radii = np.asarray(_SCAN_RADII)
   offsets = [convex.support_offsets(
       convex.centre_density(np.asarray(network_density)), dirs)]
@@ -248,7 +254,7 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
   pc, loss_c, _ = refine_polytopes(
       jnp.asarray(normals), jnp.asarray(offsets), jnp.asarray(crop),
       jnp.asarray(crop_valid), geometry=coarse, steps=config.coarse_steps,
-      profile=profile, rates=rates,
+      profile=profile, rates=rates, max_dark=config.max_dark,
       centre=(np.zeros((len(offsets), 2), np.float32) if config.fit_centre
               else None))
   loss_c = np.asarray(loss_c)
@@ -257,11 +263,12 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
     p, loss, history = refine_polytopes(
         pc["n"][idx], pc["h"][idx], jnp.asarray(pattern),
         jnp.asarray(fit_valid), geometry=geometry, steps=config.steps,
-        profile=profile, rates=rates,
-        centre=pc["c"][idx] if config.fit_centre else None)
+        profile=profile, rates=rates, max_dark=config.max_dark,
+          centre=pc["c"][idx] if config.fit_centre else None)
     dens = np.asarray(convex.polytope_density(p["n"], p["h"], n, profile))
     sim, masked, paper, u = zip(*(meas.pattern_losses(d, pattern, valid,
-                                                      geometry)
+                                                      geometry,
+                                                      config.max_dark)
                                   for d in dens))
     off = (centre_offset(p["c"]) if "c" in p
            else np.zeros((len(idx), 2), np.float32))
@@ -276,7 +283,8 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
       > trust.IMPLAUSIBLE_LOSS_FACTOR * network_masked):
     dens_c = np.asarray(convex.polytope_density(pc["n"], pc["h"],
                                                 coarse.n_voxels, profile))
-    masked_c = [meas.pattern_losses(d, crop, crop_valid, coarse)[1]
+    masked_c = [meas.pattern_losses(d, crop, crop_valid, coarse,
+                                    config.max_dark)[1]
                 for d in dens_c]
     tried = set(top.tolist())
     more = [i for i in trust.rank_candidates(loss_c, dens_c, masked_c)

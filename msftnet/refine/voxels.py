@@ -112,7 +112,7 @@ def refine_voxels(init_density, pattern, valid, *, geometry: Geometry,
   support = support_mask(n, config.support_radius)
   c = config.logit_clip
   net = init_density * support
-  u_net, _ = fit_dark_level(net, pattern, valid, geometry)
+  u_net, _ = fit_dark_level(net, pattern, valid, geometry, config.max_dark)
   # Starts [B, S, N, N, N]: the network's prediction and/or spheres.
   starts = []
   if config.start in ("auto", "network"):
@@ -125,7 +125,7 @@ def refine_voxels(init_density, pattern, valid, *, geometry: Geometry,
   x0 = x0.reshape((b * s_count, n, n, n))
   pats = jnp.repeat(pattern, s_count, axis=0)
   vals = jnp.repeat(valid, s_count, axis=0)
-  u0, _ = fit_dark_level(x0, pats, vals, geometry)
+  u0, _ = fit_dark_level(x0, pats, vals, geometry, config.max_dark)
   p0 = jnp.clip(x0, jax.nn.sigmoid(-c), jax.nn.sigmoid(c))
   params = {"logits": jnp.log(p0) - jnp.log1p(-p0), "u": u0}
 
@@ -134,7 +134,8 @@ def refine_voxels(init_density, pattern, valid, *, geometry: Geometry,
 
   def objective(p, supp):
     rho = density_of(p, supp)
-    sim = simulate_with_dark_level(rho, geometry, p["u"])
+    sim = simulate_with_dark_level(rho, geometry,
+                                   jnp.minimum(p["u"], config.max_dark))
     data = masked_mse(sim, pats, vals)
     bin_ = jnp.mean(rho**2 * (1 - rho) ** 2, axis=(-3, -2, -1))
     per_start = (data + config.binary_weight * bin_
@@ -159,6 +160,7 @@ def refine_voxels(init_density, pattern, valid, *, geometry: Geometry,
   supp0 = jnp.broadcast_to(support, x0.shape)
   (params, _, supp), history = jax.lax.scan(
       step, (params, tx.init(params), supp0), jnp.arange(config.steps))
+  params["u"] = jnp.minimum(params["u"], config.max_dark)
   rho = density_of(params, supp) if config.steps else x0
   sim0 = simulate_with_dark_level(x0, geometry, u0)
   sim = simulate_with_dark_level(rho, geometry, params["u"])
