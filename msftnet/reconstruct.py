@@ -353,7 +353,7 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
               first["sim"][i], *(float(first[k][i]) for k in ("ml", "pl",
                                                                  "u")))
     if (config.centre_candidates > 1 and config.steps > 0
-        and row["confidence"][0] < trust.LOW_CONFIDENCE):
+        and row["confidence"][0] < config.centre_retry_below):
       row = _best_centre(row, [at_centre(i, c) for c in
                                centre.centre_candidates(
                                    pat[i], val[i],

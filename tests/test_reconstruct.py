@@ -124,6 +124,13 @@ def test_a_doubtful_result_is_refined_again_at_other_centres(tiny_model_dir):
     assert any("centre is uncertain" in r for r in again.confidence_reasons)
   with pytest.raises(ValueError, match="centre_candidates"):
     recon.RefineConfig(centre_candidates=0)
+  with pytest.raises(ValueError, match="centre_retry_below"):
+    recon.RefineConfig(centre_retry_below=1.5)
+  # A threshold no confidence reaches below: no retry.
+  never = recon.reconstruct(noise, model=tiny_model_dir,
+                            config=dataclasses.replace(
+                                config, centre_retry_below=0.0))
+  assert "centres_tried" not in never.signals
 
 
 @pytest.mark.parametrize("pattern, valid, expect", [

@@ -100,12 +100,15 @@ class RefineConfig:
       dark level ``u`` (``eps = max(I) 10^u``) the fits may reach, log10 of
       the simulated pattern's peak; 0 lets the background equal the peak.
     centre_candidates: (both) > 1: a result whose confidence is below
-      :data:`msftnet.refine.trust.LOW_CONFIDENCE` is refined again at up to
+      ``centre_retry_below`` is refined again at up to
       this many candidate centres in all
       (:func:`msftnet.centre.centre_candidates`), and the fit that leaves
       the smallest fraction of the pattern's variance unexplained is kept
       (default 4; why: docs/results.md, "The centre, chosen by the fit");
       1: the symmetry search's centre only.
+    centre_retry_below: the confidence below which ``centre_candidates``
+      applies (default 0.5, :data:`msftnet.refine.trust.LOW_CONFIDENCE`;
+      1: every result).
   """
 
   method: str = "polytope"
@@ -133,6 +136,7 @@ class RefineConfig:
   shape_band: float = 0.0
   max_dark: float = 0.0
   centre_candidates: int = 4
+  centre_retry_below: float = 0.5
 
   def __post_init__(self):
     if self.method not in METHODS:
@@ -149,6 +153,9 @@ class RefineConfig:
     if self.shape_band and not self.shape_band > 1:
       raise ValueError(f"RefineConfig.shape_band must be 0 (off) or > 1, "
                        f"got {self.shape_band}.")
+    if not 0.0 <= self.centre_retry_below <= 1.0:
+      raise ValueError(f"RefineConfig.centre_retry_below must lie in [0, 1], "
+                       f"got {self.centre_retry_below}.")
     if self.centre_candidates < 1:
       raise ValueError(f"RefineConfig.centre_candidates must be >= 1, got "
                        f"{self.centre_candidates}.")
