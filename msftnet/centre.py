@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["find_centre", "find_centres", "centre_candidates", "shift_pattern"]
+__all__ = ["find_centre", "find_centres", "ring_centre", "centre_candidates",
+           "shift_pattern"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -95,8 +96,51 @@ def find_centres(patterns, valid=None, *, max_shift: int = 10,
 
 
 #: Pair radii (px) whose symmetry minima :func:`centre_candidates` offers,
-#: in order after the default search's centre.
+#: in order after the default search's centre and the rings' centre.
 CANDIDATE_RADII = (20, 30, 15)
+
+#: Radius (px) of the disc whose rings :func:`ring_centre` compares.
+RING_RADIUS = 20
+
+
+def ring_centre(pattern, valid=None, *, max_shift: int = 10,
+                radius: int = RING_RADIUS, min_pixels: int = 200
+                ) -> tuple[int, int]:
+  """The integer offset ``(dy, dx)`` about which the pattern varies least
+  along rings: for each candidate centre within ``max_shift`` px, the valid
+  pixels within ``radius`` px are binned by their distance (1 px rings) and
+  the variance within the rings is taken as a fraction of theirs; the
+  smallest wins (candidates with fewer than ``min_pixels`` valid pixels are
+  skipped; none: ``(0, 0)``).
+
+  A pattern's radially falling envelope centres it even where its point
+  symmetry is broken (a blind spot's rim, a beam stop off its centre), and
+  single pixels (unlike pairs) need not have a valid partner.
+  """
+  t = np.asarray(pattern, np.float64)
+  v = (np.ones(t.shape, bool) if valid is None else np.asarray(valid, bool))
+  m0, m1 = t.shape
+  yy, xx = np.nonzero(v)
+  x = t[yy, xx]
+  best, out = np.inf, (0, 0)
+  for dy in range(-max_shift, max_shift + 1):
+    for dx in range(-max_shift, max_shift + 1):
+      r = np.hypot(yy - (m0 // 2 + dy), xx - (m1 // 2 + dx))
+      sel = r < radius
+      if sel.sum() < min_pixels:
+        continue
+      k = r[sel].astype(np.int64)
+      xs = x[sel]
+      var = xs.var()
+      if var <= 0:
+        continue
+      cnt = np.bincount(k)
+      s1 = np.bincount(k, xs)
+      s2 = np.bincount(k, xs * xs)
+      within = (s2 - s1**2 / np.maximum(cnt, 1)).sum() / sel.sum() / var
+      if within < best:
+        best, out = within, (dy, dx)
+  return out
 
 
 def centre_candidates(pattern, valid=None, *, k: int = 4,
@@ -105,7 +149,8 @@ def centre_candidates(pattern, valid=None, *, k: int = 4,
   """Up to ``k`` distinct candidate offsets ``(dy, dx)`` of the pattern's
   centre, the most likely first.
 
-  The first is :func:`find_centre`'s. The symmetry score is fooled where
+  The first is :func:`find_centre`'s, the second :func:`ring_centre`'s.
+  The symmetry score is fooled where
   the detector's artefacts break the pattern's point symmetry (a blind
   spot's attenuated rim, an off-centre beam stop, noise): then the right
   centre is often a local minimum of the score over pairs closer to the
@@ -120,6 +165,10 @@ def centre_candidates(pattern, valid=None, *, k: int = 4,
        np.asarray(valid, bool)[None].astype(np.float32))
   picked = [find_centre(pattern, valid, max_shift=max_shift,
                         min_pairs=min_pairs)]
+  if k > 1:
+    ring = ring_centre(pattern, valid, max_shift=max_shift)
+    if max(abs(ring[0] - picked[0][0]), abs(ring[1] - picked[0][1])) >= 2:
+      picked.append(ring)
   side = 2 * max_shift + 1
   maps = {}
   for rank in range(k):
