@@ -88,6 +88,10 @@ _ORACLE_CENTRE = flags.DEFINE_bool(
     "oracle_centre", False, "simexp/clean: move each pattern by the "
     "filter's known centre offset first (an upper bound of what a centre "
     "search can give; pair with --refine=centre_search=0).")
+_CENTRE_ERRORS = flags.DEFINE_string(
+    "centre_errors", None, "Rows of a simexp run of --seed (and --out): "
+    "print how far each chosen centre lies from the filter's known one, and "
+    "the aligned IoU of the right and wrong ones, instead of reconstructing.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
 _CALIBRATE = flags.DEFINE_list("calibrate", None, "Fit the confidence model "
                                "on the rows of these files instead.")
@@ -330,6 +334,35 @@ def _summaries(rows) -> list[dict]:
   return out
 
 
+def centre_errors(path: str) -> dict:
+  """How far the chosen centres of the simexp rows in ``path`` (a run of
+  ``--seed``) lie from the filter's known ones, and what it cost."""
+  with tempfile.TemporaryDirectory() as tmp:
+    s = evaluation.Settings(out=_OUT.value or tmp, n_test=_N.value,
+                            test_seed=_SEED.value, progress=False)
+    src = evaluation.testset_source(s)
+    rows = [r for r in records.read_jsonl(path)
+            if r.get("set") == "simexp" and "aligned_iou" in r]
+    err = []
+    for i, r in enumerate(rows):
+      key = jax.random.fold_in(jax.random.key(augment.EVALUATION_KEY),
+                               int(src[i]["index"]))
+      d = augment.simulated_experiment_offset(key)
+      err.append(int(np.abs(np.asarray(r["centre_shift"]) - d).max()))
+  err = np.asarray(err)
+  iou = np.asarray([r["aligned_iou"] for r in rows])
+  off = err >= 2
+  return {"benchmark": "trust_centre_errors", "rows": path,
+          "seed": _SEED.value, "n": len(rows),
+          "centre_off_2px_or_more": int(off.sum()),
+          "median_iou_centre_right": round(float(np.median(iou[~off])), 4)
+          if (~off).any() else None,
+          "median_iou_centre_off": round(float(np.median(iou[off])), 4)
+          if off.any() else None,
+          "below_05": int((iou < 0.5).sum()),
+          "below_05_centre_off": int(((iou < 0.5) & off).sum())}
+
+
 def reconstruct_sets(argv):
   del argv
   model = pretrained.load_model(None)
@@ -452,7 +485,11 @@ def calibrate(argv):
 
 
 def main(argv):
-  if _CALIBRATE.value:
+  if _CENTRE_ERRORS.value:
+    report = Report()
+    report.add(centre_errors(_CENTRE_ERRORS.value))
+    report.write(_JSON_OUT.value)
+  elif _CALIBRATE.value:
     calibrate(argv)
   else:
     reconstruct_sets(argv)
