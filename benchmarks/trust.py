@@ -53,7 +53,6 @@ import time
 from absl import app
 from absl import flags
 import h5py
-import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -85,7 +84,7 @@ _REFINE = flags.DEFINE_string("refine", "", "RefineConfig fields.")
 _EXP_DIR = flags.DEFINE_string("experiment_dir", "../shared/data/experiment",
                                "Folder with barke*.png.")
 _ORACLE_CENTRE = flags.DEFINE_bool(
-    "oracle_centre", False, "simexp/clean: move each pattern by the "
+    "oracle_centre", False, "simexp: move each pattern by the "
     "filter's known centre offset first (an upper bound of what a centre "
     "search can give; pair with --refine=centre_search=0).")
 _CENTRE_ERRORS = flags.DEFINE_string(
@@ -275,10 +274,9 @@ def _inputs(seed: int, sets, tmp):
         p, v = augment.evaluation_input(rec["pattern"], int(rec["index"]),
                                         cond)
         if _ORACLE_CENTRE.value and cond == "simulated_experiment":
-          key = jax.random.fold_in(jax.random.key(augment.EVALUATION_KEY),
-                                   int(rec["index"]))
           p, v = msftnet.centre.shift_pattern(
-              p, v, augment.simulated_experiment_offset(key))
+              p, v, augment.simulated_experiment_offset(
+                  augment.evaluation_key(int(rec["index"]))))
         yield (set_name, src.rows[i]["polyhedron"], p, v, rec["density"],
                None)
   if "cxi" in sets:
@@ -345,9 +343,8 @@ def centre_errors(path: str) -> dict:
             if r.get("set") == "simexp" and "aligned_iou" in r]
     err = []
     for i, r in enumerate(rows):
-      key = jax.random.fold_in(jax.random.key(augment.EVALUATION_KEY),
-                               int(src[i]["index"]))
-      d = augment.simulated_experiment_offset(key)
+      d = augment.simulated_experiment_offset(
+          augment.evaluation_key(int(src[i]["index"])))
       err.append(int(np.abs(np.asarray(r["centre_shift"]) - d).max()))
   err = np.asarray(err)
   iou = np.asarray([r["aligned_iou"] for r in rows])

@@ -51,6 +51,7 @@ __all__ = [
     "random_filter",
     "random_filter_batch",
     "simulated_experiment_offset",
+    "evaluation_key",
 ]
 
 Array = jax.Array
@@ -212,11 +213,17 @@ def network_input(pattern, valid):
 EVALUATION_KEY = 1234
 
 
+def evaluation_key(index: int):
+  """The key of test sample ``index``'s simulated-experiment input:
+  ``fold_in(key(EVALUATION_KEY), index)``."""
+  return jax.random.fold_in(jax.random.key(EVALUATION_KEY), index)
+
+
 def evaluation_input(pattern, index: int, condition: str):
   """The evaluations' input for a test sample: ``(pattern, valid)``.
 
   ``condition``: ``"clean"`` (all pixels valid) or ``"simulated_experiment"``
-  (the filter with the key ``fold_in(key(EVALUATION_KEY), index)``).
+  (the filter with the key :func:`evaluation_key` ``(index)``).
   """
   pattern = np.asarray(pattern)
   if condition == "clean":
@@ -224,9 +231,8 @@ def evaluation_input(pattern, index: int, condition: str):
   if condition != "simulated_experiment":
     raise ValueError(f"condition must be clean or simulated_experiment, got "
                      f"{condition!r}.")
-  p, v = apply_filter("simulated_experiment",
-                      jax.random.fold_in(jax.random.key(EVALUATION_KEY),
-                                         index), pattern)
+  p, v = apply_filter("simulated_experiment", evaluation_key(index),
+                      pattern)
   return np.asarray(p), np.asarray(v)
 
 

@@ -160,38 +160,48 @@ def centre_candidates(pattern, valid=None, *, k: int = 4,
   (per axis). A caller that can score a centre by a fit (the refinement's
   objective) chooses among them.
   """
+  if k < 1:
+    raise ValueError(f"centre_candidates: k must be >= 1, got {k}.")
   t = np.asarray(pattern, np.float32)[None]
   v = (np.ones(t.shape, np.float32) if valid is None else
        np.asarray(valid, bool)[None].astype(np.float32))
+  side = 2 * max_shift + 1
   picked = [find_centre(pattern, valid, max_shift=max_shift,
                         min_pairs=min_pairs)]
+
+  def far(c):                  # at least 2 px from every earlier candidate
+    return all(max(abs(c[0] - a), abs(c[1] - b)) >= 2 for a, b in picked)
+
+  minima = {}
+
+  def minima_of(radius):
+    """Up to ``k`` local minima of the score over pairs within ``radius``,
+    best first, each more than 1 px from the better ones (computed once)."""
+    if radius not in minima:
+      score = np.asarray(_scores(t, v, max_shift=int(max_shift),
+                                 radius=int(radius),
+                                 min_pairs=int(min_pairs)))[0]
+      found = []
+      for i in np.argsort(score):
+        if not np.isfinite(score[i]) or len(found) >= k:
+          break
+        y, x = divmod(int(i), side)
+        if all(max(abs(y - py), abs(x - px)) > 1 for py, px in found):
+          found.append((y, x))
+      minima[radius] = [(y - max_shift, x - max_shift) for y, x in found]
+    return minima[radius]
+
   if k > 1:
     ring = ring_centre(pattern, valid, max_shift=max_shift)
-    if max(abs(ring[0] - picked[0][0]), abs(ring[1] - picked[0][1])) >= 2:
+    if far(ring):
       picked.append(ring)
-  side = 2 * max_shift + 1
-  maps = {}
   for rank in range(k):
-    for radius in dict.fromkeys(CANDIDATE_RADII):
-      if radius not in maps:
-        score = np.asarray(_scores(t, v, max_shift=int(max_shift),
-                                   radius=int(radius),
-                                   min_pairs=int(min_pairs)))[0]
-        maps[radius] = [divmod(int(i), side) for i in np.argsort(score)
-                        if np.isfinite(score[i])]
-      minima = []
-      for y, x in maps[radius]:
-        if all(max(abs(y - py), abs(x - px)) > 1 for py, px in minima):
-          minima.append((y, x))
-        if len(minima) > rank:
-          break
-      if len(minima) <= rank:
-        continue
-      c = (minima[rank][0] - max_shift, minima[rank][1] - max_shift)
-      if all(max(abs(c[0] - a), abs(c[1] - b)) >= 2 for a, b in picked):
-        picked.append(c)
+    for radius in CANDIDATE_RADII:
       if len(picked) >= k:
         return picked[:k]
+      m = minima_of(radius)
+      if rank < len(m) and far(m[rank]):
+        picked.append(m[rank])
   return picked[:k]
 
 

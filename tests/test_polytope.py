@@ -250,6 +250,8 @@ def test_centre_candidates_start_with_the_search_and_stay_apart():
              for i, (a, b) in enumerate(cands) for c, d in cands[:i])
   assert all(abs(a) <= 6 and abs(b) <= 6 for a, b in cands)
   assert centre.centre_candidates(moved, valid, k=1) == [(-3, 2)]
+  with pytest.raises(ValueError, match="k must be >= 1"):
+    centre.centre_candidates(moved, valid, k=0)
   # The paper's simulated-experiment filter (shot noise, blind spot,
   # saturation, beam stop, crop, two shifts) fools the symmetry search on a
   # third of these patterns; the true centre (the two shifts' sum) is then
