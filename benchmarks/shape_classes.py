@@ -5,8 +5,9 @@ r"""What each shot is: the shape network's class, size and orientation, held out
       [--confusion=PNG]
 
 On ``--n`` solids of generator seed ``--seed`` (never used in training or
-tuning; ``msftnet.shape_net.simulate``) in four conditions: truncated or not,
-clean or through the simulated-experiment filter. Reports per condition the
+tuning; ``msftnet.shape_net.simulate``) in six conditions: truncated or not,
+clean, through the simulated-experiment filter, or through the
+``measured_image`` filter (like the paper's experimental images). Reports per condition the
 class top-1 and top-3 accuracy, the radius's median relative error, the
 stretch's, and the symmetry-aware orientation error (median, degrees;
 classes with an orientation); the bars of #28 read: top-1/top-3 on
@@ -50,8 +51,13 @@ _FIT = flags.DEFINE_integer("orientation_fit", 0, "Also orient the first N "
                             "the top class (shape_net.fit_orientation), and "
                             "of the true class (the bound).")
 
-CONDITIONS = {"truncated_clean": (True, False), "whole_clean": (False, False),
-              "truncated_simexp": (True, True), "whole_simexp": (False, True)}
+#: name -> (truncated, filter): none, the simulated-experiment filter, or
+#: ``measured_image`` (like the paper's experimental images).
+CONDITIONS = {"truncated_clean": (True, None), "whole_clean": (False, None),
+              "truncated_simexp": (True, "simexp"),
+              "whole_simexp": (False, "simexp"),
+              "truncated_measured": (True, "measured"),
+              "whole_measured": (False, "measured")}
 
 
 def _evaluate(model, sim) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -182,7 +188,9 @@ def main(argv):
   report = Report()
   for cond, (trunc, filt) in CONDITIONS.items():
     sim = shape_net.simulate(_SEED.value, np.arange(_N.value),
-                             model.geometry, truncated=trunc, filtered=filt)
+                             model.geometry, truncated=trunc,
+                             filtered=filt == "simexp",
+                             measured=filt == "measured")
     res, pred, label = _evaluate(model, sim)
     report.add({"condition": cond, "seed": _SEED.value, "n": _N.value, **res})
     if cond == "truncated_clean":

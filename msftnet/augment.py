@@ -31,6 +31,21 @@ blind_spot           ``x * (1 - exp(-r^2 / 2 s^2))``, ``s = U / 4``, centre at
 simulated_experiment shot noise, shift, blind spot, saturation, central hole,
                      crop, shift
 ==================== =======================================================
+
+Beyond the paper's ten (in :data:`FILTERS`, not in :data:`FILTER_NAMES`, so
+:func:`random_filter` is the paper's):
+
+==================== =======================================================
+measured_image       like the paper's experimental images (``barke*.png``,
+                     ``../shared/docs/physics.md`` section 3): shot noise
+                     ``Poisson(x * 10^(2 + 2 U))``, a shift by up to
+                     +-5 px, a
+                     central hole of radius ``4 U`` px, a rectangular detector
+                     window of half-height ``26 + 8 U`` and half-width
+                     ``30 + 10 U`` px about a centre within +-2 px of
+                     ``M / 2``, 8-bit quantisation; zero pixels invalid (the
+                     image format cannot tell a dark pixel from a missing one)
+==================== =======================================================
 """
 
 from __future__ import annotations
@@ -180,6 +195,24 @@ def simulated_experiment_offset(key) -> np.ndarray:
   return out
 
 
+def _measured_image(key, x, valid):
+  kn, ks, kh, kw = jax.random.split(key, 4)
+  kp, kc = jax.random.split(kn)
+  peak = 10.0 ** (2.0 + 2.0 * _u(kp))
+  counts = jax.random.poisson(kc, x * peak, x.shape).astype(x.dtype)
+  x = jnp.where(jnp.max(counts) > 0, counts / jnp.maximum(jnp.max(counts), 1.0),
+                0.0)
+  x, valid = _shift(ks, x, valid)
+  r, c = _centred_coords(x.shape[0])
+  hole = r**2 + c**2 < (4.0 * _u(kh)) ** 2
+  w = jax.random.uniform(kw, (4,))
+  cy, cx = jnp.round(4 * w[2] - 2), jnp.round(4 * w[3] - 2)
+  window = ((jnp.abs(r - cy) <= 26 + 8 * w[0])
+            & (jnp.abs(c - cx) <= 30 + 10 * w[1]))
+  x = jnp.round(jnp.where(window & ~hole, x, 0.0) * 255.0) / 255.0
+  return x, valid & (x > 0)
+
+
 _OPS: dict[str, _Op] = {
     "uniform_noise": _uniform_noise,
     "poisson_noise": _poisson_noise,
@@ -195,6 +228,11 @@ _OPS: dict[str, _Op] = {
 
 #: The ten filter names, in the order :func:`random_filter` indexes them.
 FILTER_NAMES: tuple[str, ...] = tuple(_OPS)
+
+#: Filters beyond the paper's ten (module docstring): reachable by name
+#: through :data:`FILTERS` and :func:`apply_filter`, never drawn by
+#: :func:`random_filter`.
+_EXTRA_OPS: dict[str, _Op] = {"measured_image": _measured_image}
 
 
 def network_input(pattern, valid):
@@ -258,14 +296,14 @@ def _public(op: _Op):
 
 #: name -> ``f(key, pattern [M, M]) -> (pattern, valid_mask)``.
 FILTERS: dict[str, Callable[[Array, Array], tuple[Array, Array]]] = {
-    name: _public(op) for name, op in _OPS.items()}
+    name: _public(op) for name, op in {**_OPS, **_EXTRA_OPS}.items()}
 
 
 def apply_filter(name: str, key, pattern) -> tuple[Array, Array]:
   """Apply the named filter (e.g. the paper's evaluation ``"simulated_experiment"``)."""
   if name not in FILTERS:
     raise ValueError(f"augment: unknown filter {name!r}; expected one of "
-                     f"{', '.join(FILTER_NAMES)}.")
+                     f"{', '.join(FILTERS)}.")
   return FILTERS[name](key, pattern)
 
 

@@ -221,14 +221,12 @@ def targets(params: list[solids.SolidParams], densities) -> dict:
   }
 
 
-@jax.jit
-def _sim_exp(keys, patterns):
-  return jax.vmap(lambda k, x: augment.FILTERS["simulated_experiment"](k, x)
-                  )(keys, patterns)
+#: What :func:`_filter_batch` does to a row, by its mode.
+FILTER_MODES = ("clean", "simulated_experiment", "measured_image")
 
 
 def simulate(seed: int, indices, geometry: Geometry = Geometry(), *,
-             truncated=None, filtered=None) -> dict:
+             truncated=None, filtered=None, measured=False) -> dict:
   """The samples ``indices`` of the generator with ``seed``: ``pattern``,
   ``valid`` (network inputs) and :func:`targets`, plus ``params``.
 
@@ -236,28 +234,32 @@ def simulate(seed: int, indices, geometry: Geometry = Geometry(), *,
   truncated when ``truncated`` (default: odd ``i``) and put through the
   simulated-experiment filter (key ``fold_in(key(seed), i)``) when
   ``filtered`` (default: ``i // 2`` odd); both may be booleans for all.
+  Rows where ``measured`` (a boolean or one per index) go through the
+  ``measured_image`` filter instead (:mod:`msftnet.augment`: like the
+  paper's experimental images), with the same key.
   """
   indices = np.asarray(indices, np.int64)
   trunc = (indices % 2 == 1) if truncated is None else np.broadcast_to(
       truncated, indices.shape)
   filt = ((indices // 2) % 2 == 1) if filtered is None else np.broadcast_to(
       filtered, indices.shape)
+  meas = np.broadcast_to(np.asarray(measured, bool), indices.shape)
+  mode = np.where(meas, 2, np.where(filt, 1, 0))
   params = [solids.sample_solid(data_lib.sample_seed(seed, int(i)),
                                 test_set=bool(t))
             for i, t in zip(indices, trunc)]
   config = data_lib.DataConfig(n_samples=1, seed=seed, geometry=geometry)
   sim = data_lib.simulate_batch(config, params, indices)
   pattern, valid = sim["pattern"], sim["valid"]
-  if filt.any():
+  if mode.any():
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(
         jnp.asarray(indices, jnp.uint32))
-    fp, fv = _sim_exp(keys, jnp.asarray(pattern))
-    sel = filt[:, None, None]
-    pattern = np.where(sel, np.asarray(fp), pattern)
-    valid = np.where(sel, np.asarray(fv), valid)
+    pattern, valid = _filter_batch(jnp.asarray(pattern, jnp.float32),
+                                   jnp.asarray(mode, jnp.int32), keys)
   pattern = np.asarray(augment.network_input(pattern, valid), np.float32)
   return {"pattern": pattern, "valid": np.asarray(valid, bool),
-          "params": params, "truncated": trunc, "filtered": filt,
+          "params": params, "truncated": trunc, "filtered": filt & ~meas,
+          "measured": meas,
           **targets(params, sim["density"])}
 
 
@@ -357,6 +359,12 @@ class TrainConfig:
   eval_every: int = 500
   checkpoint_every: int = 250
   time_limit_s: float = 0.0
+  #: Fraction of every batch through the ``measured_image`` filter (like
+  #: the paper's experimental images) instead of clean / simulated
+  #: experiment; 0 keeps the original mixture draw for draw.
+  measured_fraction: float = 0.0
+  #: A shape model directory to start from (a fine-tune); "" starts afresh.
+  init_model: str = ""
 
   def __post_init__(self):
     for f in ("width", "steps", "batch_size", "cache_size",
@@ -365,6 +373,9 @@ class TrainConfig:
       if int(getattr(self, f)) < 1:
         raise ValueError(f"shape_net.TrainConfig.{f} must be >= 1, got "
                          f"{getattr(self, f)}.")
+    if not 0.0 <= self.measured_fraction <= 1.0:
+      raise ValueError(f"shape_net.TrainConfig.measured_fraction must be in "
+                       f"[0, 1], got {self.measured_fraction}.")
     if not self.learning_rate > 0:
       raise ValueError(f"shape_net.TrainConfig.learning_rate must be > 0, "
                        f"got {self.learning_rate}.")
@@ -374,20 +385,24 @@ class TrainConfig:
 
 
 def _optimizer(config: TrainConfig):
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, config.learning_rate, min(200, config.steps // 10 + 1),
-      config.steps, end_value=0.02 * config.learning_rate)
+  warm = min(200, config.steps // 10 + 1)
+  schedule = optax.warmup_cosine_decay_schedule(   # (steps = 1 is allowed)
+      0.0, config.learning_rate, warm, max(config.steps, warm + 1),
+      end_value=0.02 * config.learning_rate)
   return optax.adamw(schedule, weight_decay=1e-4)
 
 
 @jax.jit
-def _filter_batch(pattern, filtered, keys):
-  """The simulated-experiment filter on the rows of ``pattern`` where
-  ``filtered``; the network's input convention (0 off the valid pixels)."""
-  fp, fv = _sim_exp(keys, pattern)
-  sel = filtered[:, None, None]
-  valid = jnp.where(sel, fv, True)
-  return augment.network_input(jnp.where(sel, fp, pattern), valid), valid
+def _filter_batch(pattern, mode, keys):
+  """Row ``i`` of ``pattern`` as :data:`FILTER_MODES` ``[mode[i]]`` leaves it
+  (clean, or through that filter with key ``keys[i]``), in the network's
+  input convention (0 off the valid pixels)."""
+  out, valid = pattern, jnp.ones(pattern.shape, bool)
+  for m, name in enumerate(FILTER_MODES[1:], start=1):
+    fp, fv = jax.vmap(augment.FILTERS[name])(keys, pattern)
+    sel = (mode == m)[:, None, None]
+    out, valid = jnp.where(sel, fp, out), jnp.where(sel, fv, valid)
+  return augment.network_input(out, valid), valid
 
 
 def _batch(cache: dict, config: TrainConfig, step: int) -> dict:
@@ -397,12 +412,15 @@ def _batch(cache: dict, config: TrainConfig, step: int) -> dict:
   n = len(cache["label"])
   idx = rng.integers(0, n, config.batch_size)
   filtered = rng.random(config.batch_size) < 0.5
+  mode = filtered.astype(np.int32)
+  if config.measured_fraction > 0:
+    mode[rng.random(config.batch_size) < config.measured_fraction] = 2
   keys = jax.vmap(lambda j: jax.random.fold_in(
       jax.random.key(config.seed), j))(
           jnp.asarray(step * config.batch_size
                       + np.arange(config.batch_size), jnp.uint32))
   pattern, valid = _filter_batch(
-      jnp.asarray(cache["pattern"][idx], jnp.float32), jnp.asarray(filtered),
+      jnp.asarray(cache["pattern"][idx], jnp.float32), jnp.asarray(mode),
       keys)
   batch = {k: cache[k][idx] for k in _CACHE_KEYS if k != "pattern"}
   return {"pattern": pattern, "valid": valid, **batch}
@@ -422,8 +440,18 @@ def _save_checkpoint(workdir, state):
 def _init(config: TrainConfig, geometry: Geometry):
   net = ShapeNet(width=config.width)
   m = geometry.detector_px
-  params = net.init(jax.random.key(config.seed), jnp.zeros((1, m, m)),
-                    jnp.ones((1, m, m)))["params"]
+  if config.init_model:
+    start = load(config.init_model)
+    if (int(start.info["width"]) != config.width
+        or start.geometry.detector_px != m):
+      raise ValueError(f"shape_net: init_model {config.init_model} is a "
+                       f"width-{start.info['width']} network for "
+                       f"{start.geometry.detector_px} px patterns, expected "
+                       f"width {config.width} and {m} px.")
+    params = start.params
+  else:
+    params = net.init(jax.random.key(config.seed), jnp.zeros((1, m, m)),
+                      jnp.ones((1, m, m)))["params"]
   tx = _optimizer(config)
   return net, tx, (params, tx.init(params), jnp.asarray(0, jnp.int32))
 
@@ -490,8 +518,9 @@ def train(config: TrainConfig, workdir: str, geometry: Geometry = Geometry()):
   if os.path.exists(cfg_path):
     with open(cfg_path) as f:
       old = json.load(f)
+    defaults = dataclasses.asdict(TrainConfig())
     diff = sorted(k for k in info if k not in ("time_limit_s", "steps")
-                  and old.get(k) != info[k])
+                  and old.get(k, defaults.get(k)) != info[k])
     if diff:
       raise ValueError(f"{workdir} holds a run with another config "
                        f"({', '.join(diff)} differ); use a new workdir.")
@@ -511,8 +540,10 @@ def train(config: TrainConfig, workdir: str, geometry: Geometry = Geometry()):
   if os.path.exists(metrics_path):
     records.write_jsonl(metrics_path, [r for r in records.read_jsonl(
         metrics_path) if r["step"] <= start])
-  val = simulate(config.validation_seed, np.arange(config.validation_size),
-                 geometry)
+  n_val = np.arange(config.validation_size)
+  val = simulate(config.validation_seed, n_val, geometry,
+                 measured=(n_val % 3 == 2) if config.measured_fraction > 0
+                 else False)
   cache = build_cache(os.path.join(workdir, "cache"), config.seed,
                       config.cache_size, geometry)
   t0 = last_t = time.perf_counter()
@@ -571,9 +602,9 @@ def export(workdir: str, out_dir: str, card: str = "") -> None:
   with open(os.path.join(workdir, "config.json")) as f:
     info = json.load(f)
   config = TrainConfig(**{k: info[k] for k in
-                          TrainConfig.__dataclass_fields__})
+                          TrainConfig.__dataclass_fields__ if k in info})
   geometry = Geometry.from_dict(info["geometry"])
-  _, _, state = _init(config, geometry)
+  _, _, state = _init(dataclasses.replace(config, init_model=""), geometry)
   with open(_checkpoint_path(workdir), "rb") as f:
     tree = serialization.from_bytes(
         {"params": state[0], "opt_state": state[1], "step": np.asarray(0)},
@@ -717,7 +748,12 @@ def model_card(config: TrainConfig, validation: dict, command: str) -> str:
       f"samples, learning rate {config.learning_rate}; a cache of "
       f"{config.cache_size} clean samples of generator seed {config.seed} "
       "(odd samples truncated), half of every batch through the "
-      "simulated-experiment filter with fresh noise",
+      "simulated-experiment filter with fresh noise"
+      + (f", and a fraction {config.measured_fraction} of every batch "
+         "through the measured_image filter instead (like the paper's "
+         "experimental images)" if config.measured_fraction else "")
+      + (f"; started from the model {config.init_model}"
+         if config.init_model else ""),
       f"- validation ({config.validation_size} samples of generator seed "
       f"{config.validation_seed}, same mixture), last step:",
   ]

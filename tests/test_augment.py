@@ -24,7 +24,7 @@ def pattern():
 KEYS = [jax.random.key(i) for i in range(12)]
 
 
-@pytest.mark.parametrize("name", augment.FILTER_NAMES)
+@pytest.mark.parametrize("name", tuple(augment.FILTERS))
 def test_contract_of_every_filter(name, pattern):
   f = jax.jit(augment.FILTERS[name])
   for key in KEYS[:4]:
@@ -270,3 +270,32 @@ def test_evaluation_input_is_keyed_by_the_sample_index():
   assert np.array_equal(a[0], b[0]) and not np.array_equal(a[0], c[0])
   with pytest.raises(ValueError, match="condition"):
     augment.evaluation_input(x, 7, "noisy")
+
+
+def test_measured_image_is_like_the_experimental_images():
+  """A rectangular detector window about the centre (half-height <= 34,
+  half-width <= 40 px, centre within 2 px), 8-bit levels, zero pixels
+  invalid, as in barke*.png (about a quarter of the image valid); not one of
+  the paper's ten filters that random_filter draws from."""
+  assert "measured_image" not in augment.FILTER_NAMES
+  assert len(augment.FILTER_NAMES) == 10
+  m = 128
+  r, c = np.meshgrid(np.arange(m) - m // 2, np.arange(m) - m // 2,
+                     indexing="ij")
+  rad = np.hypot(r, c)
+  bright = jnp.asarray(0.6 + 0.4 * np.exp(-rad / 30), jnp.float32)
+  fractions = []
+  for key in KEYS[:6]:
+    out, valid = augment.apply_filter("measured_image", key, bright)
+    out, valid = np.asarray(out), np.asarray(valid)
+    np.testing.assert_array_equal(valid, out > 0)
+    np.testing.assert_allclose(out * 255, np.round(out * 255), atol=1e-3)
+    assert (np.abs(r[valid]) <= 36).all() and (np.abs(c[valid]) <= 42).all()
+    fractions.append(valid.mean())
+  assert 0.12 < min(fractions) and max(fractions) < 0.45
+  assert len(set(np.round(fractions, 4))) > 1       # the window varies
+  # Dark valleys (below an 8-bit level) are invalid, as zero pixels are in
+  # the experimental images.
+  dark = bright.at[60:68, :].set(0.0)
+  _, valid = augment.apply_filter("measured_image", KEYS[0], dark)
+  assert not np.asarray(valid)[62:66, 50:78].any()

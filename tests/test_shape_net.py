@@ -136,6 +136,42 @@ def test_training_resumes_exactly(tmp_path):
     shape_net.load(tmp_path)
 
 
+def test_measured_rows_and_a_fine_tune(tmp_path):
+  """``measured`` rows go through the measured_image filter; a training run
+  with ``measured_fraction`` draws such rows, with 0 it draws none (the
+  original mixture), and ``init_model`` starts from a model's weights."""
+  g = small_geometry(16, 128)
+  sim = shape_net.simulate(7, np.arange(4), g, filtered=False,
+                           measured=[False, True, False, True])
+  assert list(sim["measured"]) == [False, True, False, True]
+  assert sim["valid"][0].all() and sim["valid"][1].mean() < 0.5
+  assert (sim["pattern"][~sim["valid"]] == 0).all()
+  kw = dict(width=2, batch_size=8, cache_size=8, validation_size=3,
+            eval_every=100, log_every=1, checkpoint_every=1)
+  cache = {k: sim[k] for k in ("pattern", "label", "log_radius",
+                               "log_stretch", "rotation", "has_orientation")}
+  for frac in (0.0, 1.0):
+    batch = shape_net._batch(cache, shape_net.TrainConfig(
+        measured_fraction=frac, **kw), 0)
+    pat = np.asarray(batch["pattern"]).reshape(8, -1) * 255
+    eight_bit = np.abs(pat - np.round(pat)).max(axis=1) < 1e-3
+    assert eight_bit.all() if frac == 1.0 else not eight_bit.any()
+  with pytest.raises(ValueError, match="measured_fraction"):
+    shape_net.TrainConfig(measured_fraction=1.5)
+  shape_net.train(shape_net.TrainConfig(steps=1, **kw), str(tmp_path / "a"),
+                  small_geometry(16, 32))
+  start = shape_net.load(tmp_path / "a")
+  _, _, state = shape_net._init(shape_net.TrainConfig(
+      init_model=str(tmp_path / "a"), **kw), small_geometry(16, 32))
+  for x, y in zip(*(map(np.asarray, __import__("jax").tree_util.tree_leaves(t))
+                    for t in (start.params, state[0]))):
+    np.testing.assert_array_equal(x, y)
+  with pytest.raises(ValueError, match="width-2"):
+    shape_net._init(shape_net.TrainConfig(
+        init_model=str(tmp_path / "a"), **{**kw, "width": 3}),
+        small_geometry(16, 32))
+
+
 def test_the_bundled_model_reads_a_pattern():
   model = shape_net.load()
   m = model.geometry.detector_px

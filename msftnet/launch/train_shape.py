@@ -2,7 +2,7 @@ r"""Train the shape network: class, size, stretch and orientation from a pattern
 
   python -m experiments.train_shape --workdir=DIR [--steps=12000] [--width=16] \
       [--batch_size=32] [--cache_size=49152] [--time_limit_s=S] \
-      [--export=MODEL_DIR]
+      [--export=MODEL_DIR] [--measured_fraction=F] [--init=MODEL_DIR]
 
 Supervised on the procedural generator (``msftnet.shape_net``: a cache of
 clean samples simulated once, half truncated; half of every batch through
@@ -46,6 +46,12 @@ _VAL_SIZE = flags.DEFINE_integer("validation_size",
                                  "Validation samples.")
 _LIMIT = flags.DEFINE_float("time_limit_s", 0.0, "Stop (checkpointed) after "
                             "this many seconds; the same command resumes.")
+_MEASURED = flags.DEFINE_float(
+    "measured_fraction", shape_net.TrainConfig.measured_fraction,
+    "Fraction of every batch through the measured_image filter (like the "
+    "paper's experimental images) instead.")
+_INIT = flags.DEFINE_string("init", "", "A shape model directory to start "
+                            "from (a fine-tune); default: from scratch.")
 _EXPORT = flags.DEFINE_string("export", None, "Write a model directory here "
                               "once training has finished.")
 
@@ -60,7 +66,8 @@ def main(argv):
         cache_size=_CACHE.value,
         learning_rate=_LR.value, seed=_SEED.value,
         eval_every=_EVAL_EVERY.value, validation_size=_VAL_SIZE.value,
-        time_limit_s=_LIMIT.value)
+        time_limit_s=_LIMIT.value, measured_fraction=_MEASURED.value,
+        init_model=_INIT.value)
     shape_net.train(config, _WORKDIR.value)
     if _EXPORT.value:
       rows = records.read_jsonl(f"{_WORKDIR.value}/metrics.jsonl")
