@@ -97,6 +97,24 @@ _CALIBRATE = flags.DEFINE_list("calibrate", None, "Fit the confidence model "
 _EVALUATE = flags.DEFINE_list("evaluate", None, "Files of held-out rows to "
                               "report the confidence on.")
 _FIGURE = flags.DEFINE_string("figure", None, "Reliability figure (PNG).")
+_CV = flags.DEFINE_bool("cv", False, "Calibration mode: also fit on all "
+                        "--calibrate files but one and score the one left "
+                        "out, for each (leave-one-file-out), with the "
+                        "features alone and with each of --cv_extra added.")
+_CV_EXTRA = flags.DEFINE_list("cv_extra", ["retried"], "Candidate features "
+                              "for --cv (CANDIDATE_FEATURES).")
+
+#: Features tried beside ``trust.features`` by ``--cv`` (not used by the
+#: confidence unless they win and move into ``trust.features``).
+CANDIDATE_FEATURES = {
+    "retried": lambda sig: float(sig.get("centres_tried", 1) > 1),
+    "excess_unexplained": lambda sig: (sig["unexplained_fraction"]
+                                       - sig["noise_fraction"]),
+    "valid_fraction": lambda sig: sig.get("valid_fraction", 1.0),
+    "excess_over_unexplained": lambda sig: (
+        (sig["unexplained_fraction"] - sig["noise_fraction"])
+        / max(sig["unexplained_fraction"], 1e-6)),
+}
 
 _EXPERIMENTS = ("barke1", "barke3", "barke5", "barke7")
 
@@ -395,9 +413,11 @@ def reconstruct_sets(argv):
 
 
 # ------------------------------------------------------------ calibration
-def _xy(rows):
+def _xy(rows, extra=()):
   rows = [r for r in rows if not r.get("summary") and "aligned_iou" in r]
-  x = np.stack([trust.features(r["signals"]) for r in rows])
+  x = np.stack([np.concatenate([trust.features(r["signals"]),
+                                [CANDIDATE_FEATURES[e](r["signals"])
+                                 for e in extra]]) for r in rows])
   y = np.asarray([r["aligned_iou"] >= 0.5 for r in rows], float)
   return rows, x, y
 
@@ -436,8 +456,38 @@ def _flag_rates(rows, conf):
                           f"{int((iou >= 0.7).sum())}"}
 
 
+def _probabilities(w, x, rows):
+  z = np.clip(w[0] + x @ w[1:], -50, 50)
+  p = 1.0 / (1.0 + np.exp(-z))
+  return np.where([r["signals"]["empty"] for r in rows], 0.0, p)
+
+
+def cross_validate(paths, extra=()) -> dict:
+  """Leave-one-file-out: fit on the other files' rows, score the one left
+  out; the flag rates and log loss over all left-out rows."""
+  per_file = [records.read_jsonl(p) for p in paths]
+  rows_all, conf_all = [], []
+  for k in range(len(paths)):
+    train = [r for j, rs in enumerate(per_file) if j != k for r in rs]
+    _, x, y = _xy(train, extra)
+    w = fit_logistic(x, y)
+    rows, x, _ = _xy(per_file[k], extra)
+    conf_all.append(_probabilities(w, x, rows))
+    rows_all += rows
+  conf = np.concatenate(conf_all)
+  y = np.asarray([r["aligned_iou"] >= 0.5 for r in rows_all], float)
+  c = np.clip(conf, 1e-6, 1 - 1e-6)
+  return {"features": "+".join(("base",) + tuple(extra)),
+          "log_loss": round(float(-np.mean(y * np.log(c)
+                                           + (1 - y) * np.log(1 - c))), 4),
+          **_flag_rates(rows_all, conf)}
+
+
 def calibrate(argv):
   del argv
+  if _CV.value:
+    for extra in [()] + [(e,) for e in _CV_EXTRA.value]:
+      print("leave-one-file-out:", cross_validate(_CALIBRATE.value, extra))
   rows, x, y = _xy([r for path in _CALIBRATE.value
                     for r in records.read_jsonl(path)])
   w = fit_logistic(x, y)
