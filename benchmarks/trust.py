@@ -25,6 +25,10 @@ trust signals, seconds) and one summary line per set:
 * ``nonconvex``: eight clean patterns of touching bodies (sphere and cube
   dimers, an unequal dimer, a trimer, a dumbbell, a sphere-cube pair, L and
   T shapes), randomly oriented, dark level 1e-4;
+* ``noparticle``: eight patterns with no particle in them (uniform noise,
+  with and without a beam stop; Poisson counts of a flat background;
+  smoothed noise; hot pixels on a noisy floor): the truth is an empty
+  volume, so any body is wrong (aligned IoU 0) and should be flagged;
 * ``experiment``: ``barke1/3/5/7`` (``--experiment_dir``); no truth: the
   best sphere's loss over the reconstruction's in the paper's protocol with
   the dark level at most 1e-3 of the peak and the best centre within
@@ -74,7 +78,8 @@ from msftnet.refine import measurement as meas
 from msftnet.refine import trust
 
 _SEED = flags.DEFINE_integer("seed", 20261207, "Data seed of the sets.")
-_SETS = flags.DEFINE_list("sets", ["simexp", "cxi", "nonconvex", "clean",
+_SETS = flags.DEFINE_list("sets", ["simexp", "cxi", "nonconvex", "noparticle",
+                                   "clean",
                                    "experiment"], "Sets to reconstruct.")
 _N = flags.DEFINE_integer("n", 24, "Solids of the simexp and cxi sets.")
 _N_CLEAN = flags.DEFINE_integer("n_clean", 8, "Solids of the clean set.")
@@ -102,7 +107,7 @@ _CV = flags.DEFINE_bool("cv", False, "Calibration mode: also fit on all "
                         "out, for each (leave-one-file-out), with the "
                         "features alone and with each of --cv_extra added.")
 _CV_EXTRA = flags.DEFINE_list("cv_extra", ["retried"], "Candidate features "
-                              "for --cv (CANDIDATE_FEATURES).")
+                              "for --cv (CANDIDATE_FEATURES; A+B adds both).")
 
 #: Features tried beside ``trust.features`` by ``--cv`` (not used by the
 #: confidence unless they win and move into ``trust.features``).
@@ -111,6 +116,8 @@ CANDIDATE_FEATURES = {
     "excess_unexplained": lambda sig: (sig["unexplained_fraction"]
                                        - sig["noise_fraction"]),
     "valid_fraction": lambda sig: sig.get("valid_fraction", 1.0),
+    "excess_squared": lambda sig: max(sig["unexplained_fraction"]
+                                      - sig["noise_fraction"], 0.0) ** 2,
     "excess_over_unexplained": lambda sig: (
         (sig["unexplained_fraction"] - sig["noise_fraction"])
         / max(sig["unexplained_fraction"], 1e-6)),
@@ -175,6 +182,35 @@ def nonconvex_bodies(n: int = 64, seed: int = 0) -> list[tuple[str, np.ndarray]]
     rot = Rotation.random(random_state=rng).as_matrix()
     out.append((name, f(x @ rot).astype(np.float32)))
   return out
+
+
+def noparticle_patterns(m: int = 128, seed: int = 0
+                        ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+  """Eight ``(name, pattern [M, M] in [0, 1], valid)`` with no particle."""
+  from scipy import ndimage
+  rng = np.random.default_rng([seed, 7])
+  r, c = np.meshgrid(np.arange(m) - m // 2, np.arange(m) - m // 2,
+                     indexing="ij")
+  stop = np.hypot(r, c) > 6
+
+  def norm(x):
+    x = np.asarray(x, np.float64)
+    return ((x - x.min()) / max(np.ptp(x), 1e-12)).astype(np.float32)
+
+  counts = lambda lam: np.log1p(rng.poisson(lam, (m, m)))
+  floor = rng.poisson(2.0, (m, m)).astype(float)
+  floor[rng.random((m, m)) < 0.002] = 1e4
+  out = [("uniform_noise", norm(rng.random((m, m))), np.ones((m, m), bool)),
+         ("uniform_noise_beam_stop", norm(rng.random((m, m)) * stop), stop),
+         ("flat_counts_10", norm(counts(10.0)), np.ones((m, m), bool)),
+         ("flat_counts_100", norm(counts(100.0)), np.ones((m, m), bool)),
+         ("smoothed_noise_1px", norm(ndimage.gaussian_filter(
+             rng.standard_normal((m, m)), 1.0)), np.ones((m, m), bool)),
+         ("smoothed_noise_3px", norm(ndimage.gaussian_filter(
+             rng.standard_normal((m, m)), 3.0)), np.ones((m, m), bool)),
+         ("hot_pixels", norm(np.log1p(floor)), np.ones((m, m), bool)),
+         ("hot_pixels_beam_stop", norm(np.log1p(floor) * stop), stop)]
+  return [(n, np.where(v, p, 0.0).astype(np.float32), v) for n, p, v in out]
 
 
 def cxi_run(path: str, truth: np.ndarray, geometry, seed: int) -> list[dict]:
@@ -317,6 +353,10 @@ def _inputs(seed: int, sets, tmp):
       p = np.asarray(meas.simulate_with_dark_level(
           jnp.asarray(vol)[None], g, jnp.asarray([-4.0])))[0]
       yield ("nonconvex", name, p, np.ones_like(p, bool), vol, None)
+  if "noparticle" in sets:
+    empty = np.zeros((g.n_voxels,) * 3, np.float32)
+    for name, p, v in noparticle_patterns(g.detector_px, seed):
+      yield ("noparticle", name, p, v, empty, None)
   if "experiment" in sets:
     for stem in _EXPERIMENTS:
       path = os.path.join(_EXP_DIR.value, f"{stem}.png")
@@ -459,7 +499,12 @@ def _flag_rates(rows, conf):
 def _probabilities(w, x, rows):
   z = np.clip(w[0] + x @ w[1:], -50, 50)
   p = 1.0 / (1.0 + np.exp(-z))
-  return np.where([r["signals"]["empty"] for r in rows], 0.0, p)
+  return np.where([_ruled_out(r) for r in rows], 0.0, p)
+
+
+def _ruled_out(row) -> bool:
+  """Whether a rule, not the logistic model, sets the row's confidence (0)."""
+  return row["signals"]["empty"] or trust.explains_nothing(row["signals"])
 
 
 def cross_validate(paths, extra=()) -> dict:
@@ -468,7 +513,8 @@ def cross_validate(paths, extra=()) -> dict:
   per_file = [records.read_jsonl(p) for p in paths]
   rows_all, conf_all = [], []
   for k in range(len(paths)):
-    train = [r for j, rs in enumerate(per_file) if j != k for r in rs]
+    train = [r for j, rs in enumerate(per_file) if j != k for r in rs
+             if r.get("summary") or not _ruled_out(r)]
     _, x, y = _xy(train, extra)
     w = fit_logistic(x, y)
     rows, x, _ = _xy(per_file[k], extra)
@@ -486,11 +532,12 @@ def cross_validate(paths, extra=()) -> dict:
 def calibrate(argv):
   del argv
   if _CV.value:
-    for extra in [()] + [(e,) for e in _CV_EXTRA.value]:
+    for extra in [()] + [tuple(e.split("+")) for e in _CV_EXTRA.value]:
       print("leave-one-file-out:", cross_validate(_CALIBRATE.value, extra))
-  rows, x, y = _xy([r for path in _CALIBRATE.value
-                    for r in records.read_jsonl(path)])
+  rows = [r for path in _CALIBRATE.value for r in records.read_jsonl(path)]
+  _, x, y = _xy([r for r in rows if r.get("summary") or not _ruled_out(r)])
   w = fit_logistic(x, y)
+  rows, x, y = _xy(rows)
   print("CONFIDENCE_WEIGHTS = (" + ", ".join(f"{v:.4g}" for v in w) + ")")
   print("features:", ", ".join(trust.FEATURES))
   conf = np.asarray([trust.confidence(r["signals"], w) for r in rows])

@@ -20,3 +20,38 @@ def test_baselines_agree_with_the_kernel():
   # The FFT baseline lives on the nearest FFT grid (2 pi / 846.6 nm^-1).
   fft = numpy_fft_intensity(rho, g)
   assert pearson_r(np.log(fft + 100), np.log(ours + 100)) > 0.99
+
+
+
+_TRUST_CHECK = """
+import numpy as np
+from benchmarks import trust as bench
+pats = bench.noparticle_patterns(64, seed=5)
+again = bench.noparticle_patterns(64, seed=5)
+assert len(pats) == 8 and len({n for n, _, _ in pats}) == 8
+for (name, p, v), (_, p2, _) in zip(pats, again):
+  assert p.shape == v.shape == (64, 64) and p.dtype == np.float32, name
+  assert 0.0 <= p.min() and p.max() <= 1.0 and (p[~v] == 0).all(), name
+  np.testing.assert_array_equal(p, p2)
+rng = np.random.default_rng(0)
+x = rng.normal(size=(4000, 2))
+w_true = np.array([0.5, 2.0, -1.0])
+y = rng.random(4000) < 1 / (1 + np.exp(-(w_true[0] + x @ w_true[1:])))
+w = bench.fit_logistic(x, y.astype(float), l2=1e-3)
+np.testing.assert_allclose(w, w_true, atol=0.2)
+print("ok")
+"""
+
+
+def test_trust_inputs_and_the_confidence_fit():
+  """The trust benchmark's no-particle patterns are valid model inputs (in
+  [0, 1], 0 off the mask, seeded) with nothing to find; its logistic fit
+  recovers known weights. (A subprocess: benchmark modules define absl
+  flags of the same names.)"""
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  res = subprocess.run([sys.executable, "-c", _TRUST_CHECK], cwd=root,
+                       capture_output=True, text=True, timeout=300)
+  assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]

@@ -285,6 +285,19 @@ def test_each_bad_signal_lowers_the_confidence_and_says_why(bad, reason):
   assert trust.confidence(good) > trust.LOW_CONFIDENCE
 
 
+def test_an_answer_that_explains_nothing_has_no_confidence():
+  """Pure noise (its pixel noise as large as its variance) leaves the
+  excess over the noise near 0, which the logistic model reads as a good
+  fit: the rule sets the confidence to 0 and says why."""
+  noise = _signals(unexplained_fraction=0.99, noise_fraction=0.99)
+  assert trust.explains_nothing(noise)
+  assert trust.confidence(noise) == 0.0
+  assert any("explains almost nothing" in r for r in trust.reasons(noise))
+  below = _signals(unexplained_fraction=trust.NOTHING_EXPLAINED - 0.01,
+                   noise_fraction=trust.NOTHING_EXPLAINED - 0.01)
+  assert not trust.explains_nothing(below) and trust.confidence(below) > 0
+
+
 def test_a_low_confidence_sets_the_warning_with_its_reasons():
   import types
   from msftnet import runs

@@ -33,6 +33,7 @@ __all__ = ["IMPLAUSIBLE_LOSS_FACTOR", "is_empty", "rank_candidates",
            "CONFIDENCE_WEIGHTS", "LOW_CONFIDENCE", "FRINGE_RADII",
            "CALIBRATED_METHOD", "calibration_note",
            "NO_AGREEMENT", "structured_residual", "warning",
+           "NOTHING_EXPLAINED", "explains_nothing",
            "STRUCTURED_RESIDUAL", "RESIDUAL_OVER_NOISE"]
 
 #: A refined candidate whose masked loss (paper normalisation, fitted dark
@@ -262,18 +263,16 @@ def features(sig: dict) -> np.ndarray:
       float(sig["touches_box"]),
       sig["fringe_correlation"],
       np.log10(max(sig["network_loss_ratio"], 1e-6)),
+      sig["unexplained_fraction"] - sig["noise_fraction"],
   ], np.float64)
 
 
 #: What :func:`features` returns, in order.
 FEATURES = ("candidate_agreement", "abs_size_log_ratio",
             "log10_unexplained", "log10_noise", "dark_level_log10",
-            "touches_box", "fringe_correlation", "log10_network_loss_ratio")
+            "touches_box", "fringe_correlation", "log10_network_loss_ratio",
+            "excess_unexplained")
 
-#: Logistic model of P(aligned IoU >= 0.5): bias, then one weight per
-#: feature of :data:`FEATURES`, fitted by ``python -m benchmarks.trust
-#: --calibrate=benchmarks/results/trust_seed31_tuning.jsonl`` on the tuning
-#: seed's 64 results with a truth (docs/results.md, "Confidence").
 #: The path the confidence was calibrated on: the polytope refinement with
 #: a refinement stage (``steps > 0``). Elsewhere (the network alone, the
 #: voxel refinement) it is computed the same way but not calibrated, and
@@ -290,11 +289,29 @@ def calibration_note(method: str, steps: int) -> str | None:
           f"refinement, not on {what}: read it as a rough guide")
 
 
-CONFIDENCE_WEIGHTS = (-2.89, 3.092, -4.072, -1.648, 1.371, -0.0344, -2.338,
-                      2.385, -2.792)
+#: Logistic model of P(aligned IoU >= 0.5): bias, then one weight per
+#: feature of :data:`FEATURES`, fitted by ``python -m benchmarks.trust
+#: --calibrate=...`` on the 176 results with a truth of the tuning seeds
+#: 31-34 and 20261213 with the default refinement (docs/results.md, "The
+#: confidence refitted").
+CONFIDENCE_WEIGHTS = (0.09127, 3.039, -0.01469, -0.5195, 0.4247, -0.1285,
+                      -1.859, 0.5215, -0.6474, -27.28)
 
 #: Below this confidence a result carries a ``reconstruction_warning``.
 LOW_CONFIDENCE = 0.5
+
+
+#: An answer that leaves at least this fraction of the pattern's variance
+#: unexplained explains nothing of it (noise, or no particle's pattern):
+#: its confidence is 0 whatever the other signals say. Every result with a
+#: particle in the tuning sets stays below 0.65 (docs/results.md).
+NOTHING_EXPLAINED = 0.9
+
+
+def explains_nothing(sig: dict) -> bool:
+  """Whether the answer leaves :data:`NOTHING_EXPLAINED` or more of the
+  pattern's variance unexplained."""
+  return bool(sig["unexplained_fraction"] >= NOTHING_EXPLAINED)
 
 
 def reasons(sig: dict) -> list[str]:
@@ -302,6 +319,10 @@ def reasons(sig: dict) -> list[str]:
   out = []
   if sig["empty"]:
     out.append("the volume is empty (no voxel above 0.5)")
+  if explains_nothing(sig):
+    out.append(f"the answer explains almost nothing of the pattern "
+               f"({sig['unexplained_fraction']:.0%} of its variance left "
+               "unexplained): noise, or no particle's pattern")
   agree = sig.get("candidate_agreement")
   if agree is not None and agree < 0.6:
     out.append(f"the two best candidates disagree (aligned IoU "
@@ -333,16 +354,16 @@ def reasons(sig: dict) -> list[str]:
 #: A fit that leaves more than this fraction of the pattern's variance
 #: unexplained, and more than :data:`RESIDUAL_OVER_NOISE` times its pixel
 #: noise, leaves structured residuals.
-STRUCTURED_RESIDUAL = 0.1
-RESIDUAL_OVER_NOISE = 10.0
+STRUCTURED_RESIDUAL = 0.06
+RESIDUAL_OVER_NOISE = 7.0
 
 
 def structured_residual(sig: dict) -> bool:
   """Whether the answer leaves structure in the pattern that no noise
   explains (:data:`STRUCTURED_RESIDUAL`, :data:`RESIDUAL_OVER_NOISE`): a
   particle that is not one convex body (a dimer, an L), or physics the
-  model lacks. Round thresholds, set after the first non-convex miss
-  (docs/results.md)."""
+  model lacks. Round thresholds, chosen on the tuning seeds' rows
+  (docs/results.md, "The confidence refitted")."""
   u = sig["unexplained_fraction"]
   return bool(u > STRUCTURED_RESIDUAL
               and u > RESIDUAL_OVER_NOISE * sig["noise_fraction"])
@@ -367,8 +388,8 @@ def warning(sig: dict, conf: float) -> str | None:
 def confidence(sig: dict, weights=None) -> float:
   """P(aligned IoU >= 0.5) of a result from its :func:`signals` (logistic
   in :func:`features`, :data:`CONFIDENCE_WEIGHTS`); 0 for an empty
-  volume."""
-  if sig["empty"]:
+  volume and for an answer that :func:`explains_nothing`."""
+  if sig["empty"] or explains_nothing(sig):
     return 0.0
   w = np.asarray(CONFIDENCE_WEIGHTS if weights is None else weights)
   z = float(w[0] + features(sig) @ w[1:])
