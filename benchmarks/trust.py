@@ -106,8 +106,13 @@ _CV = flags.DEFINE_bool("cv", False, "Calibration mode: also fit on all "
                         "--calibrate files but one and score the one left "
                         "out, for each (leave-one-file-out), with the "
                         "features alone and with each of --cv_extra added.")
+_RESIDUAL_GRID = flags.DEFINE_list(
+    "residual_grid", None, "Calibration mode: the flag rates on the "
+    "--calibrate rows (with the weights fitted there) for each structured-"
+    "residual rule FRACTION/TIMES_NOISE, e.g. 0.1/10,0.06/7.")
 _CV_EXTRA = flags.DEFINE_list("cv_extra", ["retried"], "Candidate features "
-                              "for --cv (CANDIDATE_FEATURES; A+B adds both).")
+                              "for --cv (CANDIDATE_FEATURES; A+B adds both; "
+                              "-NAME leaves out a feature of trust.FEATURES).")
 
 #: Features tried beside ``trust.features`` by ``--cv`` (not used by the
 #: confidence unless they win and move into ``trust.features``).
@@ -454,10 +459,16 @@ def reconstruct_sets(argv):
 
 # ------------------------------------------------------------ calibration
 def _xy(rows, extra=()):
+  """Rows with a truth, their features (``extra``: names of
+  CANDIDATE_FEATURES to add, or ``-NAME`` of trust.FEATURES to leave out)
+  and whether each is right."""
   rows = [r for r in rows if not r.get("summary") and "aligned_iou" in r]
-  x = np.stack([np.concatenate([trust.features(r["signals"]),
+  drop = [trust.FEATURES.index(e[1:]) for e in extra if e.startswith("-")]
+  keep = [i for i in range(len(trust.FEATURES)) if i not in drop]
+  x = np.stack([np.concatenate([trust.features(r["signals"])[keep],
                                 [CANDIDATE_FEATURES[e](r["signals"])
-                                 for e in extra]]) for r in rows])
+                                 for e in extra if not e.startswith("-")]])
+                for r in rows])
   y = np.asarray([r["aligned_iou"] >= 0.5 for r in rows], float)
   return rows, x, y
 
@@ -479,12 +490,23 @@ def fit_logistic(x, y, l2: float = 1.0, iters: int = 50) -> np.ndarray:
   return np.concatenate([[w[0] - raw @ mu], raw])
 
 
-def _flag_rates(rows, conf):
+def _flag_rates(rows, conf, residual=None):
+  """Flag rates of rows with confidences ``conf``; ``residual``:
+  ``(fraction, times_noise)`` of the structured-residual rule instead of
+  trust's."""
   iou = np.asarray([r["aligned_iou"] for r in rows])
+
+  def warned(sig, c):
+    if residual is None:
+      return trust.warning(sig, c) is not None
+    u = sig["unexplained_fraction"]
+    return bool(c < trust.LOW_CONFIDENCE or (
+        u > residual[0] and u > residual[1] * sig["noise_fraction"]))
+
   flag = np.asarray([r["signals"]["empty"]
                      or r["signals"]["network_loss_ratio"]
                      > trust.IMPLAUSIBLE_LOSS_FACTOR
-                     or trust.warning(r["signals"], c) is not None
+                     or warned(r["signals"], c)
                      for r, c in zip(rows, conf)])
   nc = [f or r["aligned_iou"] >= 0.5 for r, f in zip(rows, flag)
         if r["set"] == "nonconvex"]
@@ -542,6 +564,10 @@ def calibrate(argv):
   print("features:", ", ".join(trust.FEATURES))
   conf = np.asarray([trust.confidence(r["signals"], w) for r in rows])
   print("tuning rows:", _flag_rates(rows, conf))
+  for rule in _RESIDUAL_GRID.value or ():
+    frac, times = (float(v) for v in rule.split("/"))
+    print(f"structured residuals above {frac:g} and {times:g}x the noise:",
+          _flag_rates(rows, conf, (frac, times)))
   if not _EVALUATE.value:
     return
   rows, x, y = _xy([r for path in _EVALUATE.value
