@@ -263,15 +263,13 @@ def features(sig: dict) -> np.ndarray:
       float(sig["touches_box"]),
       sig["fringe_correlation"],
       np.log10(max(sig["network_loss_ratio"], 1e-6)),
-      sig["unexplained_fraction"] - sig["noise_fraction"],
   ], np.float64)
 
 
 #: What :func:`features` returns, in order.
 FEATURES = ("candidate_agreement", "abs_size_log_ratio",
             "log10_unexplained", "log10_noise", "dark_level_log10",
-            "touches_box", "fringe_correlation", "log10_network_loss_ratio",
-            "excess_unexplained")
+            "touches_box", "fringe_correlation", "log10_network_loss_ratio")
 
 #: The path the confidence was calibrated on: the polytope refinement with
 #: a refinement stage (``steps > 0``). Elsewhere (the network alone, the
@@ -291,11 +289,13 @@ def calibration_note(method: str, steps: int) -> str | None:
 
 #: Logistic model of P(aligned IoU >= 0.5): bias, then one weight per
 #: feature of :data:`FEATURES`, fitted by ``python -m benchmarks.trust
-#: --calibrate=...`` on the 176 results with a truth of the tuning seeds
-#: 31-34 and 20261213 with the default refinement (docs/results.md, "The
-#: confidence refitted").
-CONFIDENCE_WEIGHTS = (0.09127, 3.039, -0.01469, -0.5195, 0.4247, -0.1285,
-                      -1.859, 0.5215, -0.6474, -27.28)
+#: --calibrate=benchmarks/results/trust_seed31_tuning.jsonl`` on the tuning
+#: seed's 64 results with a truth (docs/results.md, "Confidence"). A refit
+#: on the current default's tuning rows with a tenth feature flagged fewer
+#: wrong shapes on a fresh seed and was reverted (docs/results.md, "The
+#: confidence refitted, and reverted").
+CONFIDENCE_WEIGHTS = (-2.89, 3.092, -4.072, -1.648, 1.371, -0.0344, -2.338,
+                      2.385, -2.792)
 
 #: Below this confidence a result carries a ``reconstruction_warning``.
 LOW_CONFIDENCE = 0.5
