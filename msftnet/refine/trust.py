@@ -303,8 +303,9 @@ LOW_CONFIDENCE = 0.5
 
 #: An answer that leaves at least this fraction of the pattern's variance
 #: unexplained explains nothing of it (noise, or no particle's pattern):
-#: its confidence is 0 whatever the other signals say. Every result with a
-#: particle in the tuning sets stays below 0.65 (docs/results.md).
+#: its confidence is 0 whatever the other signals say. Results with a
+#: particle in the benchmark's sets reach 0.81 on the noisiest simulated-
+#: experiment patterns (docs/results.md, "The confidence refitted").
 NOTHING_EXPLAINED = 0.9
 
 
