@@ -508,6 +508,8 @@ def _flag_rates(rows, conf, residual=None):
                      > trust.IMPLAUSIBLE_LOSS_FACTOR
                      or warned(r["signals"], c)
                      for r, c in zip(rows, conf)])
+  retried = np.asarray([r["signals"].get("centres_tried", 1) > 1
+                        for r in rows])
   nc = [f or r["aligned_iou"] >= 0.5 for r, f in zip(rows, flag)
         if r["set"] == "nonconvex"]
   return {"n": len(rows),
@@ -515,7 +517,13 @@ def _flag_rates(rows, conf, residual=None):
           "bad_flagged": f"{int((flag & (iou < 0.5)).sum())} of "
                          f"{int((iou < 0.5).sum())}",
           "good_flagged": f"{int((flag & (iou >= 0.7)).sum())} of "
-                          f"{int((iou >= 0.7).sum())}"}
+                          f"{int((iou >= 0.7).sum())}",
+          # Results refined again at other centres (their first fit was
+          # doubtful): how many, wrong, and wrong but not flagged.
+          "retried": int(retried.sum()),
+          "retried_wrong": int((retried & (iou < 0.5)).sum()),
+          "retried_wrong_unflagged": int((retried & (iou < 0.5)
+                                          & ~flag).sum())}
 
 
 def _probabilities(w, x, rows):
