@@ -118,6 +118,10 @@ _CV_EXTRA = flags.DEFINE_list("cv_extra", ["retried"], "Candidate features "
 #: confidence unless they win and move into ``trust.features``).
 CANDIDATE_FEATURES = {
     "retried": lambda sig: float(sig.get("centres_tried", 1) > 1),
+    # Rows made before these were recorded, or not retried: as if the
+    # centre were certain.
+    "centre_agreement": lambda sig: sig.get("centre_agreement", 1.0),
+    "centre_margin": lambda sig: min(sig.get("centre_margin", 1.0), 1.0),
     "excess_unexplained": lambda sig: (sig["unexplained_fraction"]
                                        - sig["noise_fraction"]),
     "valid_fraction": lambda sig: sig.get("valid_fraction", 1.0),

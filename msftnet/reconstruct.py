@@ -86,10 +86,26 @@ def _best_centre(first: dict, others: list[dict]) -> dict:
     return first
   rows = [first] + others
   frac = [r["signals"][0]["unexplained_fraction"] for r in rows]
-  best = rows[int(np.argmin(frac))]
+  order = np.argsort(frac, kind="stable")
+  best, second = rows[int(order[0])], rows[int(order[1])]
   tried = ", ".join(f"({r['centre_shift'][0][0]}, {r['centre_shift'][0][1]})"
                     for r in rows)
-  best["signals"][0]["centres_tried"] = len(rows)
+  sig = best["signals"][0]
+  sig["centres_tried"] = len(rows)
+  # How ambiguous the centre is: the next centre's fit, how much worse it
+  # explains the pattern and how alike its shape is.
+  sig["centre_margin"] = float(frac[int(order[1])] - frac[int(order[0])])
+  sig["centre_agreement"] = (
+      metrics.aligned_iou(best["density"][0], second["density"][0])
+      if not (trust.is_empty(best["density"][0], 1)[0]
+              or trust.is_empty(second["density"][0], 1)[0]) else 0.0)
+  if sig["centre_agreement"] < 0.6:
+    best["confidence_reasons"][0] = best["confidence_reasons"][0] + [
+        f"the fit at the next-best centre "
+        f"({second['centre_shift'][0][0]}, {second['centre_shift'][0][1]}) "
+        f"px gives another shape (aligned IoU "
+        f"{sig['centre_agreement']:.2f}), explaining "
+        f"{sig['centre_margin']:.1%} less of the pattern's variance"]
   if best is not first:
     best["confidence_reasons"][0] = best["confidence_reasons"][0] + [
         f"the pattern's centre is uncertain: of the centres {tried} px the "

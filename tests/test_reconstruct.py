@@ -117,6 +117,8 @@ def test_a_doubtful_result_is_refined_again_at_other_centres(tiny_model_dir):
   again = recon.reconstruct(noise, model=tiny_model_dir, config=config)
   cands = centre.centre_candidates(noise, None, k=3)
   assert again.signals["centres_tried"] == len(cands) > 1
+  assert again.signals["centre_margin"] >= 0.0
+  assert 0.0 <= again.signals["centre_agreement"] <= 1.0
   assert tuple(again.centre_shift) in cands
   assert (again.signals["unexplained_fraction"]
           <= plain.signals["unexplained_fraction"] + 1e-12)
