@@ -106,12 +106,18 @@ def _poisson_noise(key, x, valid):
   return _renormalise(x + 0.1 * _u(ks) * counts), valid
 
 
-def _shot_noise(key, x, valid):
+def _photon_counts(key, x, log10_peak: float, log10_span: float):
+  """``Poisson(x * peak)`` over its maximum, ``peak = 10^(log10_peak +
+  log10_span U)`` photons at the pattern's maximum."""
   ks, kn = jax.random.split(key)
-  peak = 10.0 ** (1.0 + _u(ks))                      # photons at the maximum
+  peak = 10.0 ** (log10_peak + log10_span * _u(ks))
   counts = jax.random.poisson(kn, x * peak, x.shape).astype(x.dtype)
   top = jnp.max(counts)
-  return jnp.where(top > 0, counts / jnp.maximum(top, 1.0), 0.0), valid
+  return jnp.where(top > 0, counts / jnp.maximum(top, 1.0), 0.0)
+
+
+def _shot_noise(key, x, valid):
+  return _photon_counts(key, x, 1.0, 1.0), valid
 
 
 def _shift(key, x, valid):
@@ -197,12 +203,7 @@ def simulated_experiment_offset(key) -> np.ndarray:
 
 def _measured_image(key, x, valid):
   kn, ks, kh, kw = jax.random.split(key, 4)
-  kp, kc = jax.random.split(kn)
-  peak = 10.0 ** (2.0 + 2.0 * _u(kp))
-  counts = jax.random.poisson(kc, x * peak, x.shape).astype(x.dtype)
-  x = jnp.where(jnp.max(counts) > 0, counts / jnp.maximum(jnp.max(counts), 1.0),
-                0.0)
-  x, valid = _shift(ks, x, valid)
+  x, valid = _shift(ks, _photon_counts(kn, x, 2.0, 2.0), valid)
   r, c = _centred_coords(x.shape[0])
   hole = r**2 + c**2 < (4.0 * _u(kh)) ** 2
   w = jax.random.uniform(kw, (4,))
