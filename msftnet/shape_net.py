@@ -255,7 +255,8 @@ def simulate(seed: int, indices, geometry: Geometry = Geometry(), *,
     keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(
         jnp.asarray(indices, jnp.uint32))
     pattern, valid = _filter_batch(jnp.asarray(pattern, jnp.float32),
-                                   jnp.asarray(mode, jnp.int32), keys)
+                                   jnp.asarray(mode, jnp.int32), keys,
+                                   n_modes=int(mode.max()) + 1)
   pattern = np.asarray(augment.network_input(pattern, valid), np.float32)
   return {"pattern": pattern, "valid": np.asarray(valid, bool),
           "params": params, "truncated": trunc, "filtered": filt & ~meas,
@@ -392,13 +393,15 @@ def _optimizer(config: TrainConfig):
   return optax.adamw(schedule, weight_decay=1e-4)
 
 
-@jax.jit
-def _filter_batch(pattern, mode, keys):
+@functools.partial(jax.jit, static_argnames="n_modes")
+def _filter_batch(pattern, mode, keys, n_modes: int = len(FILTER_MODES)):
   """Row ``i`` of ``pattern`` as :data:`FILTER_MODES` ``[mode[i]]`` leaves it
   (clean, or through that filter with key ``keys[i]``), in the network's
-  input convention (0 off the valid pixels)."""
+  input convention (0 off the valid pixels). Only the first ``n_modes``
+  modes are computed (every ``mode`` must be below it): a batch with no
+  ``measured_image`` row does not pay for that filter."""
   out, valid = pattern, jnp.ones(pattern.shape, bool)
-  for m, name in enumerate(FILTER_MODES[1:], start=1):
+  for m, name in enumerate(FILTER_MODES[1:n_modes], start=1):
     fp, fv = jax.vmap(augment.FILTERS[name])(keys, pattern)
     sel = (mode == m)[:, None, None]
     out, valid = jnp.where(sel, fp, out), jnp.where(sel, fv, valid)
@@ -421,7 +424,7 @@ def _batch(cache: dict, config: TrainConfig, step: int) -> dict:
                       + np.arange(config.batch_size), jnp.uint32))
   pattern, valid = _filter_batch(
       jnp.asarray(cache["pattern"][idx], jnp.float32), jnp.asarray(mode),
-      keys)
+      keys, n_modes=3 if config.measured_fraction > 0 else 2)
   batch = {k: cache[k][idx] for k in _CACHE_KEYS if k != "pattern"}
   return {"pattern": pattern, "valid": valid, **batch}
 
