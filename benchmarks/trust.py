@@ -503,9 +503,8 @@ def _flag_rates(rows, conf, residual=None):
   def warned(sig, c):
     if residual is None:
       return trust.warning(sig, c) is not None
-    u = sig["unexplained_fraction"]
-    return bool(c < trust.LOW_CONFIDENCE or (
-        u > residual[0] and u > residual[1] * sig["noise_fraction"]))
+    return bool(c < trust.LOW_CONFIDENCE
+                or trust.structured_residual(sig, *residual))
 
   flag = np.asarray([r["signals"]["empty"]
                      or r["signals"]["network_loss_ratio"]
@@ -541,14 +540,19 @@ def _ruled_out(row) -> bool:
   return row["signals"]["empty"] or trust.explains_nothing(row["signals"])
 
 
+def _fittable(rows) -> list:
+  """The rows the logistic model is fitted on: those no rule decides."""
+  return [r for r in rows if r.get("summary") or not _ruled_out(r)]
+
+
 def cross_validate(paths, extra=()) -> dict:
   """Leave-one-file-out: fit on the other files' rows, score the one left
   out; the flag rates and log loss over all left-out rows."""
   per_file = [records.read_jsonl(p) for p in paths]
   rows_all, conf_all = [], []
   for k in range(len(paths)):
-    train = [r for j, rs in enumerate(per_file) if j != k for r in rs
-             if r.get("summary") or not _ruled_out(r)]
+    train = _fittable([r for j, rs in enumerate(per_file) if j != k
+                       for r in rs])
     _, x, y = _xy(train, extra)
     w = fit_logistic(x, y)
     rows, x, _ = _xy(per_file[k], extra)
@@ -565,11 +569,26 @@ def cross_validate(paths, extra=()) -> dict:
 
 def calibrate(argv):
   del argv
+  known = set(CANDIDATE_FEATURES) | {f"-{f}" for f in trust.FEATURES}
+  bad = [e for item in _CV_EXTRA.value for e in item.split("+")
+         if e not in known]
+  if _CV.value and bad:
+    raise app.UsageError(f"--cv_extra: unknown feature(s) {', '.join(bad)}; "
+                         f"expected names of {', '.join(sorted(known))}.")
+  for rule in _RESIDUAL_GRID.value or ():
+    parts = rule.split("/")
+    try:
+      [float(v) for v in parts]
+    except ValueError:
+      parts = []
+    if len(parts) != 2:
+      raise app.UsageError(f"--residual_grid: {rule!r} is not "
+                           "FRACTION/TIMES_NOISE (e.g. 0.06/7).")
   if _CV.value:
     for extra in [()] + [tuple(e.split("+")) for e in _CV_EXTRA.value]:
       print("leave-one-file-out:", cross_validate(_CALIBRATE.value, extra))
   rows = [r for path in _CALIBRATE.value for r in records.read_jsonl(path)]
-  _, x, y = _xy([r for r in rows if r.get("summary") or not _ruled_out(r)])
+  _, x, y = _xy(_fittable(rows))
   w = fit_logistic(x, y)
   rows, x, y = _xy(rows)
   print("CONFIDENCE_WEIGHTS = (" + ", ".join(f"{v:.4g}" for v in w) + ")")

@@ -359,15 +359,18 @@ STRUCTURED_RESIDUAL = 0.06
 RESIDUAL_OVER_NOISE = 7.0
 
 
-def structured_residual(sig: dict) -> bool:
+def structured_residual(sig: dict, fraction: float | None = None,
+                        times_noise: float | None = None) -> bool:
   """Whether the answer leaves structure in the pattern that no noise
-  explains (:data:`STRUCTURED_RESIDUAL`, :data:`RESIDUAL_OVER_NOISE`): a
-  particle that is not one convex body (a dimer, an L), or physics the
-  model lacks. Round thresholds, chosen on the tuning seeds' rows
-  (docs/results.md, "The confidence refitted")."""
+  explains: more than ``fraction`` of its variance unexplained and more than
+  ``times_noise`` times its pixel noise (default :data:`STRUCTURED_RESIDUAL`,
+  :data:`RESIDUAL_OVER_NOISE`): a particle that is not one convex body (a
+  dimer, an L), or physics the model lacks. Round thresholds, chosen on the
+  tuning seeds' rows (docs/results.md, "The confidence refitted")."""
+  fraction = STRUCTURED_RESIDUAL if fraction is None else fraction
+  times_noise = RESIDUAL_OVER_NOISE if times_noise is None else times_noise
   u = sig["unexplained_fraction"]
-  return bool(u > STRUCTURED_RESIDUAL
-              and u > RESIDUAL_OVER_NOISE * sig["noise_fraction"])
+  return bool(u > fraction and u > times_noise * sig["noise_fraction"])
 
 
 def warning(sig: dict, conf: float) -> str | None:
