@@ -99,7 +99,8 @@ def _best_centre(first: dict, others: list[dict]) -> dict:
       metrics.aligned_iou(best["density"][0], second["density"][0])
       if not (trust.is_empty(best["density"][0], 1)[0]
               or trust.is_empty(second["density"][0], 1)[0]) else 0.0)
-  if sig["centre_agreement"] < 0.6:
+  best["confidence"] = np.asarray([trust.confidence(sig)])
+  if sig["centre_agreement"] < trust.CENTRE_DISAGREEMENT:
     best["confidence_reasons"][0] = best["confidence_reasons"][0] + [
         f"the fit at the next-best centre "
         f"({second['centre_shift'][0][0]}, {second['centre_shift'][0][1]}) "

@@ -119,6 +119,8 @@ def test_a_doubtful_result_is_refined_again_at_other_centres(tiny_model_dir):
   assert again.signals["centres_tried"] == len(cands) > 1
   assert again.signals["centre_margin"] >= 0.0
   assert 0.0 <= again.signals["centre_agreement"] <= 1.0
+  # The confidence is that of the signals with the centre's in them.
+  assert float(again.confidence) == trust.confidence(again.signals)
   assert tuple(again.centre_shift) in cands
   assert (again.signals["unexplained_fraction"]
           <= plain.signals["unexplained_fraction"] + 1e-12)

@@ -298,6 +298,28 @@ def test_an_answer_that_explains_nothing_has_no_confidence():
   assert not trust.explains_nothing(below) and trust.confidence(below) > 0
 
 
+def test_two_centres_with_different_shapes_cap_the_confidence():
+  """A fit that looks good but whose next-best centre explains the pattern
+  almost as well with another shape is ambiguous: its confidence drops
+  below the warning threshold; a clear margin or the same shape at both
+  centres leaves it alone, as does a result refined at one centre."""
+  good = _signals()
+  assert trust.confidence(good) > trust.LOW_CONFIDENCE
+  ambiguous = dict(good, centre_margin=trust.CENTRE_MARGIN / 2,
+                   centre_agreement=0.3)
+  assert trust.ambiguous_centre(ambiguous)
+  assert trust.confidence(ambiguous) == trust.AMBIGUOUS_CENTRE_CONFIDENCE
+  assert trust.AMBIGUOUS_CENTRE_CONFIDENCE < trust.LOW_CONFIDENCE
+  for clear in (dict(ambiguous, centre_margin=2 * trust.CENTRE_MARGIN),
+                dict(ambiguous, centre_agreement=0.9), good):
+    assert not trust.ambiguous_centre(clear)
+    assert trust.confidence(clear) == trust.confidence(good)
+  # A cap, not a floor: a result already below it keeps its confidence.
+  bad = dict(ambiguous, touches_box=True, candidate_agreement=0.1,
+             unexplained_fraction=0.4, network_loss_ratio=5.0)
+  assert trust.confidence(bad) < trust.AMBIGUOUS_CENTRE_CONFIDENCE
+
+
 def test_a_low_confidence_sets_the_warning_with_its_reasons():
   import types
   from msftnet import runs

@@ -315,6 +315,30 @@ def explains_nothing(sig: dict) -> bool:
   return bool(sig["unexplained_fraction"] >= NOTHING_EXPLAINED)
 
 
+#: A result refined at several centres whose next-best centre explains the
+#: pattern within this fraction of its variance, with another shape
+#: (aligned IoU below :data:`CENTRE_DISAGREEMENT`), is ambiguous: the pattern
+#: does not say which of two shapes it is. Chosen on the tuning seeds' rows
+#: (docs/results.md, "An ambiguous centre caps the confidence").
+CENTRE_MARGIN = 0.025
+CENTRE_DISAGREEMENT = 0.6
+#: The confidence of an ambiguous result is at most this: of the five such
+#: results on the tuning seeds one was right.
+AMBIGUOUS_CENTRE_CONFIDENCE = 0.2
+
+
+def ambiguous_centre(sig: dict) -> bool:
+  """Whether two centres' fits explain the pattern about equally well with
+  different shapes (``centre_margin`` below :data:`CENTRE_MARGIN` and
+  ``centre_agreement`` below :data:`CENTRE_DISAGREEMENT`); False for a
+  result refined at one centre only."""
+  margin = sig.get("centre_margin")
+  agree = sig.get("centre_agreement")
+  if margin is None or agree is None:
+    return False
+  return bool(margin < CENTRE_MARGIN and agree < CENTRE_DISAGREEMENT)
+
+
 def reasons(sig: dict) -> list[str]:
   """The signals that speak against a result, one sentence each."""
   out = []
@@ -392,11 +416,15 @@ def warning(sig: dict, conf: float) -> str | None:
 def confidence(sig: dict, weights=None) -> float:
   """P(aligned IoU >= 0.5) of a result from its :func:`signals` (logistic
   in :func:`features`, :data:`CONFIDENCE_WEIGHTS`); 0 for an empty
-  volume and for an answer that :func:`explains_nothing`."""
+  volume and for an answer that :func:`explains_nothing`; at most
+  :data:`AMBIGUOUS_CENTRE_CONFIDENCE` for an :func:`ambiguous_centre`."""
   if sig["empty"] or explains_nothing(sig):
     return 0.0
   w = np.asarray(CONFIDENCE_WEIGHTS if weights is None else weights)
   z = float(w[0] + features(sig) @ w[1:])
   if not np.isfinite(z):           # a NaN loss: nothing to be confident of
     return 0.0
-  return float(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
+  p = float(1.0 / (1.0 + np.exp(-np.clip(z, -50, 50))))
+  if ambiguous_centre(sig):
+    p = min(p, AMBIGUOUS_CENTRE_CONFIDENCE)
+  return p
