@@ -34,7 +34,8 @@ import numpy as np
 from msftnet import raster
 
 __all__ = ["fibonacci_directions", "polytope_density", "support_offsets",
-           "centre_density", "ellipsoid_offsets", "PROFILES"]
+           "centre_density", "ellipsoid_offsets", "depth_log_ratio",
+           "PROFILES"]
 
 
 def fibonacci_directions(k: int) -> np.ndarray:
@@ -242,6 +243,24 @@ def polytope_density(normals, offsets, n: int, profile: str = "ramp"
   one = lambda nn, hh: occupancy(nn, hh, n)
   out = jax.vmap(one)(normals.reshape((-1, k, 3)), offsets.reshape((-1, k)))
   return out.reshape(batch + (n, n, n))
+
+
+def depth_log_ratio(density):
+  """How much a body extends along the beam (axis 0, z) against across it:
+  ``log(var_z / mean(var_y, var_x))`` of the density's second moments
+  about its centroid; 0 for an isotropic body. Differentiable (jnp), any
+  leading batch axes ``[..., N, N, N]``; 0 for an empty volume (with a
+  finite gradient)."""
+  rho = jnp.asarray(density, jnp.float32)
+  c = raster.grid_coords(rho.shape[-1])
+  mass = jnp.maximum(jnp.sum(rho, axis=(-3, -2, -1)), 1e-6)
+
+  def var(axis):
+    m = jnp.sum(rho, axis=tuple(a for a in (-3, -2, -1) if a != axis))
+    mean = jnp.sum(m * c, -1) / mass
+    return jnp.maximum(jnp.sum(m * c ** 2, -1) / mass - mean ** 2, 1e-12)
+
+  return jnp.log(var(-3) / (0.5 * (var(-2) + var(-1))))
 
 
 def centre_density(density, threshold: float = 0.5) -> np.ndarray:

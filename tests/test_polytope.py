@@ -179,6 +179,52 @@ def test_refinement_lowers_the_loss_and_finds_facets():
   np.testing.assert_array_equal(loss, loss2)
 
 
+@pytest.mark.parametrize("stretch, direction, expected", [
+    (1.0, (1, 0, 0), 0.0),                  # a ball: isotropic
+    (2.0, (1, 0, 0), np.log(4.0)),          # twice as deep as wide
+    (2.0, (0, 1, 0), np.log(1 / 2.5)),      # var_y 4, var_x 1: mean 2.5
+])
+def test_depth_log_ratio_of_stretched_balls(stretch, direction, expected):
+  p = solids.SolidParams("Sphere", size=0.6, stretch=stretch,
+                         stretch_dir=direction)
+  rho = np.asarray(raster.rasterize(*solids.half_spaces(p), 32))
+  assert float(polytope.depth_log_ratio(rho)) == pytest.approx(expected,
+                                                              abs=0.03)
+
+
+def test_the_depth_penalty_acts_only_beyond_the_limit_and_stays_finite():
+  ball = np.asarray(raster.sphere_density(32, 0.3))
+  assert float(refine_polytope.depth_penalty(ball)) == 0.0
+  rod = np.zeros((32, 32, 32), np.float32)
+  rod[2:30, 14:18, 14:18] = 1.0                 # along the beam (z)
+  assert float(refine_polytope.depth_penalty(rod)) > 1.0
+  for rho in (rod, np.zeros_like(rod)):         # empty: 0 and a finite grad
+    g = jax.grad(refine_polytope.depth_penalty)(jnp.asarray(rho))
+    assert bool(jnp.isfinite(g).all())
+  assert float(refine_polytope.depth_penalty(np.zeros_like(rod))) == 0.0
+
+
+def test_the_depth_prior_keeps_a_start_from_growing_along_the_beam():
+  """A start three times as deep as wide, refined against a cube's pattern:
+  with the prior its depth ratio ends lower, within reach of the limit."""
+  _, pattern = _cube_pattern()
+  valid = np.ones(pattern.shape, bool)
+  d = polytope.fibonacci_directions(16)
+  h0 = polytope.ellipsoid_offsets(d, 0.12, scale=(3.0, 1.0, 1.0))[None]
+  n0 = np.broadcast_to(d, (1, 16, 3)).copy()
+  depth = {}
+  for w in (0.0, 1.0):
+    params, _, _ = refine_polytope.refine_polytopes(
+        n0, h0, pattern, valid, geometry=SMALL, steps=40, depth_prior=w)
+    rho = polytope.polytope_density(params["n"], params["h"], 32)
+    depth[w] = float(polytope.depth_log_ratio(rho[0]))
+  start = float(polytope.depth_log_ratio(polytope.polytope_density(n0, h0,
+                                                                   32)[0]))
+  assert start > refine_polytope.DEPTH_LIMIT + 0.5
+  assert depth[1.0] < depth[0.0] - 0.2
+  assert depth[1.0] < refine_polytope.DEPTH_LIMIT + 0.3
+
+
 def test_affine_loss_sees_only_the_shape_of_the_log_pattern():
   rng = np.random.default_rng(0)
   logs = jnp.asarray(rng.normal(size=(2, 16, 16)), jnp.float32)

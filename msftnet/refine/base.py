@@ -99,6 +99,10 @@ class RefineConfig:
     max_dark: (both, and the losses every result reports) the highest
       dark level ``u`` (``eps = max(I) 10^u``) the fits may reach, log10 of
       the simulated pattern's peak; 0 lets the background equal the peak.
+    depth_prior: (polytope) > 0: the weight of a penalty on bodies deeper
+      along the beam than the generator's solids
+      (:func:`msftnet.refine.polytope.depth_penalty`), added to every
+      start's objective; 0: off.
     centre_candidates: (both) > 1: a result whose confidence is below
       ``centre_retry_below`` is refined again at up to
       this many candidate centres in all
@@ -135,6 +139,7 @@ class RefineConfig:
   mask_erosion: int = 0
   shape_band: float = 0.0
   max_dark: float = 0.0
+  depth_prior: float = 0.0
   centre_candidates: int = 4
   centre_retry_below: float = 0.5
 
@@ -159,6 +164,9 @@ class RefineConfig:
     if self.centre_candidates < 1:
       raise ValueError(f"RefineConfig.centre_candidates must be >= 1, got "
                        f"{self.centre_candidates}.")
+    if not self.depth_prior >= 0.0:
+      raise ValueError(f"RefineConfig.depth_prior must be >= 0 (0: off), "
+                       f"got {self.depth_prior}.")
     if not -8.0 <= self.max_dark <= 0.0:
       raise ValueError(f"RefineConfig.max_dark must lie in [-8, 0] (log10 "
                        f"of the peak), got {self.max_dark}.")

@@ -23,6 +23,7 @@ import functools
 import jax.numpy as jnp
 import numpy as np
 
+from msftnet import polytope as convex
 from msftnet.msft import intensity
 from msftnet.raster import sphere_density
 
@@ -239,6 +240,9 @@ def signals(density, pattern, valid, geometry, *, objective: float,
       "empty": bool(is_empty(density, 1)[0]),
       "network_loss_ratio": float(masked) / max(float(network_masked), 1e-12),
       "valid_fraction": float(v.mean()),
+      # How much deeper along the beam than across it (0: empty).
+      "depth_log_ratio": float(
+          convex.depth_log_ratio(np.asarray(density) > 0.5)),
   }
   if agreement is not None:
     out["candidate_agreement"] = float(agreement)
