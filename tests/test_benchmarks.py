@@ -55,3 +55,21 @@ def test_trust_inputs_and_the_confidence_fit():
   res = subprocess.run([sys.executable, "-c", _TRUST_CHECK], cwd=root,
                        capture_output=True, text=True, timeout=300)
   assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
+
+
+def test_depth_ratio_benchmark_reports_the_generators_spread(tmp_path):
+  """The command behind ``refine.polytope.DEPTH_LIMIT`` runs and reports a
+  spread about an isotropic median (the generator's axes are random)."""
+  import json
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = tmp_path / "depth.jsonl"
+  res = subprocess.run([sys.executable, "-m", "benchmarks.depth_ratio",
+                        "--n=24", f"--json_out={out}"], cwd=root,
+                       capture_output=True, text=True, timeout=300)
+  assert res.returncode == 0, res.stderr[-2000:]
+  row = json.loads(out.read_text().splitlines()[0])
+  assert row["solids"] >= 20 and abs(row["q0.5"]) < 0.4
+  assert row["q0.01"] < row["q0.5"] < row["q0.99"] <= row["max"]
