@@ -34,7 +34,7 @@ import numpy as np
 from msftnet import raster
 
 __all__ = ["fibonacci_directions", "polytope_density", "support_offsets",
-           "centre_density", "ellipsoid_offsets", "depth_log_ratio",
+           "centre_density", "ellipsoid_offsets", "depth_log_ratio", "centroid",
            "PROFILES"]
 
 
@@ -51,7 +51,9 @@ def fibonacci_directions(k: int) -> np.ndarray:
       np.float32)
 
 
-def _unit(normals):
+def unit(normals):
+  """Plane normals ``[..., 3]`` scaled to unit length (as
+  :func:`polytope_density` reads them)."""
   return normals / jnp.sqrt(jnp.sum(normals**2, axis=-1, keepdims=True)
                             + 1e-12)
 
@@ -235,7 +237,7 @@ def polytope_density(normals, offsets, n: int, profile: str = "ramp"
   if profile not in PROFILES:
     raise ValueError(f"polytope_density: profile must be one of {PROFILES}, "
                      f"got {profile!r}.")
-  normals = _unit(jnp.asarray(normals, jnp.float32))
+  normals = unit(jnp.asarray(normals, jnp.float32))
   offsets = jnp.asarray(offsets, jnp.float32)
   batch = offsets.shape[:-1]
   k = offsets.shape[-1]
@@ -243,6 +245,18 @@ def polytope_density(normals, offsets, n: int, profile: str = "ramp"
   one = lambda nn, hh: occupancy(nn, hh, n)
   out = jax.vmap(one)(normals.reshape((-1, k, 3)), offsets.reshape((-1, k)))
   return out.reshape(batch + (n, n, n))
+
+
+def centroid(density):
+  """The density's centre of mass ``[..., 3]`` (z, y, x; box units, 0 at
+  the box centre). Differentiable (jnp); 0 for an empty volume."""
+  rho = jnp.asarray(density, jnp.float32)
+  c = raster.grid_coords(rho.shape[-1])
+  mass = jnp.maximum(jnp.sum(rho, axis=(-3, -2, -1)), 1e-6)
+  axes = (-3, -2, -1)
+  return jnp.stack([
+      jnp.sum(jnp.sum(rho, axis=tuple(a for a in axes if a != ax)) * c, -1)
+      / mass for ax in axes], axis=-1)
 
 
 def depth_log_ratio(density):

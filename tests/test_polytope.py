@@ -225,6 +225,40 @@ def test_the_depth_prior_keeps_a_start_from_growing_along_the_beam():
   assert depth[1.0] < refine_polytope.DEPTH_LIMIT + 0.3
 
 
+def test_centroid_of_a_block_and_of_nothing():
+  rho = np.zeros((32, 32, 32), np.float32)
+  rho[0:6, 10:14, 20:24] = 1.0
+  expected = (np.array([2.5, 11.5, 21.5]) - 15.5) / 32
+  np.testing.assert_allclose(np.asarray(polytope.centroid(rho)), expected,
+                             atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(polytope.centroid(rho * 0)), 0.0)
+
+
+def test_recentring_keeps_a_body_off_the_faces_of_the_box():
+  """The pattern is blind to a shift (a phase), so a start placed off-centre
+  along the beam drifts on without re-centring; with it the body sits at
+  the centre and the shape is found as well."""
+  truth, pattern = _cube_pattern()
+  valid = np.ones(pattern.shape, bool)
+  d = polytope.fibonacci_directions(16)
+  shift = np.array([0.2, 0.0, 0.0])                 # along the beam
+  h0 = (polytope.ellipsoid_offsets(d, 0.17) + d @ shift)[None]
+  n0 = np.broadcast_to(d, (1, 16, 3)).copy().astype(np.float32)
+  h0 = h0.astype(np.float32)
+  out = {}
+  for recentre in (False, True):
+    params, loss, _ = refine_polytope.refine_polytopes(
+        n0, h0, pattern, valid, geometry=SMALL, steps=60, recentre=recentre)
+    rho = polytope.polytope_density(params["n"], params["h"], 32)[0]
+    out[recentre] = (float(np.linalg.norm(polytope.centroid(rho))),
+                     metrics.aligned_iou(np.asarray(rho), truth),
+                     float(loss[0]))
+  assert out[False][0] > 0.12                   # left off-centre
+  assert out[True][0] < 0.02                    # one voxel is 0.03
+  assert out[True][1] > out[False][1] - 0.05    # the shape as good
+  assert out[True][2] < 1.5 * out[False][2]     # and the fit
+
+
 def test_affine_loss_sees_only_the_shape_of_the_log_pattern():
   rng = np.random.default_rng(0)
   logs = jnp.asarray(rng.normal(size=(2, 16, 16)), jnp.float32)

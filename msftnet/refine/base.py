@@ -103,6 +103,10 @@ class RefineConfig:
       along the beam than the generator's solids
       (:func:`msftnet.refine.polytope.depth_penalty`), added to every
       start's objective; 0: off.
+    recentre: (polytope) translate every body back to the box centre after
+      each step (:func:`msftnet.refine.polytope.refine_polytopes`): the
+      pattern does not see the body's position, so it may otherwise drift
+      into a face of the box and be cut there.
     centre_candidates: (both) > 1: a result whose confidence is below
       ``centre_retry_below`` is refined again at up to
       this many candidate centres in all
@@ -140,6 +144,7 @@ class RefineConfig:
   shape_band: float = 0.0
   max_dark: float = 0.0
   depth_prior: float = 0.0
+  recentre: bool = False
   centre_candidates: int = 4
   centre_retry_below: float = 0.5
 

@@ -93,11 +93,12 @@ def centre_offset(c) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnames=("geometry", "steps", "rates",
                                              "profile", "max_dark",
-                                             "depth_prior"))
+                                             "depth_prior", "recentre"))
 def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
                      steps: int, rates: tuple = _RATES,
                      profile: str = "ramp", centre=None,
-                     max_dark: float = 0.0, depth_prior: float = 0.0):
+                     max_dark: float = 0.0, depth_prior: float = 0.0,
+                     recentre: bool = False):
   """Adam on the planes of ``S`` polytopes against one pattern.
 
   Args:
@@ -117,6 +118,11 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
       and reached: ``u`` is clipped to it.
     depth_prior: > 0: the weight of :func:`depth_penalty` added to each
       start's objective (a body far deeper along the beam than across it).
+    recentre: after every step, translate each body so that its centroid
+      (at the step's start) sits at the box centre (its offsets shifted by
+      ``-n.c``). A far-field pattern does not see where the body is (a
+      shift is a phase), so the objective does not change, but without it
+      a body may drift into a face of the box and be cut there.
 
   The objective is :func:`msftnet.refine.measurement.affine_masked_mse` of
   ``log(I + max(I) 10^u)``, the dark level ``u`` per start initialised by a
@@ -148,19 +154,27 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
     loss = meas.affine_masked_mse(logs, pats, vals)
     if depth_prior:
       loss = loss + depth_prior * depth_penalty(rho)
-    return loss
+    return loss, jax.lax.stop_gradient(convex.centroid(rho))
 
   def step(carry, _):
     p, state = carry
-    per, grads = jax.value_and_grad(
-        lambda p: (jnp.sum(per_start(p)), per_start(p)), has_aux=True)(p)
+
+    def total(p):
+      loss, centre = per_start(p)
+      return jnp.sum(loss), (loss, centre)
+
+    (_, (loss, centre)), grads = jax.value_and_grad(total, has_aux=True)(p)
     updates, state = tx.update(grads, state, p)
-    return (optax.apply_updates(p, updates), state), per[1]
+    p = optax.apply_updates(p, updates)
+    if recentre:
+      p = dict(p, h=p["h"] - jnp.einsum("skd,sd->sk", convex.unit(p["n"]),
+                                        centre))
+    return (p, state), loss
 
   (params, _), history = jax.lax.scan(step, (params, tx.init(params)), None,
                                       length=steps)
   params["u"] = jnp.minimum(params["u"], max_dark)
-  return params, per_start(params), history
+  return params, per_start(params)[0], history
 
 
 @functools.partial(jax.jit, static_argnames=("geometry", "max_dark"))
@@ -275,7 +289,7 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
       jnp.asarray(normals), jnp.asarray(offsets), jnp.asarray(crop),
       jnp.asarray(crop_valid), geometry=coarse, steps=config.coarse_steps,
       profile=profile, rates=rates, max_dark=config.max_dark,
-      depth_prior=config.depth_prior,
+      depth_prior=config.depth_prior, recentre=config.recentre,
       centre=(np.zeros((len(offsets), 2), np.float32) if config.fit_centre
               else None))
   loss_c = np.asarray(loss_c)
@@ -285,7 +299,7 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
         pc["n"][idx], pc["h"][idx], jnp.asarray(pattern),
         jnp.asarray(fit_valid), geometry=geometry, steps=config.steps,
         profile=profile, rates=rates, max_dark=config.max_dark,
-        depth_prior=config.depth_prior,
+        depth_prior=config.depth_prior, recentre=config.recentre,
         centre=pc["c"][idx] if config.fit_centre else None)
     dens = np.asarray(convex.polytope_density(p["n"], p["h"], n, profile))
     sim, masked, paper, u = zip(*(meas.pattern_losses(d, pattern, valid,

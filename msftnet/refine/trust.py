@@ -240,7 +240,10 @@ def signals(density, pattern, valid, geometry, *, objective: float,
       "empty": bool(is_empty(density, 1)[0]),
       "network_loss_ratio": float(masked) / max(float(network_masked), 1e-12),
       "valid_fraction": float(v.mean()),
-      # How much deeper along the beam than across it (0: empty).
+      # Where the body sits (box units from the centre) and how much
+      # deeper along the beam than across it (0: empty).
+      "centroid_offset": float(np.linalg.norm(
+          convex.centroid(np.asarray(density) > 0.5))),
       "depth_log_ratio": float(
           convex.depth_log_ratio(np.asarray(density) > 0.5)),
   }
