@@ -2,7 +2,8 @@ r"""What each shot is: the shape network's class, size and orientation, held out
 
   python -m benchmarks.shape_classes [--model=DIR] [--seed=20261209] [--n=420]
       [--experiment=../shared/data/experiment] [--json_out=FILE]
-      [--confusion=PNG]
+      [--confusion=PNG] [--orientation_fit=N] [--rerank_fit=N]
+      [--match_basis=N]
 
 On ``--n`` solids of generator seed ``--seed`` (never used in training or
 tuning; ``msftnet.shape_net.simulate``) in six conditions: truncated or not,
@@ -16,6 +17,9 @@ clean solids. The network's time per pattern in batches of 32 (compiled,
 median of 5 repeats). With ``--experiment``: the top 3 classes of
 ``barke1/3/5/7`` against the published fits (``labels.csv``). ``--confusion``
 draws the per-class confusion matrix of the truncated clean solids.
+``--match_basis=N``: the first ``N`` truncated clean solids (and barke) are
+reconstructed and their class read off the refined polytope
+(``msftnet.shape_net.match_basis``), beside the network's.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ _RERANK = flags.DEFINE_integer("rerank_fit", 0, "Also rank the network's "
                                "top 3 classes of the first N truncated clean "
                                "solids by a forward fit of each "
                                "(shape_net.fit_orientation, classes=3).")
+_MATCH = flags.DEFINE_integer("match_basis", 0, "Also reconstruct the first "
+                              "N truncated clean solids (and barke with "
+                              "--experiment) and read the class off the "
+                              "refined polytope (shape_net.match_basis).")
 _FIT = flags.DEFINE_integer("orientation_fit", 0, "Also orient the first N "
                             "untruncated clean solids by a forward fit of "
                             "the top class (shape_net.fit_orientation), and "
@@ -156,6 +164,45 @@ def _rerank(model, report):
               "fit_seconds_per_pattern": round(float(np.median(seconds)), 2)})
 
 
+def _match_basis(model, report):
+  """The class read off the reconstruction (msftnet.reconstruct, default
+  refinement) by :func:`shape_net.match_basis` against the network's, on
+  the same truncated clean solids; and off the true body (the matcher's
+  bound: whole, unstretched templates against truncated, stretched
+  solids)."""
+  from msftnet import reconstruct
+  from msftnet.raster import rasterize
+  sim = shape_net.simulate(_SEED.value, np.arange(_MATCH.value),
+                           model.geometry, truncated=True, filtered=False)
+  est = shape_net.predict(sim["pattern"], sim["valid"], model)
+  hits = {k: [] for k in ("network", "match_reconstruction", "match_truth")}
+  seconds = []
+  for i, (e, p) in enumerate(zip(est, sim["params"])):
+    name = p.polyhedron
+    out = reconstruct.reconstruct(sim["pattern"][i], sim["valid"][i],
+                                  shape_model=None)
+    t = time.perf_counter()
+    ranked = [c for c, _ in shape_net.match_basis(out.density)]
+    seconds.append(time.perf_counter() - t)
+    body = np.asarray(rasterize(*solids.half_spaces(p),
+                                out.density.shape[-1]))
+    truth = [c for c, _ in shape_net.match_basis(body)]
+    net = [c for c, _ in e.classes]
+    for key, order in (("network", net), ("match_reconstruction", ranked),
+                       ("match_truth", truth)):
+      hits[key].append((order[0] == name, name in order[:3]))
+    report.add({"match_solid": name, "network_top3": net[:3],
+                "match_top3": ranked[:3], "truth_match_top3": truth[:3]})
+  report.add({"condition": "truncated_clean_match_basis", "n": len(est),
+              "seed": _SEED.value,
+              **{f"{k}_top1": round(float(np.mean([h[0] for h in v])), 3)
+                 for k, v in hits.items()},
+              **{f"{k}_top3": round(float(np.mean([h[1] for h in v])), 3)
+                 for k, v in hits.items()},
+              "match_seconds_per_pattern": round(float(np.median(seconds)),
+                                                 1)})
+
+
 def _confusion_figure(pred, label, path):
   from matplotlib.figure import Figure
   from msftnet import report
@@ -203,21 +250,33 @@ def main(argv):
     _orientation_fit(model, report)
   if _RERANK.value:
     _rerank(model, report)
+  if _MATCH.value:
+    _match_basis(model, report)
   if _EXPERIMENT.value:
     with open(os.path.join(_EXPERIMENT.value, "labels.csv")) as f:
       labels = {os.path.basename(r["scatter"]): r["polyhedron"]
                 for r in csv.DictReader(f)}
-    hits = 0
+    hits = match_hits = 0
     for name, truth in sorted(labels.items()):
       pat, val = measured.load_measurement(
           os.path.join(_EXPERIMENT.value, name), experimental=True)
       e = shape_net.predict(pat[None], val[None], model)[0]
       top3 = [c for c, _ in e.classes[:3]]
       hits += truth in top3
-      report.add({"experiment": name, "published_fit": truth, "top3": top3,
-                  "probabilities": [round(p, 3) for _, p in e.classes[:3]],
-                  "radius_nm": round(e.radius_nm, 1), "in_top3": truth in top3})
-    report.add({"experiment_in_top3": hits, "of": len(labels)})
+      row = {"experiment": name, "published_fit": truth, "top3": top3,
+             "probabilities": [round(p, 3) for _, p in e.classes[:3]],
+             "radius_nm": round(e.radius_nm, 1), "in_top3": truth in top3}
+      if _MATCH.value:
+        from msftnet import reconstruct
+        out = reconstruct.reconstruct(pat, val, shape_model=None)
+        ranked = shape_net.match_basis(out.density)
+        row.update(match_top3=[c for c, _ in ranked[:3]],
+                   match_iou=[round(v, 3) for _, v in ranked[:3]],
+                   match_in_top3=truth in [c for c, _ in ranked[:3]])
+        match_hits += row["match_in_top3"]
+      report.add(row)
+    report.add({"experiment_in_top3": hits, "of": len(labels),
+                **({"match_in_top3": match_hits} if _MATCH.value else {})})
   if _CONFUSION.value:
     _confusion_figure(*confusion, _CONFUSION.value)
   report.write(_JSON_OUT.value)

@@ -794,3 +794,55 @@ def fit_orientation(pattern, valid, estimate: ShapeEstimate,
   order = sorted(estimate.classes, key=lambda cp: cp[0] != best.polyhedron)
   return dataclasses.replace(estimate, classes=tuple(order),
                              stretch=float(best.stretch), rotation=rot)
+
+
+#: Classes :func:`match_basis` compares (a potato has no fixed shape).
+MATCH_CLASSES = tuple(c for c in solids.CLASSES if c != "Potato")
+
+
+def match_basis(density, *, rotations=200, n: int = 32,
+                seed: int = 0) -> tuple[tuple[str, float], ...]:
+  """The basis classes ranked by how well each, in its best orientation,
+  overlaps a reconstructed body: ``((class, aligned IoU), ...)``, best
+  first (:data:`MATCH_CLASSES`).
+
+  Each class is rasterised whole and unstretched, with the body's volume, in
+  ``rotations`` orientations drawn uniformly (``seed``; or a sequence of
+  ``(theta, phi, alpha)`` of :class:`msftnet.solids.SolidParams`) and
+  compared at
+  ``n``^3 with ``density`` (binarised at 0.5 after a block mean; the
+  alignment over shifts and the inversion of
+  :func:`msftnet.metrics.aligned_iou`). A class read off the shape rather
+  than off the pattern: how it compares with the network's is in
+  docs/results.md ("A class read off the refined polytope").
+  """
+  from msftnet import metrics
+  from msftnet.raster import rasterize_batch
+  rho = np.asarray(density, np.float32)
+  if rho.ndim != 3 or len(set(rho.shape)) != 1 or rho.shape[0] % n:
+    raise ValueError(f"match_basis: density must be [N, N, N] with N a "
+                     f"multiple of {n}, got {rho.shape}.")
+  k = rho.shape[0] // n
+  target = (rho.reshape(n, k, n, k, n, k).mean((1, 3, 5)) > 0.5
+            ).astype(np.float32)
+  if not target.any():
+    return tuple((c, 0.0) for c in MATCH_CLASSES)
+  volume = float(target.sum()) / n ** 3
+  if isinstance(rotations, int):
+    rng = np.random.default_rng(seed)
+    angles = [(float(np.arccos(rng.uniform(-1, 1))),
+               float(rng.uniform(-np.pi, np.pi)),
+               float(rng.uniform(-np.pi, np.pi))) for _ in range(rotations)]
+  else:
+    angles = [tuple(float(x) for x in a) for a in rotations]
+  scores = {}
+  for name in MATCH_CLASSES:
+    unit = solids.volume(solids.SolidParams(name, size=0.5))
+    size = float(min(1.0, 0.5 * (volume / unit) ** (1 / 3)))
+    params = [solids.SolidParams(name, size=size, theta=t, phi=p, alpha=a)
+              for t, p, a in (angles[:1] if name == "Sphere" else angles)]
+    planes = [solids.half_spaces(p) for p in params]
+    bodies = np.asarray(rasterize_batch(
+        *(jnp.stack([h[i] for h in planes]) for i in range(3)), n))
+    scores[name] = float(max(metrics.aligned_iou(b, target) for b in bodies))
+  return tuple(sorted(scores.items(), key=lambda kv: -kv[1]))
