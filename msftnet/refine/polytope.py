@@ -154,27 +154,25 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
     loss = meas.affine_masked_mse(logs, pats, vals)
     if depth_prior:
       loss = loss + depth_prior * depth_penalty(rho)
-    return loss, jax.lax.stop_gradient(convex.centroid(rho))
+    return loss
 
   def step(carry, _):
     p, state = carry
-
-    def total(p):
-      loss, centre = per_start(p)
-      return jnp.sum(loss), (loss, centre)
-
-    (_, (loss, centre)), grads = jax.value_and_grad(total, has_aux=True)(p)
+    per, grads = jax.value_and_grad(
+        lambda p: (jnp.sum(per_start(p)), per_start(p)), has_aux=True)(p)
     updates, state = tx.update(grads, state, p)
-    p = optax.apply_updates(p, updates)
-    if recentre:
-      p = dict(p, h=p["h"] - jnp.einsum("skd,sd->sk", convex.unit(p["n"]),
-                                        centre))
-    return (p, state), loss
+    new = optax.apply_updates(p, updates)
+    if recentre:                 # the centroid of the step's bodies
+      rho = convex.polytope_density(p["n"], p["h"], n, profile)
+      shift = jnp.einsum("skd,sd->sk", convex.unit(new["n"]),
+                         convex.centroid(rho))
+      new = dict(new, h=new["h"] - shift)
+    return (new, state), per[1]
 
   (params, _), history = jax.lax.scan(step, (params, tx.init(params)), None,
                                       length=steps)
   params["u"] = jnp.minimum(params["u"], max_dark)
-  return params, per_start(params)[0], history
+  return params, per_start(params), history
 
 
 @functools.partial(jax.jit, static_argnames=("geometry", "max_dark"))
@@ -235,7 +233,8 @@ def polytope_starts(network_density, pattern, valid, geometry: Geometry,
 
 #: Of the generator's truncated test solids, 99 % have a
 #: :func:`msftnet.polytope.depth_log_ratio` below 1.0 (400 solids of seeds
-#: 900000-900399, docs/results.md, "A depth prior"): a body deeper than
+#: 900000-900399, docs/results.md, "Two ideas about bodies that touch the
+#: box"): a body deeper than
 #: that along the beam is penalised by :func:`depth_penalty`.
 DEPTH_LIMIT = 1.0
 
