@@ -48,6 +48,7 @@ import functools
 import io
 import json
 import math
+import numbers
 import os
 import time
 
@@ -807,7 +808,9 @@ def match_basis(density, *, rotations=200, n: int = 32,
   first (:data:`MATCH_CLASSES`).
 
   Each class is rasterised whole and unstretched, with the body's volume, in
-  ``rotations`` orientations drawn uniformly (``seed``; or a sequence of
+  ``rotations`` orientations drawn as the generator draws them (a uniform
+  axis and angle, :func:`msftnet.solids.sample_solid`; ``seed``; or a
+  sequence of
   ``(theta, phi, alpha)`` of :class:`msftnet.solids.SolidParams`) and
   compared at
   ``n``^3 with ``density`` (binarised at 0.5 after a block mean; the
@@ -828,13 +831,19 @@ def match_basis(density, *, rotations=200, n: int = 32,
   if not target.any():
     return tuple((c, 0.0) for c in MATCH_CLASSES)
   volume = float(target.sum()) / n ** 3
-  if isinstance(rotations, int):
+  if isinstance(rotations, numbers.Integral):
+    if rotations < 1:
+      raise ValueError(f"match_basis: rotations must be >= 1 or a list of "
+                       f"(theta, phi, alpha), got {rotations}.")
     rng = np.random.default_rng(seed)
     angles = [(float(np.arccos(rng.uniform(-1, 1))),
                float(rng.uniform(-np.pi, np.pi)),
                float(rng.uniform(-np.pi, np.pi))) for _ in range(rotations)]
   else:
     angles = [tuple(float(x) for x in a) for a in rotations]
+    if not angles or any(len(a) != 3 for a in angles):
+      raise ValueError("match_basis: rotations must be >= 1 or a non-empty "
+                       "list of (theta, phi, alpha).")
   scores = {}
   for name in MATCH_CLASSES:
     unit = solids.volume(solids.SolidParams(name, size=0.5))

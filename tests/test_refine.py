@@ -310,6 +310,9 @@ def test_two_centres_with_different_shapes_cap_the_confidence():
   assert trust.ambiguous_centre(ambiguous)
   assert trust.confidence(ambiguous) == trust.AMBIGUOUS_CENTRE_CONFIDENCE
   assert trust.AMBIGUOUS_CENTRE_CONFIDENCE < trust.LOW_CONFIDENCE
+  # The warning names the cause, not "no single signal stands out".
+  warning = trust.warning(ambiguous, trust.confidence(ambiguous))
+  assert "another centre's fit" in warning and "0.30" in warning
   for clear in (dict(ambiguous, centre_margin=2 * trust.CENTRE_MARGIN),
                 dict(ambiguous, centre_agreement=0.9), good):
     assert not trust.ambiguous_centre(clear)

@@ -206,3 +206,10 @@ def test_match_basis_names_a_rotated_body_and_says_what_it_expected():
   assert all(v == 0.0 for _, v in empty)
   with pytest.raises(ValueError, match="multiple of 32"):
     shape_net.match_basis(np.zeros((40, 40, 40)))
+  for bad in (0, [], [(1.0, 2.0)]):
+    with pytest.raises(ValueError, match="rotations"):
+      shape_net.match_basis(np.ones((32, 32, 32)), rotations=bad)
+  cube = np.zeros((32, 32, 32), np.float32)
+  cube[8:24, 8:24, 8:24] = 1.0
+  assert len(shape_net.match_basis(cube, rotations=np.int64(2))) == len(
+      shape_net.MATCH_CLASSES)

@@ -121,7 +121,8 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
     recentre: after every step, translate each body so that its centroid
       (at the step's start) sits at the box centre (its offsets shifted by
       ``-n.c``). A far-field pattern does not see where the body is (a
-      shift is a phase), so the objective does not change, but without it
+      shift is a phase), so the objective hardly changes (the voxels and
+      the box faces aside), but without it
       a body may drift into a face of the box and be cut there.
 
   The objective is :func:`msftnet.refine.measurement.affine_masked_mse` of
@@ -232,7 +233,8 @@ def polytope_starts(network_density, pattern, valid, geometry: Geometry,
 
 
 #: Of the generator's truncated test solids, 99 % have a
-#: :func:`msftnet.polytope.depth_log_ratio` below 1.0 (400 solids of seeds
+#: :func:`msftnet.polytope.depth_log_ratio` below 1.02, here rounded to 1.0
+#: (400 solids of seeds
 #: 900000-900399, docs/results.md, "Two ideas about bodies that touch the
 #: box"): a body deeper than
 #: that along the beam is penalised by :func:`depth_penalty`.

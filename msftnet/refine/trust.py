@@ -363,6 +363,10 @@ def reasons(sig: dict) -> list[str]:
     out.append(f"the size disagrees with the fringe spacing (volume-"
                f"equivalent radius {sig['equivalent_radius_box']:.3f} box, "
                f"fringes of a ball of {sig['fringe_radius_box']:.3f} box)")
+  if ambiguous_centre(sig):
+    out.append(f"another centre's fit explains the pattern about as well "
+               f"({sig['centre_margin']:.1%} less of its variance) with "
+               f"another shape (aligned IoU {sig['centre_agreement']:.2f})")
   if sig["touches_box"]:
     out.append("the body touches the box (often stretched along the beam, "
                "which one pattern constrains least)")
