@@ -35,8 +35,10 @@ import numpy as np
 
 from benchmarks.jsonlines import Report
 from msftnet import measured
+from msftnet import reconstruct
 from msftnet import shape_net
 from msftnet import solids
+from msftnet.raster import rasterize
 
 _MODEL = flags.DEFINE_string("model", None, "Shape model directory (default "
                              "the bundled one) or a training workdir.")
@@ -164,14 +166,22 @@ def _rerank(model, report):
               "fit_seconds_per_pattern": round(float(np.median(seconds)), 2)})
 
 
+def _matched(pattern, valid):
+  """The basis classes matched to the pattern's reconstruction (default
+  refinement, no shape network), the seconds the matching took (not the
+  reconstruction) and the reconstruction's grid size."""
+  density = reconstruct.reconstruct(pattern, valid, shape_model=None).density
+  t = time.perf_counter()
+  ranked = list(shape_net.match_basis(density))
+  return ranked, time.perf_counter() - t, density.shape[-1]
+
+
 def _match_basis(model, report):
   """The class read off the reconstruction (msftnet.reconstruct, default
   refinement) by :func:`shape_net.match_basis` against the network's, on
   the same truncated clean solids; and off the true body (the matcher's
   bound: whole, unstretched templates against truncated, stretched
   solids)."""
-  from msftnet import reconstruct
-  from msftnet.raster import rasterize
   sim = shape_net.simulate(_SEED.value, np.arange(_MATCH.value),
                            model.geometry, truncated=True, filtered=False)
   est = shape_net.predict(sim["pattern"], sim["valid"], model)
@@ -179,13 +189,10 @@ def _match_basis(model, report):
   seconds = []
   for i, (e, p) in enumerate(zip(est, sim["params"])):
     name = p.polyhedron
-    out = reconstruct.reconstruct(sim["pattern"][i], sim["valid"][i],
-                                  shape_model=None)
-    t = time.perf_counter()
-    ranked = [c for c, _ in shape_net.match_basis(out.density)]
-    seconds.append(time.perf_counter() - t)
-    body = np.asarray(rasterize(*solids.half_spaces(p),
-                                out.density.shape[-1]))
+    matched, took, grid = _matched(sim["pattern"][i], sim["valid"][i])
+    ranked = [c for c, _ in matched]
+    seconds.append(took)
+    body = np.asarray(rasterize(*solids.half_spaces(p), grid))
     truth = [c for c, _ in shape_net.match_basis(body)]
     net = [c for c, _ in e.classes]
     for key, order in (("network", net), ("match_reconstruction", ranked),
@@ -267,9 +274,7 @@ def main(argv):
              "probabilities": [round(p, 3) for _, p in e.classes[:3]],
              "radius_nm": round(e.radius_nm, 1), "in_top3": truth in top3}
       if _MATCH.value:
-        from msftnet import reconstruct
-        out = reconstruct.reconstruct(pat, val, shape_model=None)
-        ranked = shape_net.match_basis(out.density)
+        ranked = _matched(pat, val)[0]
         row.update(match_top3=[c for c, _ in ranked[:3]],
                    match_iou=[round(v, 3) for _, v in ranked[:3]],
                    match_in_top3=truth in [c for c, _ in ranked[:3]])

@@ -268,13 +268,13 @@ def depth_log_ratio(density):
   rho = jnp.asarray(density, jnp.float32)
   c = raster.grid_coords(rho.shape[-1])
   mass = jnp.maximum(jnp.sum(rho, axis=(-3, -2, -1)), 1e-6)
-
-  def var(axis):
-    m = jnp.sum(rho, axis=tuple(a for a in (-3, -2, -1) if a != axis))
-    mean = jnp.sum(m * c, -1) / mass
-    return jnp.maximum(jnp.sum(m * c ** 2, -1) / mass - mean ** 2, 1e-12)
-
-  return jnp.log(var(-3) / (0.5 * (var(-2) + var(-1))))
+  mean = centroid(rho)
+  axes = (-3, -2, -1)
+  var = [jnp.maximum(
+      jnp.sum(jnp.sum(rho, axis=tuple(a for a in axes if a != ax)) * c ** 2,
+              -1) / mass - mean[..., i] ** 2, 1e-12)
+         for i, ax in enumerate(axes)]
+  return jnp.log(var[0] / (0.5 * (var[1] + var[2])))
 
 
 def centre_density(density, threshold: float = 0.5) -> np.ndarray:

@@ -808,12 +808,10 @@ def match_basis(density, *, rotations=200, n: int = 32,
   first (:data:`MATCH_CLASSES`).
 
   Each class is rasterised whole and unstretched, with the body's volume, in
-  ``rotations`` orientations drawn as the generator draws them (a uniform
-  axis and angle, :func:`msftnet.solids.sample_solid`; ``seed``; or a
-  sequence of
+  ``rotations`` orientations drawn as the generator draws them
+  (:func:`msftnet.solids.random_orientation`, ``seed``; or a sequence of
   ``(theta, phi, alpha)`` of :class:`msftnet.solids.SolidParams`) and
-  compared at
-  ``n``^3 with ``density`` (binarised at 0.5 after a block mean; the
+  compared at ``n``^3 with ``density`` (binarised at 0.5 after a block mean; the
   alignment over shifts and the inversion of
   :func:`msftnet.metrics.aligned_iou`). A class read off the shape rather
   than off the pattern: how it compares with the network's is in
@@ -836,9 +834,7 @@ def match_basis(density, *, rotations=200, n: int = 32,
       raise ValueError(f"match_basis: rotations must be >= 1 or a list of "
                        f"(theta, phi, alpha), got {rotations}.")
     rng = np.random.default_rng(seed)
-    angles = [(float(np.arccos(rng.uniform(-1, 1))),
-               float(rng.uniform(-np.pi, np.pi)),
-               float(rng.uniform(-np.pi, np.pi))) for _ in range(rotations)]
+    angles = [solids.random_orientation(rng) for _ in range(rotations)]
   else:
     angles = [tuple(float(x) for x in a) for a in rotations]
     if not angles or any(len(a) != 3 for a in angles):

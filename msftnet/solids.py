@@ -558,6 +558,16 @@ def _rng(key_or_seed) -> tuple[np.random.Generator, int]:
   return np.random.default_rng(seed), seed
 
 
+def random_orientation(rng: np.random.Generator) -> tuple[float, float,
+                                                          float]:
+  """``(theta, phi, alpha)`` as the generator draws them: the rotation axis
+  uniform on the sphere (``cos theta`` uniform), ``phi`` and the angle
+  ``alpha`` uniform in [-pi, pi) (not uniform over rotations)."""
+  return (float(np.arccos(rng.uniform(-1, 1))),
+          float(rng.uniform(-np.pi, np.pi)),
+          float(rng.uniform(-np.pi, np.pi)))
+
+
 def sample_solid(key_or_seed, *, test_set: bool = False,
                  classes: tuple[str, ...] = CLASSES) -> SolidParams:
   """Draw one solid with the paper's marginal distributions.
@@ -584,9 +594,8 @@ def sample_solid(key_or_seed, *, test_set: bool = False,
   if name == "Sphere":
     kwargs.update(stretch=stretch, stretch_dir=tuple(_unit(rng)))
   else:
-    kwargs.update(theta=float(np.arccos(rng.uniform(-1, 1))),
-                  phi=float(rng.uniform(-np.pi, np.pi)),
-                  alpha=float(rng.uniform(-np.pi, np.pi)))
+    theta, phi, alpha = random_orientation(rng)
+    kwargs.update(theta=theta, phi=phi, alpha=alpha)
   if name == "Potato":
     kwargs["points"] = potato_points(seed)
   elif name != "Sphere":

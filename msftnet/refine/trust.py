@@ -225,6 +225,7 @@ def signals(density, pattern, valid, geometry, *, objective: float,
   v = np.asarray(valid, bool)
   radius, fringe_r = fringe_radius(p, v, geometry)
   r_eq = equivalent_radius(density)
+  body = np.asarray(density) > 0.5
   var = float(p[v].var()) if v.any() else 0.0
   out = {
       # None when too few radii are valid to see fringes (JSON has no NaN).
@@ -242,10 +243,8 @@ def signals(density, pattern, valid, geometry, *, objective: float,
       "valid_fraction": float(v.mean()),
       # Where the body sits (box units from the centre) and how much
       # deeper along the beam than across it (0: empty).
-      "centroid_offset": float(np.linalg.norm(
-          convex.centroid(np.asarray(density) > 0.5))),
-      "depth_log_ratio": float(
-          convex.depth_log_ratio(np.asarray(density) > 0.5)),
+      "centroid_offset": float(np.linalg.norm(convex.centroid(body))),
+      "depth_log_ratio": float(convex.depth_log_ratio(body)),
   }
   if agreement is not None:
     out["candidate_agreement"] = float(agreement)
