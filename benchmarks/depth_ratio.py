@@ -22,7 +22,7 @@ from msftnet import polytope
 from msftnet import solids
 from msftnet.raster import rasterize
 
-_N = flags.DEFINE_integer("n", 400, "Solids.")
+_N = flags.DEFINE_integer("n", 400, "Solids.", lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 900000, "First solid's seed.")
 _TEST_SET = flags.DEFINE_bool("test_set", True, "Truncated test solids.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
@@ -38,6 +38,9 @@ def main(argv):
     rho = np.asarray(rasterize(*solids.half_spaces(p), 32))
     if rho.sum() >= 5:               # a few voxels: no shape to measure
       ratios.append(float(polytope.depth_log_ratio(rho)))
+  if not ratios:
+    raise app.UsageError(f"--n={_N.value}: no solid covers 5 voxels at "
+                         "32^3, expected at least one to measure.")
   x = np.asarray(ratios)
   report = Report()
   report.add({"benchmark": "depth_ratio", "seed": _SEED.value,
