@@ -1,6 +1,6 @@
 r"""The main job, end to end on a CPU: simulate a measurement, reconstruct it.
 
-  python -m experiments.demo [--out=demo] [--seed=3] [--refine_steps=100]
+  python -m experiments.demo [--out=demo] [--seed=3] [--refine_steps=50]
       [--checkpoint=DIR]
 
 1. samples a truncated solid from the paper's test-set distribution

@@ -120,7 +120,7 @@ class RefineConfig:
   """
 
   method: str = "polytope"
-  steps: int = 100
+  steps: int = 50
   learning_rate: float = 0.1
   binary_weight: float = 1.0
   tv_weight: float = 0.2
@@ -131,7 +131,7 @@ class RefineConfig:
   shrinkwrap_every: int = 20
   shrinkwrap_threshold: float = 0.3
   planes: int = 48
-  coarse_steps: int = 150
+  coarse_steps: int = 75
   keep: int = 2
   radius_bands: tuple[tuple[float, float], ...] = ((0.04, 0.11), (0.11, 0.22),
                                                    (0.22, 0.45))
