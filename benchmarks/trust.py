@@ -314,10 +314,10 @@ def _row(out, set_name, name, truth, seconds, extra=None):
   return row
 
 
-def _reconstruct(model, config, pattern, valid):
+def _reconstruct(model, config, pattern, valid, photons=None):
   t = time.perf_counter()
   out = recon.reconstruct(np.asarray(pattern)[None], np.asarray(valid)[None],
-                          model=model, config=config)
+                          model=model, config=config, photons=[photons])
   return out, time.perf_counter() - t
 
 
@@ -356,7 +356,7 @@ def _inputs(seed: int, sets, tmp):
       raise SystemExit(errors[0][1])
     for k, fr in enumerate(frames):
       yield ("cxi", params[k].polyhedron, fr.pattern, fr.valid, truth[k],
-             made[k])
+             dict(made[k], photons=measured.photons_of(fr.info)))
   if "nonconvex" in sets:
     for name, vol in nonconvex_bodies(g.n_voxels, seed):
       p = np.asarray(meas.simulate_with_dark_level(
@@ -431,6 +431,10 @@ def reconstruct_sets(argv):
   del argv
   model = pretrained.load_model(None)
   config = parse_refine_config(_REFINE.value)
+  if config.objective == "poisson" and set(_SETS.value) != {"cxi"}:
+    raise app.UsageError("--refine=objective=poisson needs photon counts: "
+                         f"only the cxi set has them, got --sets="
+                         f"{','.join(_SETS.value)}.")
   g = model.geometry
   report = Report()
   rows = []
@@ -438,8 +442,8 @@ def reconstruct_sets(argv):
     work = _OUT.value or tmp
     for set_name, name, p, v, truth, extra in _inputs(_SEED.value,
                                                      _SETS.value, work):
-      out, sec = _reconstruct(model, config, p, v)
       extra = dict(extra or {})
+      out, sec = _reconstruct(model, config, p, v, extra.pop("photons", None))
       if set_name == "experiment":
         radius, sphere = best_sphere_loss(p, v, g)
         mine = float(protocol_losses(out.density[:1], p, v, g)[0])

@@ -76,7 +76,8 @@ __all__ = ["Frame", "FrameRef", "load_measurement", "load_many",
            "frame_refs", "read_frames", "parse_frames", "stem_of", "read_mask",
            "undo_colormap", "prepare_pattern", "cxi_valid", "DETECTOR_PX",
            "HDF5_SUFFIXES", "INPUT_SCALES", "CXI_DATA_PATHS", "CXI_GEOMETRY",
-           "CXI_BAD_PIXEL_BITS", "COUNTS_DARK", "DARK_WARN_FRACTION"]
+           "CXI_BAD_PIXEL_BITS", "COUNTS_DARK", "DARK_WARN_FRACTION",
+           "photons_of"]
 
 INPUT_SCALES = ("auto", "counts", "log")
 
@@ -373,6 +374,7 @@ def prepare_pattern(data, valid, *, input_scale: str = "auto",
           "input_range": [lo, hi]}
   if input_scale == "counts":
     info["dark_level"] = dark
+    info["log_range"] = [l_lo, l_hi]
     if dark > DARK_WARN_FRACTION * hi:
       info["warning"] = (
           f"{name}: the dark level {dark:g} is more than "
@@ -381,6 +383,19 @@ def prepare_pattern(data, valid, *, input_scale: str = "auto",
           "set counts_dark (--counts_dark).")
   return np.asarray(augment.network_input(pattern.astype(np.float32), valid),
                     np.float32), info
+
+
+def photons_of(info: dict) -> tuple[float, float, float] | None:
+  """``(log_lo, log_hi, dark)`` of an input read as counts (its ``info``
+  from :func:`prepare_pattern` or a :class:`Frame`): the pattern is
+  ``(log(k + dark) - log_lo) / (log_hi - log_lo)``, so the counts ``k``
+  can be recovered inside the valid pixels
+  (:func:`msftnet.refine.measurement.counts_from_pattern`); None for a log
+  pattern."""
+  if info.get("input_scale") != "counts" or "log_range" not in info:
+    return None
+  lo, hi = info["log_range"]
+  return float(lo), float(hi), float(info["dark_level"])
 
 
 def read_mask(path) -> np.ndarray:
@@ -444,6 +459,7 @@ def _frame(path, raw, bad, extra_mask, *, experimental, input_scale,
                                     counts_dark=counts_dark)
   if experimental:
     pattern = np.where(valid, undo_colormap(pattern), 0.0).astype(np.float32)
+    info.pop("log_range", None)   # the counts no longer follow from it
   return pattern, valid, info
 
 

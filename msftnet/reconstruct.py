@@ -214,13 +214,41 @@ def network_geometry(model, geometry: Geometry | None = None) -> Geometry:
   return geometry
 
 
+def _photons(photons, b: int, single: bool, config: RefineConfig) -> list:
+  """``photons`` of :func:`reconstruct` as one entry per pattern (None
+  where the objective does not use them); ValueError in one sentence when
+  the Poisson objective lacks a pattern's counts."""
+  if config.objective != "poisson" or config.steps == 0:
+    return [None] * b
+  if photons is not None and single:
+    photons = [photons]
+  if photons is None or len(photons) != b:
+    raise ValueError(
+        f"reconstruct: the Poisson objective needs the photon counts of each "
+        f"of the {b} pattern(s) (photons=[(log_lo, log_hi, dark), ...], "
+        f"msftnet.measured.photons_of), got "
+        f"{'none' if photons is None else len(photons)}.")
+  out = []
+  for i, ph in enumerate(photons):
+    ph = None if ph is None else np.asarray(ph, np.float64)
+    if (ph is None or ph.shape != (3,) or not np.all(np.isfinite(ph))
+        or not ph[1] > ph[0] or not ph[2] > 0):
+      raise ValueError(
+          f"reconstruct: pattern {i} has no usable photon counts for the "
+          f"Poisson objective (photons {photons[i]!r}, expected (log_lo, "
+          "log_hi, dark) with log_hi > log_lo and dark > 0: read the input "
+          "as counts).")
+    out.append(tuple(float(x) for x in ph))
+  return out
+
+
 #: Patterns per call of the network and its losses in :func:`reconstruct`.
 _NETWORK_CHUNK = 32
 
 def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
                 = None, config: RefineConfig = RefineConfig(),
                 geometry: Geometry | None = None,
-                shape_model="default") -> Reconstruction:
+                shape_model="default", photons=None) -> Reconstruction:
   """Pattern(s) ``[128, 128]`` or ``[B, 128, 128]`` -> ``Reconstruction``.
 
   Per pattern: find its centre (``config.centre_search``) and move it to
@@ -247,6 +275,10 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
       ``Reconstruction.shape``): ``"default"`` (the bundled one), a
       :class:`~msftnet.shape_net.ShapeModel` or its directory, or None
       (not read).
+    photons: for ``config.objective == "poisson"`` (else not used): per
+      pattern, ``(log_lo, log_hi, dark)`` of the photon counts behind it
+      (:func:`msftnet.measured.photons_of` of its info; one tuple for a
+      single pattern, a sequence of ``B`` for a batch).
 
   Returns a :class:`Reconstruction`; ``pattern`` (simulated) is in the
   input's pixel frame, the losses are taken in the centred frame over the
@@ -264,6 +296,7 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
   pat, val, single = meas.check_patterns(pattern, valid,
                                          geometry.detector_px)
   pat, val = np.asarray(pat), np.asarray(val)
+  photons = _photons(photons, pat.shape[0], single, config)
   shifts = (np.zeros((pat.shape[0], 2), np.int64) if not config.centre_search
             else centre.find_centres(pat, val, max_shift=config.centre_search))
   centred = [centre.shift_pattern(p, v, s) for p, v, s in zip(pat, val, shifts)]
@@ -323,7 +356,8 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
                  candidate_name=np.asarray([["network"]], dtype=object))
     else:
       res = refine_lib.get(config.method)(net, p_c, v_c, geometry, config,
-                                          ml_n, hint=shapes[i])
+                                          ml_n, hint=shapes[i],
+                                          photons=photons[i])
       row.update(density=res.density[:1], pattern=res.pattern[None],
                  loss_after=np.asarray([res.masked]),
                  paper_loss_after=np.asarray([res.paper]),

@@ -74,6 +74,18 @@ def select_work(good, out_dir: str, *, process_id: int = 0,
   return [g for g in mine if g.stem not in set(done)], done
 
 
+#: What the candidates' ``loss`` in ``STEM.json`` is, per objective.
+CANDIDATE_LOSS = {
+    "affine_log": "the refinement's objective: mean squared difference of "
+                  "the log patterns inside the valid pixels, scale and "
+                  "offset fitted (msftnet.refine.measurement."
+                  "affine_masked_mse)",
+    "poisson": "the refinement's objective: Poisson deviance of the photon "
+               "counts per valid pixel, scale fitted (about 1 when only shot "
+               "noise is left; msftnet.refine.measurement.poisson_deviance)",
+}
+
+
 def reconstruction_record(out, j: int, frame, *, model_path: str,
                           config: RefineConfig, geometry,
                           experimental: bool, seconds: float) -> dict:
@@ -93,6 +105,7 @@ def reconstruction_record(out, j: int, frame, *, model_path: str,
       "candidates": [{"start": str(name), "loss": float(loss)}
                      for name, loss in zip(out.candidate_name[j],
                                            out.candidate_loss[j])],
+      "candidate_loss_is": CANDIDATE_LOSS[config.objective],
       "experimental": experimental,
       "valid_fraction": float(frame.valid.mean()),
       "loss_network": float(out.network_paper_loss[j]),
@@ -153,14 +166,25 @@ def warning_of(out, j: int) -> str | None:
           or trust.warning(out.signals[j], float(out.confidence[j])))
 
 
-def _chunks(frames, size: int, errors: list):
+def _chunks(frames, size: int, errors: list, objective: str = "affine_log",
+            steps: int = 0):
   """Lists of up to ``size`` :class:`msftnet.measured.Frame` s from an
   iterable that may also yield ``(path, sentence)`` errors (added to
-  ``errors``): a run streams, one chunk in memory at a time."""
+  ``errors``): a run streams, one chunk in memory at a time. With the
+  Poisson ``objective`` (and a refinement, ``steps``), a frame not read as
+  counts is an error too."""
   chunk = []
   for item in frames:
     if isinstance(item, tuple):
       errors.append(item)
+      continue
+    if (objective == "poisson" and steps
+        and measured.photons_of(item.info) is None):
+      errors.append((item.path, f"{item.stem}: the Poisson objective needs "
+                     "photon counts, but this input was read as a log "
+                     "pattern (input_scale "
+                     f"{item.info.get('input_scale')!r}; --input_scale="
+                     "counts for counts)."))
       continue
     chunk.append(item)
     if len(chunk) == size:
@@ -196,11 +220,14 @@ def reconstruct_inputs(good, out_dir: str, model, *,
     total = len(good)
   with tqdm(total=total, unit="pattern", desc="reconstruct",
             disable=not progress) as bar:
-    for chunk in _chunks(good, batch, errors):
+    for chunk in _chunks(good, batch, errors, config.objective,
+                         config.steps):
       t = time.perf_counter()
       out = recon.reconstruct(np.stack([c.pattern for c in chunk]),
                               np.stack([c.valid for c in chunk]), model=model,
-                              config=config, geometry=geometry)
+                              config=config, geometry=geometry,
+                              photons=[measured.photons_of(c.info)
+                                       for c in chunk])
       seconds = (time.perf_counter() - t) / len(chunk)
       for j, frame in enumerate(chunk):
         stem, path = frame.stem, frame.path

@@ -239,6 +239,7 @@ def test_msftnet_command_outputs_frames_and_errors(tmp_path, tiny_model_dir):
     assert Geometry.from_dict(rec["geometry"]) == Geometry()
     assert rec["candidates"][0]["start"] == rec["start"]
     assert rec["candidates"][0]["loss"] <= rec["candidates"][1]["loss"]
+    assert "affine_masked_mse" in rec["candidate_loss_is"]
     # Every result says how far to trust it, in a versioned record.
     assert list(rec)[0] == "schema_version" and rec["schema_version"] == 1
     assert 0.0 <= rec["confidence"] <= 1.0

@@ -55,6 +55,32 @@ def test_reconstruct_inputs_writes_every_input_then_skips_them(
   assert not todo and skipped == ["p0", "p1", "p2"]
 
 
+def test_the_poisson_objective_turns_log_inputs_into_errors(
+    tmp_path, tiny_model_dir):
+  """A run with the Poisson objective cannot fit a log pattern's counts:
+  each such input is one error naming it, the others would go on."""
+  model = pretrained.load_model(tiny_model_dir)
+  good = [measured.Frame(f"p{k}", f"/data/p{k}.png",
+                         np.full((128, 128), 0.5, np.float32),
+                         np.ones((128, 128), bool), {"input_scale": "log"})
+          for k in range(2)]
+  config = recon.RefineConfig(steps=1, coarse_steps=1, objective="poisson")
+  written, errors = runs.reconstruct_inputs(
+      good, str(tmp_path), model, config=config, figures=False,
+      progress=False)
+  assert not written and [e[0] for e in errors] == ["/data/p0.png",
+                                                    "/data/p1.png"]
+  assert all("Poisson objective needs photon counts" in e[1] for e in errors)
+  assert not list(tmp_path.glob("p*"))
+  rng = np.random.default_rng(0)
+  pattern = rng.uniform(size=(128, 128)).astype(np.float32)
+  with pytest.raises(ValueError, match="needs the photon counts of each"):
+    recon.reconstruct(pattern, model=model, config=config)
+  with pytest.raises(ValueError, match="pattern 0 has no usable photon"):
+    recon.reconstruct(pattern, model=model, config=config,
+                      photons=(3.0, 2.0, 100.0))
+
+
 def test_shape_fields_warn_when_the_radii_disagree():
   from msftnet import shape_net
   est = shape_net.ShapeEstimate(classes=(("Cube", 0.9), ("Sphere", 0.1)),

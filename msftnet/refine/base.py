@@ -1,11 +1,13 @@
 """What every refinement method shares: its settings, its result, the registry.
 
 A method is a function ``refine_one(network_density [N, N, N], pattern
-[M, M], valid [M, M], geometry, config, network_masked, hint=None) ->
-Refined`` (one centred pattern; ``network_masked`` is the network
-prediction's masked loss; ``hint`` the shape network's
-:class:`msftnet.shape_net.ShapeEstimate` of it, or None), registered under a name with :func:`register`; ``RefineConfig.method``
-chooses it (:func:`get`).
+[M, M], valid [M, M], geometry, config, network_masked, hint=None,
+photons=None) -> Refined`` (one centred pattern; ``network_masked`` is the
+network prediction's masked loss; ``hint`` the shape network's
+:class:`msftnet.shape_net.ShapeEstimate` of it, or None; ``photons`` the
+pattern's counts as ``(log_lo, log_hi, dark)``, or None), registered under
+a name with :func:`register`; ``RefineConfig.method`` chooses it
+(:func:`get`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import numpy as np
 
 from msftnet import polytope as convex
 
-__all__ = ["RefineConfig", "Refined", "METHODS", "register", "get"]
+__all__ = ["RefineConfig", "Refined", "METHODS", "OBJECTIVES", "register",
+           "get"]
 
 #: name -> ``refine_one`` of every registered method.
 METHODS: dict[str, Callable] = {}
@@ -37,6 +40,10 @@ def get(name: str) -> Callable:
     raise ValueError(f"Refinement method {name!r} is unknown, expected one "
                      f"of {sorted(METHODS)}.")
   return METHODS[name]
+
+
+#: What a refinement may fit (``RefineConfig.objective``).
+OBJECTIVES = ("affine_log", "poisson")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +121,13 @@ class RefineConfig:
       the smallest fraction of the pattern's variance unexplained is kept
       (default 4; why: docs/results.md, "The centre, chosen by the fit");
       1: the symmetry search's centre only.
+    objective: (polytope) what the refinement fits:
+      ``"affine_log"`` (default: :func:`msftnet.refine.measurement.affine_masked_mse`
+      of the log pattern, any scale and offset) or ``"poisson"`` (the
+      Poisson deviance of the photon counts,
+      :func:`msftnet.refine.measurement.poisson_deviance`; only for inputs
+      read as counts, whose ``photons`` the caller passes). The reported
+      losses are the log pattern's either way.
     centre_retry_below: the confidence below which ``centre_candidates``
       applies (default 0.5, :data:`msftnet.refine.trust.LOW_CONFIDENCE`;
       1: every result).
@@ -147,6 +161,7 @@ class RefineConfig:
   recentre: bool = False
   centre_candidates: int = 4
   centre_retry_below: float = 0.5
+  objective: str = "affine_log"
 
   def __post_init__(self):
     if self.method not in METHODS:
@@ -175,6 +190,12 @@ class RefineConfig:
     if not -8.0 <= self.max_dark <= 0.0:
       raise ValueError(f"RefineConfig.max_dark must lie in [-8, 0] (log10 "
                        f"of the peak), got {self.max_dark}.")
+    if self.objective not in OBJECTIVES:
+      raise ValueError(f"RefineConfig.objective must be one of "
+                       f"{' or '.join(OBJECTIVES)}, got {self.objective!r}.")
+    if self.objective == "poisson" and self.method != "polytope":
+      raise ValueError("RefineConfig.objective='poisson' is for the polytope "
+                       f"refinement, got method {self.method!r}.")
     if self.profile not in convex.PROFILES:
       raise ValueError(f"RefineConfig.profile must be one of "
                        f"{convex.PROFILES}, got {self.profile!r}.")

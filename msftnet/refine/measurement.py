@@ -15,6 +15,9 @@ dark level ``u`` a nuisance parameter, compared inside the valid pixels.
   (grid search, affine loss) over :data:`DARK_GRID`;
 * :func:`pattern_losses` / :func:`batch_losses`: a density's simulated
   pattern with its fitted dark level and both losses;
+* photon counts: :func:`counts_from_pattern` (the counts behind a
+  normalised ``log(k + d)`` pattern) and :func:`poisson_deviance` (their
+  Poisson objective, ``RefineConfig.objective="poisson"``);
 * the data: :func:`check_patterns` (validation and the network's input) and
   :func:`coarse_problem` (the coarse stage's grid and crop).
 """
@@ -35,7 +38,8 @@ from msftnet.msft import log_pattern
 __all__ = ["masked_mse", "paper_mse", "affine_masked_mse", "DARK_GRID",
            "log_with_dark", "simulate_with_dark_level", "fit_dark_level",
            "dark_grid", "affine_dark_search", "batch_losses", "affine_objective",
-           "pattern_losses",
+           "pattern_losses", "counts_from_pattern", "poisson_deviance",
+           "count_dark_bound", "FLOOR_QUANTILE",
            "check_patterns", "coarse_problem"]
 
 
@@ -76,6 +80,61 @@ def affine_masked_mse(logs, pattern, valid) -> jax.Array:
   var_s = jnp.sum(ds * ds, axis=(-2, -1))
   var_t = jnp.sum(dt * dt, axis=(-2, -1))
   return (var_t - cov**2 / jnp.maximum(var_s, 1e-20)) / nv
+
+
+def counts_from_pattern(pattern, photons) -> jax.Array:
+  """The photon counts ``k`` behind a pattern ``normalise(log(k + d))``.
+
+  ``photons = (log_lo, log_hi, d)``: the range of ``log(k + d)`` over the
+  valid pixels that the min-max normalisation mapped to [0, 1], and the
+  photons ``d`` added before the log (:func:`msftnet.measured.photons_of`
+  reads them off a loaded frame's info). ``pattern [..., M, M]`` ->
+  ``k = max(exp(log_lo + p (log_hi - log_lo)) - d, 0)``, the same shape;
+  meaningful inside the valid pixels only.
+  """
+  ph = jnp.asarray(photons, jnp.float32)
+  lo, hi, d = ph[..., 0], ph[..., 1], ph[..., 2]
+  logs = lo[..., None, None] + pattern * (hi - lo)[..., None, None]
+  return jnp.maximum(jnp.exp(logs) - d[..., None, None], 0.0)
+
+
+#: The quantile of the valid pixels' counts that bounds the background
+#: of the Poisson objective (:func:`count_dark_bound`).
+FLOOR_QUANTILE = 0.01
+
+
+def count_dark_bound(counts, valid) -> float:
+  """The highest dark level ``u`` (log10 of the peak) the counts allow:
+  ``log10((floor + 1) / max k)`` over the valid pixels, the floor the
+  :data:`FLOOR_QUANTILE` of their counts (a flat background above the
+  dimmest pixels' counts, and a photon of shot noise, is not in the data).
+  Without it the Poisson fit can explain a wrong shape's missing fringes by
+  a background of up to the peak (tests: test_refine)."""
+  k = np.asarray(counts, np.float64)[np.asarray(valid, bool)]
+  if not k.size or not k.max() > 0:
+    return 0.0
+  floor = float(np.quantile(k, FLOOR_QUANTILE))
+  return float(min(np.log10((floor + 1.0) / k.max()), 0.0))
+
+
+def poisson_deviance(mu, counts, valid) -> jax.Array:
+  """Per-pattern Poisson deviance of counts ``k`` under ``lambda = a mu``,
+  the scale ``a`` fitted in closed form, per valid pixel: ``[...]``.
+
+  ``mu [..., M, M]``: the model's expected counts up to a scale (the
+  simulated intensity plus its dark level, > 0); ``a = sum k / sum mu``
+  over the valid pixels (the maximum-likelihood scale), and the deviance
+  ``2 sum (k log(k / lambda) - k + lambda)`` (``k log k = 0`` at ``k = 0``)
+  is divided by the number of valid pixels: about 1 when the model is
+  right and the only noise is shot noise.
+  """
+  v = jnp.asarray(valid, mu.dtype)
+  nv = jnp.maximum(jnp.sum(v, axis=(-2, -1)), 1.0)
+  a = (jnp.sum(v * counts, axis=(-2, -1))
+       / jnp.maximum(jnp.sum(v * mu, axis=(-2, -1)), 1e-30))
+  lam = jnp.maximum(a[..., None, None] * mu, 1e-30)
+  per = jax.scipy.special.xlogy(counts, counts / lam) - counts + lam
+  return 2.0 * jnp.sum(v * per, axis=(-2, -1)) / nv
 
 
 #: Dark levels ``u`` (``eps = max(I) 10^u``) of the grid searches.

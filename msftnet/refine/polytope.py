@@ -98,7 +98,8 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
                      steps: int, rates: tuple = _RATES,
                      profile: str = "ramp", centre=None,
                      max_dark: float = 0.0, depth_prior: float = 0.0,
-                     recentre: bool = False):
+                     recentre: bool = False, photons=None,
+                     dark_cap=None):
   """Adam on the planes of ``S`` polytopes against one pattern.
 
   Args:
@@ -124,8 +125,16 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
       shift is a phase), so the objective hardly changes (the voxels and
       the box faces aside), but without it
       a body may drift into a face of the box and be cut there.
+    photons: ``None``, or ``(log_lo, log_hi, d)`` of a pattern of photon
+      counts (:func:`msftnet.refine.measurement.counts_from_pattern`): the
+      objective is then the Poisson deviance of those counts
+      (:func:`msftnet.refine.measurement.poisson_deviance`) under
+      ``lambda = a (I + max(I) 10^u)``, the scale ``a`` in closed form.
+    dark_cap: with ``photons``, a further bound on ``u`` (a traced scalar:
+      :func:`msftnet.refine.measurement.count_dark_bound` of the pattern's
+      counts); None: ``max_dark`` alone.
 
-  The objective is :func:`msftnet.refine.measurement.affine_masked_mse` of
+  Otherwise the objective is :func:`msftnet.refine.measurement.affine_masked_mse` of
   ``log(I + max(I) 10^u)``, the dark level ``u`` per start initialised by a
   grid search over [-8, ``max_dark``].
 
@@ -146,13 +155,20 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
   if centre is not None:
     params["c"] = jnp.asarray(centre, jnp.float32)
   tx = _scaled_adam(dict(rates))
+  counts = (None if photons is None
+            else meas.counts_from_pattern(pats, photons))
+  top = (max_dark if dark_cap is None or photons is None
+         else jnp.minimum(max_dark, dark_cap))
 
   def per_start(p):
     rho = convex.polytope_density(p["n"], p["h"], n, profile)
-    logs = _log_intensity(rho, geometry, jnp.minimum(p["u"], max_dark))
+    logs = _log_intensity(rho, geometry, jnp.minimum(p["u"], top))
     if "c" in p:
       logs = _recentred(logs, p["c"])
-    loss = meas.affine_masked_mse(logs, pats, vals)
+    if counts is None:
+      loss = meas.affine_masked_mse(logs, pats, vals)
+    else:
+      loss = meas.poisson_deviance(jnp.exp(logs), counts, vals)
     if depth_prior:
       loss = loss + depth_prior * depth_penalty(rho)
     return loss
@@ -172,7 +188,7 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
 
   (params, _), history = jax.lax.scan(step, (params, tx.init(params)), None,
                                       length=steps)
-  params["u"] = jnp.minimum(params["u"], max_dark)
+  params["u"] = jnp.minimum(params["u"], top)
   return params, per_start(params), history
 
 
@@ -250,9 +266,15 @@ def depth_penalty(density):
 
 @base.register("polytope")
 def refine_one(network_density, pattern, valid, geometry: Geometry,
-               config: base.RefineConfig, network_masked: float, hint=None
-               ) -> base.Refined:
+               config: base.RefineConfig, network_masked: float, hint=None,
+               photons=None) -> base.Refined:
   """Coarse-to-fine polytope refinement of one centred pattern.
+
+  With ``config.objective == "poisson"``, ``photons`` (``(log_lo, log_hi,
+  d)`` of the pattern's counts, :func:`msftnet.measured.photons_of`) is
+  required and both stages fit the counts' Poisson deviance
+  (:func:`refine_polytopes`); the sphere scan of the starts and the
+  candidates' reported losses stay those of the log pattern.
 
   The ``keep`` best coarse candidates (affine-invariant objective) are
   refined at full resolution and scored with
@@ -265,6 +287,17 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
   candidates come back ranked by :func:`trust.rank_candidates`.
   """
   n = geometry.n_voxels
+  if config.objective == "poisson":
+    if photons is None:
+      raise ValueError("The Poisson objective (RefineConfig.objective="
+                       "'poisson') needs the pattern's photon counts "
+                       "(photons=(log_lo, log_hi, dark)), got none: the "
+                       "input was not read as counts.")
+    photons = jnp.asarray(photons, jnp.float32)
+    dark_cap = jnp.float32(meas.count_dark_bound(
+        meas.counts_from_pattern(jnp.asarray(pattern), photons), valid))
+  else:
+    photons = dark_cap = None
   fit_valid = np.asarray(valid, bool)
   if config.mask_erosion:
     # Pixels next to masked ones (edges of a beam stop, a gap, a blind
@@ -292,7 +325,7 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
       profile=profile, rates=rates, max_dark=config.max_dark,
       depth_prior=config.depth_prior, recentre=config.recentre,
       centre=(np.zeros((len(offsets), 2), np.float32) if config.fit_centre
-              else None))
+              else None), photons=photons, dark_cap=dark_cap)
   loss_c = np.asarray(loss_c)
 
   def full(idx):
@@ -301,7 +334,8 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
         jnp.asarray(fit_valid), geometry=geometry, steps=config.steps,
         profile=profile, rates=rates, max_dark=config.max_dark,
         depth_prior=config.depth_prior, recentre=config.recentre,
-        centre=pc["c"][idx] if config.fit_centre else None)
+        centre=pc["c"][idx] if config.fit_centre else None, photons=photons,
+        dark_cap=dark_cap)
     dens = np.asarray(convex.polytope_density(p["n"], p["h"], n, profile))
     sim, masked, paper, u = zip(*(meas.pattern_losses(d, pattern, valid,
                                                       geometry,

@@ -191,11 +191,12 @@ def refine_voxels(init_density, pattern, valid, *, geometry: Geometry,
 
 @base.register("voxels")
 def refine_one(network_density, pattern, valid, geometry: Geometry,
-               config: base.RefineConfig, network_masked: float, hint=None
-               ) -> base.Refined:
+               config: base.RefineConfig, network_masked: float, hint=None,
+               photons=None) -> base.Refined:
   """The voxel refinement of one centred pattern (``network_masked`` is
-  not used: every start is refined and the lowest objective kept)."""
-  del network_masked
+  not used: every start is refined and the lowest objective kept; the
+  voxels fit the log pattern, so ``photons`` is not used either)."""
+  del network_masked, photons
   one = jax.device_get(refine_voxels(
       jnp.asarray(network_density, jnp.float32)[None],
       jnp.asarray(pattern, jnp.float32)[None], jnp.asarray(valid, bool)[None],
