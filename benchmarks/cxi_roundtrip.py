@@ -1,7 +1,7 @@
 r"""Raw counts in a CXI run vs the same patterns in the paper's format.
 
   python -m benchmarks.cxi_roundtrip [--n=4] [--seed=4242] [--photons=1e7]
-      [--refine_steps=100] [--counts_dark=100] [--model=DIR] [--rescaled_png]
+      [--refine_steps=50] [--counts_dark=100] [--model=DIR] [--rescaled_png]
       [--json_out=FILE]
 
 ``--n`` truncated test solids (``DataConfig(test_set=True)``, data seed

@@ -77,7 +77,7 @@ __all__ = ["Frame", "FrameRef", "load_measurement", "load_many",
            "undo_colormap", "prepare_pattern", "cxi_valid", "DETECTOR_PX",
            "HDF5_SUFFIXES", "INPUT_SCALES", "CXI_DATA_PATHS", "CXI_GEOMETRY",
            "CXI_BAD_PIXEL_BITS", "COUNTS_DARK", "DARK_WARN_FRACTION",
-           "photons_of"]
+           "photons_of", "why_no_photons"]
 
 INPUT_SCALES = ("auto", "counts", "log")
 
@@ -390,12 +390,26 @@ def photons_of(info: dict) -> tuple[float, float, float] | None:
   from :func:`prepare_pattern` or a :class:`Frame`): the pattern is
   ``(log(k + dark) - log_lo) / (log_hi - log_lo)``, so the counts ``k``
   can be recovered inside the valid pixels
-  (:func:`msftnet.refine.measurement.counts_from_pattern`); None for a log
-  pattern."""
+  (:func:`msftnet.refine.measurement.counts_from_pattern`); None where
+  they cannot (:func:`why_no_photons`)."""
   if info.get("input_scale") != "counts" or "log_range" not in info:
     return None
   lo, hi = info["log_range"]
   return float(lo), float(hi), float(info["dark_level"])
+
+
+def why_no_photons(info: dict) -> str:
+  """Why :func:`photons_of` gives None for an input's ``info`` (a clause
+  for an error sentence)."""
+  if info.get("input_scale") != "counts":
+    return (f"this input was read as a log pattern (input_scale "
+            f"{info.get('input_scale')!r}; --input_scale=counts reads "
+            "counts)")
+  if "detector" in info:
+    return ("this input was mapped from a flat detector onto the q grid, "
+            "which turns its counts into rates per solid angle")
+  return ("this input's counts were transformed after reading "
+          "(--experimental undoes a colour map)")
 
 
 def read_mask(path) -> np.ndarray:
@@ -453,6 +467,9 @@ def _frame(path, raw, bad, extra_mask, *, experimental, input_scale,
                                     name=name, counts_dark=counts_dark)
     info.update(input_scale_reason=reason, detector=det_info,
                 detector_coverage=float(valid.mean()))
+    # Mapped onto the q grid, the numbers are rates per solid angle
+    # (averaged or interpolated), no longer Poisson counts per pixel.
+    info.pop("log_range", None)
   else:
     pattern, info = prepare_pattern(raw, valid, input_scale=input_scale,
                                     image=image, name=name,

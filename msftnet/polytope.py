@@ -259,6 +259,15 @@ def centroid(density):
       / mass for ax in axes], axis=-1)
 
 
+#: The 99 % quantile of :func:`depth_log_ratio` over the generator's
+#: truncated test solids (400 solids of seeds 900000-900399 at 32^3:
+#: ``python -m benchmarks.depth_ratio``, docs/results.md, "Two ideas about
+#: bodies that touch the box"): how deep along the beam a particle of the
+#: training distribution gets. The refinement's depth prior and the
+#: confidence's deep-body rule are set from it.
+GENERATOR_DEPTH_Q99 = 1.02
+
+
 def depth_log_ratio(density):
   """How much a body extends along the beam (axis 0, z) against across it:
   ``log(var_z / mean(var_y, var_x))`` of the density's second moments

@@ -220,7 +220,7 @@ def _photons(photons, b: int, single: bool, config: RefineConfig) -> list:
   the Poisson objective lacks a pattern's counts."""
   if config.objective != "poisson" or config.steps == 0:
     return [None] * b
-  if photons is not None and single:
+  if photons is not None and single and np.ndim(photons) == 1:
     photons = [photons]
   if photons is None or len(photons) != b:
     raise ValueError(

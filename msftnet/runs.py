@@ -74,16 +74,30 @@ def select_work(good, out_dir: str, *, process_id: int = 0,
   return [g for g in mine if g.stem not in set(done)], done
 
 
-#: What the candidates' ``loss`` in ``STEM.json`` is, per objective.
+#: What the candidates' ``loss`` in ``STEM.json`` is, per objective of
+#: the polytope refinement (:func:`candidate_loss_is`).
 CANDIDATE_LOSS = {
     "affine_log": "the refinement's objective: mean squared difference of "
                   "the log patterns inside the valid pixels, scale and "
                   "offset fitted (msftnet.refine.measurement."
                   "affine_masked_mse)",
     "poisson": "the refinement's objective: Poisson deviance of the photon "
-               "counts per valid pixel, scale fitted (about 1 when only shot "
-               "noise is left; msftnet.refine.measurement.poisson_deviance)",
+               "counts per valid pixel, scale fitted (about 1 at high counts "
+               "when only shot noise is left; msftnet.refine.measurement."
+               "poisson_deviance)",
 }
+_MASKED_LOSS = ("the masked loss: mean squared difference of the log "
+                "patterns inside the valid pixels, dark level fitted "
+                "(msftnet.refine.measurement.masked_mse)")
+
+
+def candidate_loss_is(config: RefineConfig) -> str:
+  """What the candidates' ``loss`` of a reconstruction with ``config`` is:
+  the polytope refinement's objective, or the masked loss (the network
+  alone, the voxel refinement)."""
+  if config.steps == 0 or config.method != "polytope":
+    return _MASKED_LOSS
+  return CANDIDATE_LOSS[config.objective]
 
 
 def reconstruction_record(out, j: int, frame, *, model_path: str,
@@ -105,7 +119,7 @@ def reconstruction_record(out, j: int, frame, *, model_path: str,
       "candidates": [{"start": str(name), "loss": float(loss)}
                      for name, loss in zip(out.candidate_name[j],
                                            out.candidate_loss[j])],
-      "candidate_loss_is": CANDIDATE_LOSS[config.objective],
+      "candidate_loss_is": candidate_loss_is(config),
       "experimental": experimental,
       "valid_fraction": float(frame.valid.mean()),
       "loss_network": float(out.network_paper_loss[j]),
@@ -181,10 +195,7 @@ def _chunks(frames, size: int, errors: list, objective: str = "affine_log",
     if (objective == "poisson" and steps
         and measured.photons_of(item.info) is None):
       errors.append((item.path, f"{item.stem}: the Poisson objective needs "
-                     "photon counts, but this input was read as a log "
-                     "pattern (input_scale "
-                     f"{item.info.get('input_scale')!r}; --input_scale="
-                     "counts for counts)."))
+                     f"photon counts, but {measured.why_no_photons(item.info)}."))
       continue
     chunk.append(item)
     if len(chunk) == size:

@@ -241,6 +241,9 @@ def test_cxi_detector_geometry_maps_onto_the_q_grid(tmp_path):
   want = np.log(1e8 * np.exp(-np.hypot(gy, gx) / 0.05) + measured.COUNTS_DARK)
   want = (want - want[valid].min()) / (want[valid].max() - want[valid].min())
   assert np.max(np.abs(pat[valid] - want[valid])) < 0.03
+  # Resampled onto the q grid they are rates, not counts: no Poisson fit.
+  assert measured.photons_of(info) is None
+  assert "flat detector" in measured.why_no_photons(info)
   # Flags override the file; a wavelength the model was not made for is
   # refused; a detector frame without geometry is refused.
   with pytest.raises(ValueError, match="wavelength 7"):

@@ -48,6 +48,7 @@ def test_reconstruct_inputs_writes_every_input_then_skips_them(
     rec = json.loads((tmp_path / f"{stem}.json").read_text())
     assert rec["input"] == frame.path and rec["input_scale"] == "log"
     assert rec["refine_steps"] == 0 and rec["start"] == "network"
+    assert "masked_mse" in rec["candidate_loss_is"]     # the network alone
     assert rec["valid_fraction"] == pytest.approx(valid.mean())
     assert np.load(tmp_path / f"{stem}_density.npy").shape == (64, 64, 64)
     assert not (tmp_path / f"{stem}.png").exists()       # figures=False
@@ -70,7 +71,8 @@ def test_the_poisson_objective_turns_log_inputs_into_errors(
       progress=False)
   assert not written and [e[0] for e in errors] == ["/data/p0.png",
                                                     "/data/p1.png"]
-  assert all("Poisson objective needs photon counts" in e[1] for e in errors)
+  assert all("Poisson objective needs photon counts" in e[1]
+             and "read as a log pattern" in e[1] for e in errors)
   assert not list(tmp_path.glob("p*"))
   rng = np.random.default_rng(0)
   pattern = rng.uniform(size=(128, 128)).astype(np.float32)

@@ -56,7 +56,8 @@ class RefineConfig:
       ``"voxels"`` (free voxel logits with support, shrink-wrap, TV and
       binary priors, :mod:`msftnet.refine.voxels`).
     steps: Adam iterations of the final (full-resolution) stage; 0: the
-      network alone.
+      network alone. The default (50) is the polytope refinement's; the
+      voxel refinement was measured with 100-150 (pass ``steps=100``).
     learning_rate: (voxels) Adam step on the logits and on ``u``.
     binary_weight: (voxels) weight of eq. 4.
     tv_weight: (voxels) weight of the total variation prior.
@@ -126,8 +127,10 @@ class RefineConfig:
       of the log pattern, any scale and offset) or ``"poisson"`` (the
       Poisson deviance of the photon counts,
       :func:`msftnet.refine.measurement.poisson_deviance`; only for inputs
-      read as counts, whose ``photons`` the caller passes). The reported
-      losses are the log pattern's either way.
+      read as counts, whose ``photons`` the caller passes). The candidates'
+      ``loss`` and the ``history`` are the objective's; the masked and
+      paper losses, the dark level and the trust signals are the log
+      pattern's either way.
     centre_retry_below: the confidence below which ``centre_candidates``
       applies (default 0.5, :data:`msftnet.refine.trust.LOW_CONFIDENCE`;
       1: every result).

@@ -126,7 +126,8 @@ def poisson_deviance(mu, counts, valid) -> jax.Array:
   over the valid pixels (the maximum-likelihood scale), and the deviance
   ``2 sum (k log(k / lambda) - k + lambda)`` (``k log k = 0`` at ``k = 0``)
   is divided by the number of valid pixels: about 1 when the model is
-  right and the only noise is shot noise.
+  right and the only noise is shot noise, at high counts (less where the
+  pixels hold a few photons).
   """
   v = jnp.asarray(valid, mu.dtype)
   nv = jnp.maximum(jnp.sum(v, axis=(-2, -1)), 1.0)

@@ -150,15 +150,19 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
       intensity(convex.polytope_density(normals, offsets, n, profile),
                 geometry),
       pats, vals, max_dark)
+  counts = (None if photons is None
+            else meas.counts_from_pattern(pats, photons))
+  top = (max_dark if dark_cap is None or photons is None
+         else jnp.minimum(max_dark, dark_cap))
+  if photons is not None:
+    # Started at or below the cap: above it the clip's gradient is 0 and
+    # the dark level would never move.
+    u0 = jnp.minimum(u0, top - 0.25)
   params = {"n": jnp.asarray(normals, jnp.float32),
             "h": jnp.asarray(offsets, jnp.float32), "u": u0}
   if centre is not None:
     params["c"] = jnp.asarray(centre, jnp.float32)
   tx = _scaled_adam(dict(rates))
-  counts = (None if photons is None
-            else meas.counts_from_pattern(pats, photons))
-  top = (max_dark if dark_cap is None or photons is None
-         else jnp.minimum(max_dark, dark_cap))
 
   def per_start(p):
     rho = convex.polytope_density(p["n"], p["h"], n, profile)
@@ -248,13 +252,9 @@ def polytope_starts(network_density, pattern, valid, geometry: Geometry,
   return normals, offsets, names
 
 
-#: Of the generator's truncated test solids, 99 % have a
-#: :func:`msftnet.polytope.depth_log_ratio` below 1.02, here rounded to 1.0
-#: (400 solids of seeds
-#: 900000-900399, docs/results.md, "Two ideas about bodies that touch the
-#: box"): a body deeper than
-#: that along the beam is penalised by :func:`depth_penalty`.
-DEPTH_LIMIT = 1.0
+#: :data:`msftnet.polytope.GENERATOR_DEPTH_Q99` rounded to 1.0: a body
+#: deeper than that along the beam is penalised by :func:`depth_penalty`.
+DEPTH_LIMIT = round(convex.GENERATOR_DEPTH_Q99, 1)
 
 
 def depth_penalty(density):
@@ -273,10 +273,11 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
   With ``config.objective == "poisson"``, ``photons`` (``(log_lo, log_hi,
   d)`` of the pattern's counts, :func:`msftnet.measured.photons_of`) is
   required and both stages fit the counts' Poisson deviance
-  (:func:`refine_polytopes`); the sphere scan of the starts and the
-  candidates' reported losses stay those of the log pattern.
+  (:func:`refine_polytopes`), which is then the candidates' ``loss`` and
+  the ``history``; the sphere scan of the starts, the masked and paper
+  losses and the dark level reported stay those of the log pattern.
 
-  The ``keep`` best coarse candidates (affine-invariant objective) are
+  The ``keep`` best coarse candidates (by the objective) are
   refined at full resolution and scored with
   :func:`msftnet.refine.measurement.pattern_losses`. If every one of them
   ends far worse in the masked loss than the network's prediction

@@ -348,14 +348,13 @@ def ambiguous_centre(sig: dict) -> bool:
 
 
 #: A body whose :func:`msftnet.polytope.depth_log_ratio` exceeds this is
-#: deeper along the beam than about any solid of the generator (its 99 %
-#: quantile is 1.02 over 400 truncated test solids,
-#: ``benchmarks.depth_ratio``; 1.1 leaves a margin): the depth is what one
-#: pattern constrains least, so such a body is more likely an artefact of
-#: the fit than a particle. Of the results above it on the tuning seed 31
-#: and the spent seed 20261251, one in eight was right (docs/results.md,
-#: "A body deeper than any solid caps the confidence").
-DEEP_BODY = 1.1
+#: deeper along the beam than about any solid of the generator
+#: (:data:`msftnet.polytope.GENERATOR_DEPTH_Q99` with a margin, 1.1): the
+#: depth is what one pattern constrains least, so such a body is more
+#: likely an artefact of the fit than a particle. Of the results above it
+#: on the tuning seed 31 and the spent seed 20261251, one in eight was
+#: right (docs/results.md, "Sixth session").
+DEEP_BODY = round(convex.GENERATOR_DEPTH_Q99 + 0.1, 1)
 #: The confidence of such a body is at most this.
 DEEP_BODY_CONFIDENCE = 0.2
 
@@ -423,8 +422,7 @@ RESIDUAL_OVER_NOISE = 7.0
 #: low-noise pattern (a raw-count frame) left unexplained. Added after the
 #: held-out seed 20261267 showed a wrong raw-count cube left unflagged with
 #: 22 % unexplained against 5.5 % noise; on the tuning seeds' rows it flags
-#: nothing more, right or wrong (docs/results.md, "A body deeper than any
-#: solid, and a tenth left unexplained").
+#: nothing more, right or wrong (docs/results.md, "Sixth session").
 LARGE_RESIDUAL = 0.1
 LARGE_RESIDUAL_OVER_NOISE = 3.0
 
