@@ -130,6 +130,10 @@ CANDIDATE_FEATURES = {
     "excess_over_unexplained": lambda sig: (
         (sig["unexplained_fraction"] - sig["noise_fraction"])
         / max(sig["unexplained_fraction"], 1e-6)),
+    # The fringe estimate of a large body often finds every other fringe
+    # (a ball of half its radius): the size's distance to 1x or 2x.
+    "size_alias": lambda sig: min(abs(sig["size_log_ratio"]),
+                                  abs(sig["size_log_ratio"] - np.log(2.0))),
 }
 
 _EXPERIMENTS = ("barke1", "barke3", "barke5", "barke7")
