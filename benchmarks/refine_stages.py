@@ -95,14 +95,15 @@ def main(argv):
       pattern[None], valid[None], max_shift=config.centre_search))[0]
   p_c, v_c = centre.shift_pattern(pattern, valid, tuple(int(s) for s in shift))
   p_c = p_c.astype(np.float32)
-  stage("shape network", lambda: shape_net.predict(p_c[None], v_c[None],
-                                                   shapes))
+  hint = stage("shape network", lambda: shape_net.predict(
+      p_c[None], v_c[None], shapes))[0]
   net = stage("network and its losses", lambda: (lambda n: (n, meas.batch_losses(
       n, jnp.asarray(p_c)[None], jnp.asarray(v_c)[None], g,
       config.max_dark)))(model(p_c[None]) * support))[0][0]
   normals, offsets, _ = stage("starts (sphere scan, hull)",
-                              lambda: poly.polytope_starts(net, p_c, v_c, g,
-                                                           config))
+                              lambda: poly.polytope_starts(
+                                  net, p_c, v_c, g, config,
+                                  hint.radius_nm / g.box_nm))
   coarse, crop, crop_valid = meas.coarse_problem(p_c, v_c, g)
   pc, loss_c, _ = stage(
       f"coarse stage ({len(offsets)} starts, {config.coarse_steps} steps, "
