@@ -103,7 +103,9 @@ class RefineConfig:
     shape_band: (polytope) > 1: the sphere starts come from one radius band,
       ``[r / shape_band, r * shape_band]`` around the shape network's radius
       ``r`` (``hint``), instead of ``radius_bands`` (fewer starts, a faster
-      coarse stage); 0: off, and without a hint ``radius_bands`` are used.
+      coarse stage), where the best sphere of the scan lies in that band
+      too; 0: off, and without a hint or where the best sphere disagrees
+      ``radius_bands`` are used.
     max_dark: (both, and the losses every result reports) the highest
       dark level ``u`` (``eps = max(I) 10^u``) the fits may reach, log10 of
       the simulated pattern's peak; 0 lets the background equal the peak.

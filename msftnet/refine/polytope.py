@@ -219,7 +219,8 @@ def polytope_starts(network_density, pattern, valid, geometry: Geometry,
   ``config.radius_bands`` (scanned on the coarse problem), a sphere and an
   ellipsoid elongated and one flattened along the beam. With
   ``config.shape_band`` and ``radius`` (box units, the shape network's),
-  one band around ``radius`` replaces ``config.radius_bands``.
+  one band around ``radius`` replaces ``config.radius_bands``, where the
+  best sphere of the scan lies in that band too.
 
   Returns ``(normals [S, K, 3], offsets [S, K], names [S])``.
   """
@@ -237,8 +238,13 @@ def polytope_starts(network_density, pattern, valid, geometry: Geometry,
   bands = config.radius_bands
   if config.shape_band and radius is not None:
     hinted = (radius / config.shape_band, radius * config.shape_band)
-    if ((radii >= hinted[0]) & (radii < hinted[1])).any():
-      bands = (hinted,)     # else no scanned radius near it: the usual bands
+    best = float(radii[int(np.argmin(scan))])
+    # Only where some scanned radius lies near the hint and the best
+    # sphere agrees with it (the shape network's size can be wrong on a
+    # measured pattern); otherwise the usual bands.
+    if (((radii >= hinted[0]) & (radii < hinted[1])).any()
+        and hinted[0] <= best < hinted[1]):
+      bands = (hinted,)
   for lo, hi in bands:
     band = np.flatnonzero((radii >= lo) & (radii < hi))
     if not len(band):
