@@ -228,18 +228,8 @@ def _photons(photons, b: int, single: bool, config: RefineConfig) -> list:
         f"of the {b} pattern(s) (photons=[(log_lo, log_hi, dark), ...], "
         f"msftnet.measured.photons_of), got "
         f"{'none' if photons is None else len(photons)}.")
-  out = []
-  for i, ph in enumerate(photons):
-    ph = None if ph is None else np.asarray(ph, np.float64)
-    if (ph is None or ph.shape != (3,) or not np.all(np.isfinite(ph))
-        or not ph[1] > ph[0] or not ph[2] > 0):
-      raise ValueError(
-          f"reconstruct: pattern {i} has no usable photon counts for the "
-          f"Poisson objective (photons {photons[i]!r}, expected (log_lo, "
-          "log_hi, dark) with log_hi > log_lo and dark > 0: read the input "
-          "as counts).")
-    out.append(tuple(float(x) for x in ph))
-  return out
+  return [meas.check_photons(ph, f"reconstruct: pattern {i}")
+          for i, ph in enumerate(photons)]
 
 
 #: Patterns per call of the network and its losses in :func:`reconstruct`.

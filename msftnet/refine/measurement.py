@@ -39,7 +39,7 @@ __all__ = ["masked_mse", "paper_mse", "affine_masked_mse", "DARK_GRID",
            "log_with_dark", "simulate_with_dark_level", "fit_dark_level",
            "dark_grid", "affine_dark_search", "batch_losses", "affine_objective",
            "pattern_losses", "counts_from_pattern", "poisson_deviance",
-           "count_dark_bound", "FLOOR_QUANTILE",
+           "count_dark_bound", "FLOOR_QUANTILE", "check_photons",
            "check_patterns", "coarse_problem"]
 
 
@@ -96,6 +96,23 @@ def counts_from_pattern(pattern, photons) -> jax.Array:
   lo, hi, d = ph[..., 0], ph[..., 1], ph[..., 2]
   logs = lo[..., None, None] + pattern * (hi - lo)[..., None, None]
   return jnp.maximum(jnp.exp(logs) - d[..., None, None], 0.0)
+
+
+def check_photons(photons, name: str = "the pattern"
+                  ) -> tuple[float, float, float]:
+  """``photons`` as ``(log_lo, log_hi, dark)`` floats for the Poisson
+  objective; ValueError in one sentence naming ``name`` when they are
+  missing or unusable (not three finite numbers with ``log_hi > log_lo``
+  and ``dark > 0``)."""
+  ph = None if photons is None else np.asarray(photons, np.float64)
+  if (ph is None or ph.shape != (3,) or not np.all(np.isfinite(ph))
+      or not ph[1] > ph[0] or not ph[2] > 0):
+    raise ValueError(
+        f"{name} has no usable photon counts for the Poisson objective "
+        f"(photons {photons!r}, expected (log_lo, log_hi, dark) with "
+        "log_hi > log_lo and dark > 0: read the input as counts, "
+        "msftnet.measured.photons_of).")
+  return tuple(float(x) for x in ph)
 
 
 #: The quantile of the valid pixels' counts that bounds the background

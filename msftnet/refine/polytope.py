@@ -295,12 +295,7 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
   """
   n = geometry.n_voxels
   if config.objective == "poisson":
-    if photons is None:
-      raise ValueError("The Poisson objective (RefineConfig.objective="
-                       "'poisson') needs the pattern's photon counts "
-                       "(photons=(log_lo, log_hi, dark)), got none: the "
-                       "input was not read as counts.")
-    photons = jnp.asarray(photons, jnp.float32)
+    photons = jnp.asarray(meas.check_photons(photons), jnp.float32)
     dark_cap = jnp.float32(meas.count_dark_bound(
         meas.counts_from_pattern(jnp.asarray(pattern), photons), valid))
   else:
