@@ -510,15 +510,13 @@ def _flag_rates(rows, conf, residual=None):
 
   def warned(sig, c):
     if residual is None:
-      return trust.warning(sig, c) is not None
-    return bool(c < trust.LOW_CONFIDENCE
+      return trust.flagged(sig, c)
+    return bool(sig["empty"]
+                or sig["network_loss_ratio"] > trust.IMPLAUSIBLE_LOSS_FACTOR
+                or c < trust.LOW_CONFIDENCE
                 or trust.structured_residual(sig, *residual))
 
-  flag = np.asarray([r["signals"]["empty"]
-                     or r["signals"]["network_loss_ratio"]
-                     > trust.IMPLAUSIBLE_LOSS_FACTOR
-                     or warned(r["signals"], c)
-                     for r, c in zip(rows, conf)])
+  flag = np.asarray([warned(r["signals"], c) for r, c in zip(rows, conf)])
   retried = np.asarray([r["signals"].get("centres_tried", 1) > 1
                         for r in rows])
   nc = [f or r["aligned_iou"] >= 0.5 for r, f in zip(rows, flag)

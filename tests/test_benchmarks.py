@@ -73,3 +73,45 @@ def test_depth_ratio_benchmark_reports_the_generators_spread(tmp_path):
   row = json.loads(out.read_text().splitlines()[0])
   assert row["solids"] >= 20 and abs(row["q0.5"]) < 0.4
   assert row["q0.01"] < row["q0.5"] < row["q0.99"] <= row["max"]
+
+
+def test_trust_rows_reads_stored_rows_again(tmp_path):
+  """``benchmarks.trust_rows`` pools a set's aligned IoU and says which
+  flags each rule decides, from stored rows alone; no rows is one error."""
+  import json
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  sig = {"fringe_radius_box": 0.2, "fringe_correlation": 0.8,
+         "equivalent_radius_box": 0.2, "size_log_ratio": 0.0,
+         "unexplained_fraction": 0.03, "noise_fraction": 0.02,
+         "dark_level_log10": -4.0, "touches_box": False, "empty": False,
+         "network_loss_ratio": 0.3, "valid_fraction": 0.9,
+         "candidate_agreement": 0.9, "depth_log_ratio": 0.2}
+  rows = [{"set": "simexp", "name": "good", "aligned_iou": 0.8,
+           "signals": sig},
+          {"set": "simexp", "name": "deep", "aligned_iou": 0.3,
+           "signals": dict(sig, depth_log_ratio=1.5)},
+          {"set": "cxi", "name": "residual", "aligned_iou": 0.2,
+           "signals": dict(sig, unexplained_fraction=0.2,
+                           noise_fraction=0.05)}]
+  path = tmp_path / "rows.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+  def run(*args):
+    res = subprocess.run([sys.executable, "-m", "benchmarks.trust_rows",
+                          *args], cwd=root, capture_output=True, text=True,
+                         timeout=300)
+    return res, [json.loads(l) for l in res.stdout.splitlines()
+                 if l.startswith("{")]
+
+  _, out = run("--what=pooled", "--set=simexp", str(path))
+  assert out[0]["n"] == 2 and out[0]["median"] == 0.55
+  _, out = run("--what=rules", str(path))
+  assert out[0]["every_rule"]["wrong_flagged"] == "2 of 2"
+  assert out[0]["without_deep_body"]["decided"] == [["simexp", "deep", 0.3]]
+  assert out[0]["without_large_residual"]["decided"] == [
+      ["cxi", "residual", 0.2]]
+  res, _ = run("--what=rules", str(tmp_path / "none.jsonl"))
+  assert res.returncode != 0 and "No rows with a truth" in res.stderr

@@ -534,9 +534,8 @@ def test_the_poisson_objective_recovers_a_solid_from_counts():
   """The polytope refinement with ``objective="poisson"`` fits the counts
   behind a raw-count pattern (the octahedron of the log-pattern test, 1e4
   photons at the peak): the answer overlaps the truth (aligned IoU floor;
-  0.77 when written, 0.38 without the background bound of
-  ``count_dark_bound``, which the fit then raised to 10^-1.25 of the
-  peak) far better than the small ball it starts from, and its
+  0.77 when written; far below the floor without the background bound
+  of ``count_dark_bound``, which the fit then raised towards the peak) far better than the small ball it starts from, and its
   candidates' objective is the deviance. Without the counts it refuses in
   one sentence."""
   from msftnet import measured

@@ -37,7 +37,7 @@ __all__ = ["IMPLAUSIBLE_LOSS_FACTOR", "is_empty", "rank_candidates",
            "NOTHING_EXPLAINED", "explains_nothing",
            "STRUCTURED_RESIDUAL", "RESIDUAL_OVER_NOISE", "ambiguous_centre",
            "deep_body", "DEEP_BODY", "DEEP_BODY_CONFIDENCE", "LARGE_RESIDUAL",
-           "LARGE_RESIDUAL_OVER_NOISE"]
+           "LARGE_RESIDUAL_OVER_NOISE", "flagged"]
 
 #: A refined candidate whose masked loss (paper normalisation, fitted dark
 #: level) exceeds this many times the best candidate's is implausible.
@@ -352,7 +352,7 @@ def ambiguous_centre(sig: dict) -> bool:
 #: (:data:`msftnet.polytope.GENERATOR_DEPTH_Q99` with a margin, 1.1): the
 #: depth is what one pattern constrains least, so such a body is more
 #: likely an artefact of the fit than a particle. Of the results above it
-#: on the tuning seed 31 and the spent seed 20261251, one in eight was
+#: on the tuning seed 31 and the spent seed 20261251, one in nine was
 #: right (docs/results.md, "Sixth session").
 DEEP_BODY = round(convex.GENERATOR_DEPTH_Q99 + 0.1, 1)
 #: The confidence of such a body is at most this.
@@ -462,6 +462,18 @@ def warning(sig: dict, conf: float) -> str | None:
             "particle may not be one convex body, or the model lacks part "
             f"of the physics (confidence {conf:.2f}: {why}).")
   return None
+
+
+def flagged(sig: dict, conf: float | None = None) -> bool:
+  """Whether a result with signals ``sig`` carries a
+  ``reconstruction_warning`` (what :func:`msftnet.runs.warning_of` says of
+  it, read off the signals alone): an empty volume, an explanation far
+  worse than the network's, or :func:`warning` at confidence ``conf``
+  (default :func:`confidence` of ``sig``)."""
+  conf = confidence(sig) if conf is None else conf
+  return bool(sig["empty"]
+              or sig["network_loss_ratio"] > IMPLAUSIBLE_LOSS_FACTOR
+              or warning(sig, conf) is not None)
 
 
 def confidence(sig: dict, weights=None) -> float:

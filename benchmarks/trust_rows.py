@@ -1,0 +1,113 @@
+r"""Read stored trust rows again: what the published pooled and offline figures come from.
+
+  python -m benchmarks.trust_rows --what=pooled --set=simexp FILE...
+  python -m benchmarks.trust_rows --what=rules FILE...
+  python -m benchmarks.trust_rows --what=size FILE...
+  python -m benchmarks.trust_rows --what=depth FILE...
+
+FILE: JSON-lines rows of ``python -m benchmarks.trust`` (results with a
+truth; the no-particle set is left out of ``rules``, ``size`` and
+``depth``). ``pooled``: the aligned IoU of one set over all files together
+(median, mean, n). ``rules``: wrong (aligned IoU < 0.5) and good (>= 0.7)
+results flagged (``msftnet.refine.trust.flagged``) with every rule, and
+with the deep-body rule or the large-residual clause switched off, and the
+results whose flag each rule decides. ``size``: the results per quarter of
+the size log ratio and the fraction right (aligned IoU >= 0.5). ``depth``:
+the results deeper than ``msftnet.refine.trust.DEEP_BODY`` and how many
+were right. One JSON line per answer.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from benchmarks.jsonlines import Report
+from msftnet import records
+from msftnet.refine import trust
+
+_WHAT = flags.DEFINE_enum("what", "pooled", ["pooled", "rules", "size",
+                                             "depth"], "What to report.")
+_SET = flags.DEFINE_string("set", "simexp", "The set of --what=pooled.")
+_JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
+
+
+@contextlib.contextmanager
+def _switched_off(name: str):
+  """``trust.<name>`` set out of reach (the rule never fires) meanwhile."""
+  old = getattr(trust, name)
+  setattr(trust, name, float("inf"))
+  try:
+    yield
+  finally:
+    setattr(trust, name, old)
+
+
+def _counts(rows) -> dict:
+  flag = [trust.flagged(r["signals"]) for r in rows]
+  iou = [r["aligned_iou"] for r in rows]
+  bad = sum(i < 0.5 for i in iou)
+  good = sum(i >= 0.7 for i in iou)
+  return {"wrong_flagged": f"{sum(f for f, i in zip(flag, iou) if i < 0.5)} "
+                           f"of {bad}",
+          "good_flagged": f"{sum(f for f, i in zip(flag, iou) if i >= 0.7)} "
+                          f"of {good}", "flags": flag}
+
+
+def main(argv):
+  paths = argv[1:]
+  if not paths:
+    raise app.UsageError("Give one or more trust row files (JSON lines).")
+  rows = [r for p in paths for r in records.read_jsonl(p)
+          if not r.get("summary") and "aligned_iou" in r]
+  if not rows:
+    raise app.UsageError(f"No rows with a truth in {', '.join(paths)}.")
+  report = Report()
+  what = _WHAT.value
+  if what == "pooled":
+    iou = [r["aligned_iou"] for r in rows if r["set"] == _SET.value]
+    if not iou:
+      raise app.UsageError(f"No rows of set {_SET.value!r} in the files.")
+    report.add({"what": what, "set": _SET.value, "n": len(iou),
+                "median": round(float(np.median(iou)), 3),
+                "mean": round(float(np.mean(iou)), 3), "files": paths})
+  rows = [r for r in rows if r["set"] != "noparticle"]
+  if what == "rules":
+    every = _counts(rows)
+    out = {"what": what, "files": paths, "n": len(rows),
+           "every_rule": {k: v for k, v in every.items() if k != "flags"}}
+    for label, name in (("without_deep_body", "DEEP_BODY"),
+                        ("without_large_residual", "LARGE_RESIDUAL")):
+      with _switched_off(name):
+        off = _counts(rows)
+      out[label] = {k: v for k, v in off.items() if k != "flags"}
+      out[label]["decided"] = [
+          [r["set"], r["name"], r["aligned_iou"]]
+          for r, a, b in zip(rows, every["flags"], off["flags"]) if a != b]
+    report.add(out)
+  elif what == "size":
+    buckets = collections.defaultdict(list)
+    for r in rows:
+      buckets[round(r["signals"]["size_log_ratio"] * 4) / 4].append(
+          r["aligned_iou"] >= 0.5)
+    for k in sorted(buckets):
+      report.add({"what": what, "size_log_ratio": k, "n": len(buckets[k]),
+                  "right": int(sum(buckets[k])),
+                  "fraction_right": round(float(np.mean(buckets[k])), 2)})
+  elif what == "depth":
+    deep = [r for r in rows
+            if r["signals"].get("depth_log_ratio", 0.0) > trust.DEEP_BODY]
+    report.add({"what": what, "above": trust.DEEP_BODY, "n": len(deep),
+                "right": sum(r["aligned_iou"] >= 0.5 for r in deep),
+                "rows": [[r["set"], r["name"], r["aligned_iou"],
+                          round(r["signals"]["depth_log_ratio"], 2)]
+                         for r in deep]})
+  report.write(_JSON_OUT.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
