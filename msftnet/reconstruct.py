@@ -364,7 +364,8 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
                    loss_before=np.asarray([res.loss_before]),
                    paper_loss_before=np.asarray([res.paper_loss_before]))
     row.update(_trust(row, p_c, v_c, geometry, ml_n, config.max_dark))
-    note = trust.calibration_note(config.method, config.steps)
+    note = trust.calibration_note(config.method, config.steps,
+                                  config.objective)
     if note:
       row["confidence_reasons"][0] = row["confidence_reasons"][0] + [note]
     back = (-shift[0], -shift[1])

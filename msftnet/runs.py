@@ -133,7 +133,7 @@ def reconstruction_record(out, j: int, frame, *, model_path: str,
       "confidence": float(out.confidence[j]),
       "confidence_reasons": list(out.confidence_reasons[j]),
       "confidence_calibrated": trust.calibration_note(
-          config.method, config.steps) is None,
+          config.method, config.steps, config.objective) is None,
       "trust_signals": dict(out.signals[j]),
       "seconds": seconds,
       "loss_protocol": metrics_lib.PAPER_PROTOCOL,

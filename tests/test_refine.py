@@ -323,6 +323,16 @@ def test_two_centres_with_different_shapes_cap_the_confidence():
   assert trust.confidence(bad) < trust.AMBIGUOUS_CENTRE_CONFIDENCE
 
 
+def test_the_confidence_says_where_it_was_not_calibrated():
+  """Only the polytope refinement of the log pattern is calibrated; the
+  network alone, the voxels and the Poisson objective say so."""
+  assert trust.calibration_note("polytope", 50) is None
+  assert "network alone" in trust.calibration_note("polytope", 0)
+  assert "voxels refinement" in trust.calibration_note("voxels", 50)
+  assert "not the poisson one" in trust.calibration_note("polytope", 50,
+                                                         "poisson")
+
+
 def test_a_body_deeper_than_any_solid_caps_the_confidence():
   """A well-fitted body far deeper along the beam than the generator's
   solids is capped below the warning threshold, with its reason; a body

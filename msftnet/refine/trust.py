@@ -286,10 +286,15 @@ FEATURES = ("candidate_agreement", "abs_size_log_ratio",
 CALIBRATED_METHOD = "polytope"
 
 
-def calibration_note(method: str, steps: int) -> str | None:
-  """A reason sentence when ``method``/``steps`` is not the calibrated path."""
+def calibration_note(method: str, steps: int,
+                     objective: str = "affine_log") -> str | None:
+  """A reason sentence when ``method``/``steps``/``objective`` is not the
+  calibrated path (the polytope refinement of the log pattern)."""
   if method == CALIBRATED_METHOD and steps > 0:
-    return None
+    if objective == "affine_log":
+      return None
+    return (f"the confidence was calibrated with the log-pattern objective, "
+            f"not the {objective} one: read it as a rough guide")
   what = "the network alone" if steps == 0 else f"the {method} refinement"
   return (f"the confidence was calibrated on the {CALIBRATED_METHOD} "
           f"refinement, not on {what}: read it as a rough guide")
