@@ -247,6 +247,24 @@ def polytope_density(normals, offsets, n: int, profile: str = "ramp"
   return out.reshape(batch + (n, n, n))
 
 
+def bodies_density(normals, offsets, n: int, profile: str = "ramp"
+                   ) -> jax.Array:
+  """Occupancy of a union of ``B`` polytopes: ``[..., N, N, N]``.
+
+  Args:
+    normals: ``[..., B, K, 3]``, offsets ``[..., B, K]``: the bodies'
+      planes, as in :func:`polytope_density`.
+    n, profile: as in :func:`polytope_density`.
+
+  A voxel is empty only where every body leaves it empty:
+  ``1 - prod_b (1 - rho_b)``, 1 inside any body, each body's own profile at
+  its faces, and differentiable in every body (where one body covers a
+  voxel, the others' planes get no gradient there).
+  """
+  rho = polytope_density(normals, offsets, n, profile)
+  return 1.0 - jnp.prod(1.0 - rho, axis=-4)
+
+
 def centroid(density):
   """The density's centre of mass ``[..., 3]`` (z, y, x; box units, 0 at
   the box centre). Differentiable (jnp); 0 for an empty volume."""
@@ -299,19 +317,23 @@ def centre_density(density, threshold: float = 0.5) -> np.ndarray:
   return np.roll(rho, tuple(shift), axis=(0, 1, 2))
 
 
-def support_offsets(density, directions, threshold: float = 0.5
-                    ) -> np.ndarray:
-  """Support function of ``density > threshold`` about its centroid.
+def support_offsets(density, directions, threshold: float = 0.5,
+                    centred: bool = True) -> np.ndarray:
+  """Support function of ``density > threshold`` about its centroid (or,
+  with ``centred=False``, about the box centre: the body stays where it
+  is).
 
   Args:
     density: ``[N, N, N]`` voxel shape.
     directions: ``[K, 3]`` unit vectors.
+    threshold: the voxels that count as inside.
+    centred: about the centroid ``c`` (True) or the box centre (``c = 0``).
 
   Returns:
     ``[K]`` offsets in box units: ``max_r d . (r - c) + w / 2``, with ``w``
     the voxel's projected width along ``d``, so that the polytope of these
     planes circumscribes the voxel set. An empty shape gives a small ball
-    (1.5 voxels).
+    (1.5 voxels) about ``c``.
   """
   rho = np.asarray(density)
   n = rho.shape[-1]
@@ -319,7 +341,7 @@ def support_offsets(density, directions, threshold: float = 0.5
   pts = np.argwhere(rho > threshold)
   if len(pts) == 0:
     return np.full(len(d), 1.5 / n, np.float32)
-  r = (pts - pts.mean(axis=0)) / n
+  r = (pts - (pts.mean(axis=0) if centred else (n - 1) / 2)) / n
   width = np.abs(d).sum(axis=1) / n
   return ((r @ d.T).max(axis=0) + 0.5 * width).astype(np.float32)
 

@@ -117,6 +117,32 @@ def _best_centre(first: dict, others: list[dict]) -> dict:
   return best
 
 
+def _two_bodies(one_body: dict, two: dict) -> dict:
+  """Of one pattern's one-body row and its two-body row (same centre), the
+  two-body one where it explains the pattern clearly better
+  (:func:`msftnet.refine.trust.two_bodies_better`); either way the
+  one-body row's signals record what the two bodies left unexplained."""
+  sig1, sig2 = one_body["signals"][0], two["signals"][0]
+  sig1["two_body_unexplained"] = sig2["unexplained_fraction"]
+  if not trust.two_bodies_better(sig1, sig2):
+    return one_body
+  for k in ("centres_tried", "centre_margin", "centre_agreement"):
+    if k in sig1:
+      sig2[k] = sig1[k]
+  sig2["bodies"] = 2
+  sig2["one_body_unexplained"] = sig1["unexplained_fraction"]
+  two["confidence"] = np.asarray([trust.confidence(sig2)])
+  two["confidence_reasons"][0] = trust.reasons(sig2) + [
+      f"two touching bodies explain the pattern better than one convex "
+      f"body ({sig2['unexplained_fraction']:.1%} of its variance "
+      f"unexplained against {sig1['unexplained_fraction']:.1%}): a "
+      "non-convex particle (an agglomerate, an L); the confidence was "
+      "calibrated on one-body answers"] + [
+          r for r in one_body["confidence_reasons"][0]
+          if r.startswith("the pattern's centre is uncertain")]
+  return two
+
+
 def _trust(row: dict, pattern, valid, geometry: Geometry,
            network_masked: float, max_dark: float) -> dict:
   """The confidence fields of one pattern's row (centred frame); the dark
@@ -326,8 +352,11 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
       first.setdefault(k, []).append(np.asarray(x))
   first = {k: np.concatenate(x) for k, x in first.items()}
 
-  def one(i, p_c, v_c, shift, net, sim_n, ml_n, pl_n, u_n) -> dict:
-    """The row of pattern ``i`` refined in the frame centred at ``shift``."""
+  def one(i, p_c, v_c, shift, net, sim_n, ml_n, pl_n, u_n,
+          bodies_from=None) -> dict:
+    """The row of pattern ``i`` refined in the frame centred at ``shift``;
+    with ``bodies_from`` (one-body candidates ``[C, N, N, N]``) two touching
+    bodies refined instead."""
     row = dict(initial_density=net[None], initial_pattern=sim_n[None],
                centre_offset=np.zeros((1, 2)),
                loss_before=np.asarray([ml_n]),
@@ -345,9 +374,14 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
                  candidate_loss=np.asarray([[ml_n]]),
                  candidate_name=np.asarray([["network"]], dtype=object))
     else:
-      res = refine_lib.get(config.method)(net, p_c, v_c, geometry, config,
-                                          ml_n, hint=shapes[i],
-                                          photons=photons[i])
+      if bodies_from is None:
+        res = refine_lib.get(config.method)(net, p_c, v_c, geometry, config,
+                                            ml_n, hint=shapes[i],
+                                            photons=photons[i])
+      else:
+        res = refine_lib.polytope.refine_two_bodies(
+            bodies_from, p_c, v_c, geometry, config, ml_n,
+            photons=photons[i])
       row.update(density=res.density[:1], pattern=res.pattern[None],
                  loss_after=np.asarray([res.masked]),
                  paper_loss_after=np.asarray([res.paper]),
@@ -377,7 +411,7 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
     row["shape"][0] = shapes[i]
     return row
 
-  def at_centre(i, shift) -> dict:
+  def at_centre(i, shift, bodies_from=None) -> dict:
     """:func:`one` at another centre: the network and its losses again."""
     p_c, v_c = centre.shift_pattern(pat[i], val[i], shift)
     p_c = p_c.astype(np.float32)
@@ -386,7 +420,7 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
         jnp.asarray(net), jnp.asarray(p_c)[None], jnp.asarray(v_c)[None],
         geometry, config.max_dark))
     return one(i, p_c, v_c, shift, net[0], sim_n[0], float(ml_n[0]),
-               float(pl_n[0]), float(u_n[0]))
+               float(pl_n[0]), float(u_n[0]), bodies_from)
 
   rows = []
   for i in range(pat.shape[0]):
@@ -402,6 +436,12 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
                                    k=config.centre_candidates,
                                    max_shift=config.centre_search)
                                if c != shift])
+    if (config.two_bodies and config.method == "polytope"
+        and config.steps > 0
+        and row["confidence"][0] < config.centre_retry_below):
+      row = _two_bodies(row, at_centre(
+          i, tuple(int(x) for x in row["centre_shift"][0]),
+          bodies_from=row["candidate_density"][0]))
     rows.append(row)
   out = _stack(rows)
   return _first(out) if single else out

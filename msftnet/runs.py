@@ -114,6 +114,9 @@ def reconstruction_record(out, j: int, frame, *, model_path: str,
       "refine_config": dataclasses.asdict(config),
       "geometry": geometry.to_dict(),
       "start": str(out.start_name[j]),
+      # 2: two touching bodies explained the pattern clearly better than
+      # one convex body (RefineConfig.two_bodies).
+      "bodies": int(out.signals[j].get("bodies", 1)),
       "centre_shift_px": [int(x) for x in out.centre_shift[j]],
       "centre_offset_px": [round(float(x), 3) for x in out.centre_offset[j]],
       "candidates": [{"start": str(name), "loss": float(loss)}
@@ -132,8 +135,9 @@ def reconstruction_record(out, j: int, frame, *, model_path: str,
       "volume_nm3": float(out.density[j].sum() * geometry.voxel_nm ** 3),
       "confidence": float(out.confidence[j]),
       "confidence_reasons": list(out.confidence_reasons[j]),
-      "confidence_calibrated": trust.calibration_note(
-          config.method, config.steps, config.objective) is None,
+      "confidence_calibrated": (trust.calibration_note(
+          config.method, config.steps, config.objective) is None
+                                and "bodies" not in out.signals[j]),
       "trust_signals": dict(out.signals[j]),
       "seconds": seconds,
       "loss_protocol": metrics_lib.PAPER_PROTOCOL,

@@ -137,6 +137,51 @@ def test_a_doubtful_result_is_refined_again_at_other_centres(tiny_model_dir):
   assert "centres_tried" not in never.signals
 
 
+def test_a_doubtful_result_is_tried_as_two_touching_bodies(small_model_dir,
+                                                          monkeypatch):
+  """``two_bodies``: a low-confidence result is refined again as two
+  bodies; their answer replaces the one body's only where
+  :func:`trust.two_bodies_better` says so, and then says what it is."""
+  g = Geometry(n_voxels=32, detector_px=64)
+  c = (np.arange(32) - 15.5) / 32
+  x = np.stack(np.meshgrid(c, c, c, indexing="ij"), -1)
+  half = np.asarray((0.0, 0.1, 0.05))
+  dimer = np.max([np.clip(0.5 - (np.linalg.norm(x - s * half, axis=-1)
+                                 - 0.1) * 32, 0.0, 1.0) for s in (1, -1)],
+                 axis=0)
+  pattern = np.asarray(meas.simulate_with_dark_level(
+      jnp.asarray(dimer, jnp.float32)[None], g, jnp.asarray([-3.0])))[0]
+  config = dataclasses.replace(QUICK, centre_candidates=1,
+                               centre_retry_below=1.0)
+  one = recon.reconstruct(pattern, model=small_model_dir, config=config,
+                            shape_model=None)
+  assert "two_body_unexplained" not in one.signals
+  config = dataclasses.replace(config, two_bodies=True)
+  monkeypatch.setattr(trust, "TWO_BODY_GAIN", -1e9)       # never better
+  kept = recon.reconstruct(pattern, model=small_model_dir, config=config,
+                            shape_model=None)
+  np.testing.assert_array_equal(kept.density, one.density)
+  assert kept.signals["two_body_unexplained"] >= 0.0
+  assert "bodies" not in kept.signals
+  monkeypatch.setattr(trust, "TWO_BODY_GAIN", 1e9)        # always better
+  two = recon.reconstruct(pattern, model=small_model_dir, config=config,
+                            shape_model=None)
+  assert two.signals["bodies"] == 2
+  assert two.signals["one_body_unexplained"] == pytest.approx(
+      one.signals["unexplained_fraction"])
+  assert two.signals["unexplained_fraction"] == pytest.approx(
+      kept.signals["two_body_unexplained"])
+  assert any("two touching bodies" in r for r in two.confidence_reasons)
+  assert float(two.confidence) == trust.confidence(two.signals)
+  assert str(two.start_name).startswith(("two balls", "candidate"))
+  # A confident result is left alone.
+  never = recon.reconstruct(pattern, model=small_model_dir,
+                            config=dataclasses.replace(
+                                config, centre_retry_below=0.0),
+                            shape_model=None)
+  assert "two_body_unexplained" not in never.signals
+
+
 @pytest.mark.parametrize("pattern, valid, expect", [
     (np.zeros((64, 64)), None, "must be \\[128, 128\\]"),
     (np.full((128, 128), np.nan), None, "NaN"),

@@ -137,7 +137,14 @@ class RefineConfig:
       pattern's either way.
     centre_retry_below: the confidence below which ``centre_candidates``
       applies (default 0.5, :data:`msftnet.refine.trust.LOW_CONFIDENCE`;
-      1: every result).
+      1: every result); also ``two_bodies``.
+    two_bodies: (polytope) a result whose confidence is below
+      ``centre_retry_below`` is refined again as two touching bodies
+      (:func:`msftnet.refine.polytope.refine_two_bodies`, started from the
+      separation the pattern's autocorrelation reads), and that answer is
+      kept where it explains the pattern clearly better
+      (:func:`msftnet.refine.trust.two_bodies_better`): for agglomerates
+      and other non-convex particles.
   """
 
   method: str = "polytope"
@@ -169,6 +176,7 @@ class RefineConfig:
   centre_candidates: int = 4
   centre_retry_below: float = 0.5
   objective: str = "affine_log"
+  two_bodies: bool = False
 
   def __post_init__(self):
     if self.method not in METHODS:
@@ -202,6 +210,9 @@ class RefineConfig:
                        f"{' or '.join(OBJECTIVES)}, got {self.objective!r}.")
     if self.objective == "poisson" and self.method != "polytope":
       raise ValueError("RefineConfig.objective='poisson' is for the polytope "
+                       f"refinement, got method {self.method!r}.")
+    if self.two_bodies and self.method != "polytope":
+      raise ValueError("RefineConfig.two_bodies is for the polytope "
                        f"refinement, got method {self.method!r}.")
     if self.profile not in convex.PROFILES:
       raise ValueError(f"RefineConfig.profile must be one of "

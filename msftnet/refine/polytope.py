@@ -27,6 +27,7 @@ parameters to be found from a single pattern.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -91,6 +92,15 @@ def centre_offset(c) -> np.ndarray:
   return np.asarray(MAX_CENTRE_PX * np.tanh(np.asarray(c) / MAX_CENTRE_PX))
 
 
+def body_density(normals, offsets, n: int, profile: str = "ramp"):
+  """The density of each start: one polytope (``normals [S, K, 3]``,
+  :func:`msftnet.polytope.polytope_density`) or a union of ``B`` touching
+  bodies (``[S, B, K, 3]``, :func:`msftnet.polytope.bodies_density`)."""
+  if jnp.ndim(normals) == 4:
+    return convex.bodies_density(normals, offsets, n, profile)
+  return convex.polytope_density(normals, offsets, n, profile)
+
+
 @functools.partial(jax.jit, static_argnames=("geometry", "steps", "rates",
                                              "profile", "max_dark",
                                              "depth_prior", "recentre"))
@@ -103,7 +113,9 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
   """Adam on the planes of ``S`` polytopes against one pattern.
 
   Args:
-    normals: ``[S, K, 3]``, offsets ``[S, K]``: the starts (box units).
+    normals: ``[S, K, 3]``, offsets ``[S, K]``: the starts (box units);
+      or ``[S, B, K, 3]`` and ``[S, B, K]``: each start a union of ``B``
+      bodies (:func:`body_density`).
     pattern: ``[M, M]`` the measured log pattern (any affine scale);
       valid: ``[M, M]`` bool.
     geometry: the MSFT geometry (its ``n_voxels`` sets the grid).
@@ -144,10 +156,13 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
   """
   n = geometry.n_voxels
   s = offsets.shape[0]
+  if recentre and jnp.ndim(normals) == 4:
+    raise ValueError("refine_polytopes: recentre moves one body per start; "
+                     f"these starts have {normals.shape[1]} bodies each.")
   pats = jnp.broadcast_to(pattern, (s,) + pattern.shape)
   vals = jnp.broadcast_to(valid, (s,) + valid.shape)
   u0, _ = meas.affine_dark_search(
-      intensity(convex.polytope_density(normals, offsets, n, profile),
+      intensity(body_density(normals, offsets, n, profile),
                 geometry),
       pats, vals, max_dark)
   counts = (None if photons is None
@@ -165,7 +180,7 @@ def refine_polytopes(normals, offsets, pattern, valid, *, geometry: Geometry,
   tx = _scaled_adam(dict(rates))
 
   def per_start(p):
-    rho = convex.polytope_density(p["n"], p["h"], n, profile)
+    rho = body_density(p["n"], p["h"], n, profile)
     logs = _log_intensity(rho, geometry, jnp.minimum(p["u"], top))
     if "c" in p:
       logs = _recentred(logs, p["c"])
@@ -270,36 +285,18 @@ def depth_penalty(density):
   return jnp.square(jnp.maximum(x - DEPTH_LIMIT, 0.0))
 
 
-@base.register("polytope")
-def refine_one(network_density, pattern, valid, geometry: Geometry,
-               config: base.RefineConfig, network_masked: float, hint=None,
-               photons=None) -> base.Refined:
-  """Coarse-to-fine polytope refinement of one centred pattern.
+def _objective_photons(pattern, valid, config: base.RefineConfig, photons):
+  """``(photons, dark_cap)`` of the Poisson objective, or ``(None, None)``."""
+  if config.objective != "poisson":
+    return None, None
+  photons = jnp.asarray(meas.check_photons(photons), jnp.float32)
+  dark_cap = jnp.float32(meas.count_dark_bound(
+      meas.counts_from_pattern(jnp.asarray(pattern), photons), valid))
+  return photons, dark_cap
 
-  With ``config.objective == "poisson"``, ``photons`` (``(log_lo, log_hi,
-  d)`` of the pattern's counts, :func:`msftnet.measured.photons_of`) is
-  required and both stages fit the counts' Poisson deviance
-  (:func:`refine_polytopes`), which is then the candidates' ``loss`` and
-  the ``history``; the sphere scan of the starts, the masked and paper
-  losses and the dark level reported stay those of the log pattern.
 
-  The ``keep`` best coarse candidates (by the objective) are
-  refined at full resolution and scored with
-  :func:`msftnet.refine.measurement.pattern_losses`. If every one of them
-  ends far worse in the masked loss than the network's prediction
-  (``network_masked``; more than :data:`trust.IMPLAUSIBLE_LOSS_FACTOR`
-  times), the coarse candidates are ranked again with
-  :func:`trust.rank_candidates` and the best plausible ones not yet refined
-  are refined too (one more round, same compiled programs). All refined
-  candidates come back ranked by :func:`trust.rank_candidates`.
-  """
-  n = geometry.n_voxels
-  if config.objective == "poisson":
-    photons = jnp.asarray(meas.check_photons(photons), jnp.float32)
-    dark_cap = jnp.float32(meas.count_dark_bound(
-        meas.counts_from_pattern(jnp.asarray(pattern), photons), valid))
-  else:
-    photons = dark_cap = None
+def _fit_mask(valid, config: base.RefineConfig) -> np.ndarray:
+  """The pixels the refinement's objective fits (``config.mask_erosion``)."""
   fit_valid = np.asarray(valid, bool)
   if config.mask_erosion:
     # Pixels next to masked ones (edges of a beam stop, a gap, a blind
@@ -308,11 +305,17 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
     eroded = ndimage.binary_erosion(fit_valid, iterations=config.mask_erosion,
                                     border_value=1)
     fit_valid = eroded if eroded.sum() >= 16 else fit_valid
-  radius = (None if hint is None else
-            hint.radius_nm / geometry.box_nm)     # a ShapeEstimate
-  normals, offsets, names = polytope_starts(network_density, pattern,
-                                            fit_valid, geometry, config,
-                                            radius)
+  return fit_valid
+
+
+def _coarse_to_fine(normals, offsets, names, pattern, valid, fit_valid,
+                    geometry: Geometry, config: base.RefineConfig,
+                    network_masked: float, photons, dark_cap) -> base.Refined:
+  """Every start refined on the coarse problem, the ``keep`` best at full
+  resolution (one more round where all of them are implausible), ranked:
+  the stages of :func:`refine_one` after its starts (one polytope or a
+  union of bodies per start, :func:`body_density`)."""
+  n = geometry.n_voxels
   coarse, crop, crop_valid = meas.coarse_problem(pattern, fit_valid, geometry)
   if crop_valid.sum() < 16:
     coarse, crop, crop_valid = geometry, pattern, fit_valid
@@ -338,7 +341,7 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
         depth_prior=config.depth_prior, recentre=config.recentre,
         centre=pc["c"][idx] if config.fit_centre else None, photons=photons,
         dark_cap=dark_cap)
-    dens = np.asarray(convex.polytope_density(p["n"], p["h"], n, profile))
+    dens = np.asarray(body_density(p["n"], p["h"], n, profile))
     sim, masked, paper, u = zip(*(meas.pattern_losses(d, pattern, valid,
                                                       geometry,
                                                       config.max_dark)
@@ -354,8 +357,8 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
   rounds = [full(top)]
   if (rounds[0]["masked"].min()
       > trust.IMPLAUSIBLE_LOSS_FACTOR * network_masked):
-    dens_c = np.asarray(convex.polytope_density(pc["n"], pc["h"],
-                                                coarse.n_voxels, profile))
+    dens_c = np.asarray(body_density(pc["n"], pc["h"], coarse.n_voxels,
+                                     profile))
     masked_c = [meas.pattern_losses(d, crop, crop_valid, coarse,
                                     config.max_dark)[1]
                 for d in dens_c]
@@ -380,3 +383,221 @@ def refine_one(network_density, pattern, valid, geometry: Geometry,
       masked=float(cat["masked"][best]), paper=float(cat["paper"][best]),
       dark_level=float(cat["u"][best]),
       centre_offset=tuple(float(x) for x in cat["off"][best]))
+
+
+@base.register("polytope")
+def refine_one(network_density, pattern, valid, geometry: Geometry,
+               config: base.RefineConfig, network_masked: float, hint=None,
+               photons=None) -> base.Refined:
+  """Coarse-to-fine polytope refinement of one centred pattern.
+
+  With ``config.objective == "poisson"``, ``photons`` (``(log_lo, log_hi,
+  d)`` of the pattern's counts, :func:`msftnet.measured.photons_of`) is
+  required and both stages fit the counts' Poisson deviance
+  (:func:`refine_polytopes`), which is then the candidates' ``loss`` and
+  the ``history``; the sphere scan of the starts, the masked and paper
+  losses and the dark level reported stay those of the log pattern.
+
+  The ``keep`` best coarse candidates (by the objective) are
+  refined at full resolution and scored with
+  :func:`msftnet.refine.measurement.pattern_losses`. If every one of them
+  ends far worse in the masked loss than the network's prediction
+  (``network_masked``; more than :data:`trust.IMPLAUSIBLE_LOSS_FACTOR`
+  times), the coarse candidates are ranked again with
+  :func:`trust.rank_candidates` and the best plausible ones not yet refined
+  are refined too (one more round, same compiled programs). All refined
+  candidates come back ranked by :func:`trust.rank_candidates`.
+  """
+  photons, dark_cap = _objective_photons(pattern, valid, config, photons)
+  fit_valid = _fit_mask(valid, config)
+  radius = (None if hint is None else
+            hint.radius_nm / geometry.box_nm)     # a ShapeEstimate
+  normals, offsets, names = polytope_starts(network_density, pattern,
+                                            fit_valid, geometry, config,
+                                            radius)
+  return _coarse_to_fine(normals, offsets, names, pattern, valid, fit_valid,
+                         geometry, config, network_masked, photons, dark_cap)
+
+
+def split_starts(densities, planes: int) -> tuple[np.ndarray, np.ndarray,
+                                                   list[str]]:
+  """Two-body starts from one-body answers: each density cut in two
+  through its centroid across each of its three principal axes, each half
+  the polytope circumscribing it (``planes`` directions), where it lies.
+
+  Args:
+    densities: ``[C, N, N, N]`` one-body candidates (e.g. a refinement's).
+    planes: planes per body.
+
+  Returns:
+    ``(normals [S, 2, K, 3], offsets [S, 2, K], names [S])``; no starts
+    (``S = 0``) from a candidate with fewer than 16 voxels inside.
+  """
+  dirs = convex.fibonacci_directions(planes)
+  offsets, names = [], []
+  for c, rho in enumerate(np.asarray(densities)):
+    inside = rho > 0.5
+    pts = np.argwhere(inside)
+    if len(pts) < 16:
+      continue
+    centred = pts - pts.mean(axis=0)
+    _, axes = np.linalg.eigh(centred.T @ centred)
+    for a, axis in zip(("long", "middle", "short"), axes.T[::-1]):
+      side = (centred @ axis) > 0
+      halves = []
+      for part in (side, ~side):
+        half = np.zeros_like(inside)
+        half[tuple(pts[part].T)] = True
+        halves.append(convex.support_offsets(half, dirs, centred=False))
+      offsets.append(np.stack(halves))
+      names.append(f"candidate {c + 1} cut across its {a} axis")
+  k = len(dirs)
+  if not offsets:
+    return (np.zeros((0, 2, k, 3), np.float32), np.zeros((0, 2, k),
+                                                        np.float32), [])
+  offsets = np.stack(offsets)
+  normals = np.broadcast_to(dirs, offsets.shape + (3,)).astype(np.float32)
+  return normals, offsets, names
+
+
+#: Two-body candidates refined at full resolution (at least; more where
+#: ``config.keep`` says so): the coarse stage ranks two-body starts less
+#: reliably than one-body ones (on tuning seed 31 a cube dimer's best start
+#: ranked third).
+TWO_BODY_KEEP = 3
+
+
+def refine_two_bodies(densities, pattern, valid, geometry: Geometry,
+                      config: base.RefineConfig, network_masked: float,
+                      photons=None) -> base.Refined:
+  """Refine two touching bodies against one centred pattern: the union of
+  two polytopes (:func:`msftnet.polytope.bodies_density`, ``config.planes``
+  planes each), through the same stages as :func:`refine_one`
+  (``config``'s steps and objective; :data:`TWO_BODY_KEEP` candidates at
+  full resolution).
+
+  The starts: two touching balls (:func:`pair_starts`) whose separation
+  across the beam the pattern's autocorrelation reads (its hidden pixels
+  filled with the pattern of ``densities[0]``), of the radius read there,
+  of half the volume of ``densities[0]`` and of the best sphere of the
+  scan; and ``densities[0]`` cut in two across each principal axis
+  (:func:`split_starts`; under a beam stop the autocorrelation misleads,
+  the cut does not).
+
+  Args:
+    densities: ``[C, N, N, N]`` the one-body answer's candidates, best
+      first.
+    pattern, valid, geometry, config, network_masked, photons: as for
+      :func:`refine_one`.
+
+  For the non-convex particles a single convex body cannot explain (a
+  dimer, an L): the caller compares the fits
+  (:func:`msftnet.refine.trust.two_bodies_better`).
+  """
+  densities = np.asarray(densities)
+  fit_valid = _fit_mask(valid, config)
+  # Each ball: half the answer's volume, or the best sphere of the scan
+  # (a dimer's envelope is one ball's pattern).
+  coarse, crop, crop_valid = meas.coarse_problem(pattern, fit_valid, geometry)
+  if crop_valid.sum() < 16:
+    crop_valid = np.ones_like(crop_valid)
+  scan = np.asarray(_sphere_scan(
+      jnp.asarray(_SCAN_RADII, jnp.float32), jnp.asarray(crop),
+      jnp.asarray(crop_valid), geometry=coarse, max_dark=config.max_dark))
+  radii = (trust.equivalent_radius(densities[0]) / 2.0 ** (1.0 / 3.0),
+           float(_SCAN_RADII[int(np.argmin(scan))]))
+  sim = meas.pattern_losses(densities[0], pattern, valid, geometry,
+                            config.max_dark)[0]
+  parts = [pair_starts(pattern, valid, radii, geometry.n_voxels,
+                       config.planes, fill=sim)]
+  parts.append(split_starts(densities[:1], config.planes))
+  normals = np.concatenate([x[0] for x in parts])
+  offsets = np.concatenate([x[1] for x in parts])
+  names = [nm for x in parts for nm in x[2]]
+  photons, dark_cap = _objective_photons(pattern, valid, config, photons)
+  return _coarse_to_fine(normals, offsets, names, pattern, valid, fit_valid,
+                         geometry, dataclasses.replace(
+                             config, recentre=False, keep=max(config.keep,
+                                                              TWO_BODY_KEEP)),
+                         network_masked, photons, dark_cap)
+
+
+def separation_across_beam(pattern, valid, fill=None,
+                           log_range: float = 6.0
+                           ) -> tuple[np.ndarray, float, float]:
+  """How far apart, across the beam, the two halves of a particle lie, read
+  off the pattern's autocorrelation.
+
+  The inverse Fourier transform of the intensity is (near the centre of
+  the detector, where the Ewald sphere is flat) the autocorrelation of the
+  particle's projection along the beam, whose second moments are twice the
+  projection's. For two equal bodies the projection's variance along their
+  separation exceeds the variance across it by ``(d / 2)^2``; so
+  ``d = 2 sqrt(var_along - var_across)``.
+
+  Args:
+    pattern: ``[M, M]`` normalised log pattern (1 at the peak), centred.
+    valid: its valid pixels.
+    fill: ``None`` (the invalid pixels count as no intensity), or a model's
+      pattern ``[M, M]`` (e.g. a one-body answer's): the invalid pixels take
+      its values, fitted to the valid ones by a scale and an offset (a beam
+      stop hides the brightest pixels, which dominate the autocorrelation).
+    log_range: decades the pattern's [0, 1] spans (an assumption: the
+      moments hardly depend on it).
+
+  Returns:
+    ``(direction [2] (y, x) unit vector, d, r)`` in voxels of the MSFT box
+    (the autocorrelation's pixel is one voxel): ``r`` the radius of the
+    ball whose projection has the variance across (``sqrt(5 var)``).
+  """
+  p = np.asarray(pattern, np.float64)
+  v = np.asarray(valid, bool)
+  if fill is not None and v.any() and not v.all():
+    f = np.asarray(fill, np.float64)
+    a, b = np.linalg.lstsq(np.stack([f[v], np.ones(v.sum())], 1), p[v],
+                           rcond=None)[0]
+    p = np.where(v, p, np.clip(a * f + b, 0.0, 1.0))
+    v = np.ones_like(v)
+  inten = np.where(v, 10.0 ** (log_range * (p - 1.0)), 0.0)
+  a = np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(inten))))
+  m = a.shape[0]
+  s = np.arange(m) - m // 2
+  sy, sx = np.meshgrid(s, s, indexing="ij")
+  w = np.maximum(a - 0.02 * a.max(), 0.0) * (np.hypot(sy, sx) < m // 3)
+  w = w / max(w.sum(), 1e-30)
+  cov = np.array([[np.sum(w * sy * sy), np.sum(w * sy * sx)],
+                  [np.sum(w * sy * sx), np.sum(w * sx * sx)]]) / 2.0
+  lam, vec = np.linalg.eigh(cov)
+  return (vec[:, 1], float(2.0 * np.sqrt(max(lam[1] - lam[0], 0.0))),
+          float(np.sqrt(5.0 * max(lam[0], 0.0))))
+
+
+def pair_starts(pattern, valid, radii, n: int, planes: int, fill=None
+                ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+  """Two-ball starts: for the radius the autocorrelation reads across the
+  separation and each of ``radii`` (box units), two such balls
+  touching, their separation across the beam from
+  :func:`separation_across_beam` (``fill``: its model pattern) and the
+  rest of the balls' diameter
+  along the beam, either way (none where the separation across exceeds it).
+
+  Returns ``(normals [S, 2, K, 3], offsets [S, 2, K], names [S])``.
+  """
+  dirs = convex.fibonacci_directions(planes)
+  (dy, dx), d, r_across = separation_across_beam(pattern, valid, fill)
+  d = d / n
+  radii = (r_across / n,) + tuple(radii)
+  offsets, names = [], []
+  for r in radii:
+    full = 2.0 * r             # touching; or further apart across
+    across = d
+    along = np.sqrt(max(full ** 2 - across ** 2, 0.0))
+    ball = convex.ellipsoid_offsets(dirs, r)
+    for sign in ((1.0, -1.0) if along > 0.25 * full else (1.0,)):
+      half = 0.5 * np.array([sign * along, across * dy, across * dx])
+      offsets.append(np.stack([ball + dirs @ half, ball - dirs @ half]))
+      names.append(f"two balls r={r:.2f} box, {across:.2f} box apart "
+                   f"across the beam, {sign * along:+.2f} along")
+  offsets = np.stack(offsets).astype(np.float32)
+  normals = np.broadcast_to(dirs, offsets.shape + (3,)).astype(np.float32)
+  return normals, offsets, names

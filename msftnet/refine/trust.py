@@ -453,6 +453,29 @@ def structured_residual(sig: dict, fraction: float | None = None,
                   * noise))
 
 
+#: Two touching bodies replace one convex body where they leave at most
+#: this fraction of the one body's unexplained variance
+#: (:func:`two_bodies_better`). Chosen on tuning seed 31 (docs/results.md,
+#: "Two touching bodies"): five of its eight non-convex particles fall
+#: below it, the flagged convex ones' two-body fits reach 0.95-0.97. Not
+#: the excess over the noise: on noisy patterns the second body fits noise,
+#: and the excess fell to 0.63-0.78 for convex particles.
+TWO_BODY_GAIN = 0.9
+
+
+def two_bodies_better(one_body: dict, two_bodies: dict,
+                      gain: float | None = None) -> bool:
+  """Whether a two-body answer (signals ``two_bodies``) explains the
+  pattern clearly better than the one-body answer (``one_body``): it
+  leaves at most ``gain`` (default :data:`TWO_BODY_GAIN`) times the one
+  body's unexplained variance, the one body leaves more than the pattern's
+  noise, and the two-body answer is not empty."""
+  gain = TWO_BODY_GAIN if gain is None else gain
+  u1 = one_body["unexplained_fraction"]
+  return bool(not two_bodies["empty"] and u1 > one_body["noise_fraction"]
+              and two_bodies["unexplained_fraction"] <= gain * u1)
+
+
 def warning(sig: dict, conf: float) -> str | None:
   """The ``reconstruction_warning`` the signals give, or None: a confidence
   below :data:`LOW_CONFIDENCE`, or :func:`structured_residual`; the
