@@ -4,6 +4,7 @@ r"""Read stored trust rows again: what the published pooled and offline figures 
   python -m benchmarks.trust_rows --what=rules FILE...
   python -m benchmarks.trust_rows --what=size FILE...
   python -m benchmarks.trust_rows --what=depth FILE...
+  python -m benchmarks.trust_rows --what=bodies [--baseline=ROWS] FILE...
 
 FILE: JSON-lines rows of ``python -m benchmarks.trust`` (results with a
 truth; the no-particle set is left out of ``rules``, ``size`` and
@@ -14,7 +15,12 @@ with the deep-body rule or the large-residual clause switched off, and the
 results whose flag each rule decides. ``size``: the results per quarter of
 the size log ratio and the fraction right (aligned IoU >= 0.5). ``depth``:
 the results deeper than ``msftnet.refine.trust.DEEP_BODY`` and how many
-were right. One JSON line per answer.
+were right. ``bodies`` (runs with ``--refine=two_bodies=True``): per set,
+the results refined again as two bodies, those where two bodies were kept,
+the ratio of the two bodies' unexplained variance to the one body's, and,
+with ``--baseline`` (the rows of the same seed and sets without two
+bodies), each set's median aligned IoU in both and every changed result.
+One JSON line per answer.
 """
 
 from __future__ import annotations
@@ -31,7 +37,11 @@ from msftnet import records
 from msftnet.refine import trust
 
 _WHAT = flags.DEFINE_enum("what", "pooled", ["pooled", "rules", "size",
-                                             "depth"], "What to report.")
+                                             "depth", "bodies"],
+                          "What to report.")
+_BASELINE = flags.DEFINE_string(
+    "baseline", None, "--what=bodies: the same seed's rows without two "
+    "bodies.")
 _SET = flags.DEFINE_string("set", "simexp", "The set of --what=pooled.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
 
@@ -58,6 +68,42 @@ def _counts(rows) -> dict:
                           f"of {good}", "flags": flag}
 
 
+def report_bodies(rows, report: Report, paths) -> None:
+  """``--what=bodies``: what the two-body retry did, per set."""
+  base = {}
+  if _BASELINE.value:
+    for r in records.read_jsonl(_BASELINE.value):
+      if not r.get("summary") and "aligned_iou" in r:
+        base.setdefault(r["set"], []).append(r)
+  for set_name in dict.fromkeys(r["set"] for r in rows):
+    rs = [r for r in rows if r["set"] == set_name]
+    tried = [r for r in rs if "two_body_unexplained" in r["signals"]
+             or r["signals"].get("bodies") == 2]
+    kept = [r for r in tried if r["signals"].get("bodies") == 2]
+    ratio = [(r["signals"]["unexplained_fraction"]
+              / r["signals"]["one_body_unexplained"])
+             if r["signals"].get("bodies") == 2 else
+             (r["signals"]["two_body_unexplained"]
+              / r["signals"]["unexplained_fraction"]) for r in tried]
+    out = {"what": "bodies", "set": set_name, "n": len(rs),
+           "tried": len(tried), "two_bodies_kept": len(kept),
+           "ratios_tried": sorted(round(x, 3) for x in ratio),
+           "median": round(float(np.median([r["aligned_iou"] for r in rs])),
+                           3),
+           "files": paths}
+    ref = base.get(set_name)
+    if ref:
+      if [r["name"] for r in ref] != [r["name"] for r in rs]:
+        raise app.UsageError(f"--baseline: its {set_name} rows are not the "
+                             "same inputs.")
+      out["baseline_median"] = round(float(np.median(
+          [r["aligned_iou"] for r in ref])), 3)
+      out["changed"] = [[r["name"], a["aligned_iou"], r["aligned_iou"]]
+                        for a, r in zip(ref, rs)
+                        if a["aligned_iou"] != r["aligned_iou"]]
+    report.add(out)
+
+
 def main(argv):
   paths = argv[1:]
   if not paths:
@@ -75,6 +121,8 @@ def main(argv):
     report.add({"what": what, "set": _SET.value, "n": len(iou),
                 "median": round(float(np.median(iou)), 3),
                 "mean": round(float(np.mean(iou)), 3), "files": paths})
+  if what == "bodies":
+    report_bodies(rows, report, paths)
   rows = [r for r in rows if r["set"] != "noparticle"]
   if what == "rules":
     every = _counts(rows)

@@ -115,3 +115,21 @@ def test_trust_rows_reads_stored_rows_again(tmp_path):
       ["cxi", "residual", 0.2]]
   res, _ = run("--what=rules", str(tmp_path / "none.jsonl"))
   assert res.returncode != 0 and "No rows with a truth" in res.stderr
+  # --what=bodies: what the two-body retry tried and kept, against the
+  # same inputs without it.
+  two = [dict(rows[0]),
+         dict(rows[1], aligned_iou=0.6, signals=dict(
+             sig, unexplained_fraction=0.05, bodies=2,
+             one_body_unexplained=0.1)),
+         dict(rows[2], signals=dict(rows[2]["signals"],
+                                    two_body_unexplained=0.19))]
+  path2 = tmp_path / "two.jsonl"
+  path2.write_text("".join(json.dumps(r) + "\n" for r in two))
+  _, out = run("--what=bodies", f"--baseline={path}", str(path2))
+  simexp, cxi = out
+  assert (simexp["tried"], simexp["two_bodies_kept"]) == (1, 1)
+  assert simexp["ratios_tried"] == [0.5]
+  assert simexp["changed"] == [["deep", 0.3, 0.6]]
+  assert simexp["median"] == 0.7 and simexp["baseline_median"] == 0.55
+  assert (cxi["tried"], cxi["two_bodies_kept"]) == (1, 0)
+  assert cxi["ratios_tried"] == [0.95] and cxi["changed"] == []
