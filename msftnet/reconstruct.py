@@ -438,7 +438,8 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
                                if c != shift])
     if (config.two_bodies and config.method == "polytope"
         and config.steps > 0
-        and row["confidence"][0] < config.centre_retry_below):
+        and (row["confidence"][0] < config.centre_retry_below
+             or trust.structured_residual(row["signals"][0]))):
       row = _two_bodies(row, at_centre(
           i, tuple(int(x) for x in row["centre_shift"][0]),
           bodies_from=row["candidate_density"][0]))

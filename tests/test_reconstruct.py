@@ -174,12 +174,15 @@ def test_a_doubtful_result_is_tried_as_two_touching_bodies(small_model_dir,
   assert any("two touching bodies" in r for r in two.confidence_reasons)
   assert float(two.confidence) == trust.confidence(two.signals)
   assert str(two.start_name).startswith(("two balls", "candidate"))
-  # A confident result is left alone.
-  never = recon.reconstruct(pattern, model=small_model_dir,
-                            config=dataclasses.replace(
-                                config, centre_retry_below=0.0),
+  # A confident result is left alone, unless it leaves structured
+  # residuals.
+  confident = dataclasses.replace(config, centre_retry_below=0.0)
+  for residual in (False, True):
+    monkeypatch.setattr(trust, "structured_residual",
+                        lambda sig, *a, residual=residual, **k: residual)
+    out = recon.reconstruct(pattern, model=small_model_dir, config=confident,
                             shape_model=None)
-  assert "two_body_unexplained" not in never.signals
+    assert (out.signals.get("bodies") == 2) is residual
 
 
 @pytest.mark.parametrize("pattern, valid, expect", [

@@ -139,7 +139,9 @@ class RefineConfig:
       applies (default 0.5, :data:`msftnet.refine.trust.LOW_CONFIDENCE`;
       1: every result); also ``two_bodies``.
     two_bodies: (polytope) a result whose confidence is below
-      ``centre_retry_below`` is refined again as two touching bodies
+      ``centre_retry_below``, or that leaves structured residuals
+      (:func:`msftnet.refine.trust.structured_residual`: what a particle
+      that is not one convex body leaves), is refined again as two bodies
       (:func:`msftnet.refine.polytope.refine_two_bodies`, started from the
       separation the pattern's autocorrelation reads), and that answer is
       kept where it explains the pattern clearly better
