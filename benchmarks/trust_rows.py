@@ -17,7 +17,8 @@ the size log ratio and the fraction right (aligned IoU >= 0.5). ``depth``:
 the results deeper than ``msftnet.refine.trust.DEEP_BODY`` and how many
 were right. ``bodies`` (runs with ``--refine=two_bodies=True``): per set,
 the results refined again as two bodies, those where two bodies were kept,
-the ratio of the two bodies' unexplained variance to the one body's, and,
+the ratio of the two bodies' unexplained variance to the one body's, how
+many times the noise the one body left unexplained (kept and not), and,
 with ``--baseline`` (the rows of the same seed and sets without two
 bodies), each set's median aligned IoU in both and every changed result.
 One JSON line per answer.
@@ -85,9 +86,20 @@ def report_bodies(rows, report: Report, paths) -> None:
              if r["signals"].get("bodies") == 2 else
              (r["signals"]["two_body_unexplained"]
               / r["signals"]["unexplained_fraction"]) for r in tried]
+    # How far above the noise each tried one-body answer was.
+    over = [(r["signals"].get("one_body_unexplained",
+                              r["signals"]["unexplained_fraction"])
+             / max(r["signals"]["noise_fraction"], 1e-12), r in kept)
+            for r in tried]
     out = {"what": "bodies", "set": set_name, "n": len(rs),
            "tried": len(tried), "two_bodies_kept": len(kept),
            "ratios_tried": sorted(round(x, 3) for x in ratio),
+           "over_noise_kept": sorted(round(x, 2) for x, k in over if k),
+           "over_noise_not_kept": sorted(round(x, 2) for x, k in over
+                                         if not k),
+           "seconds_per_pattern": round(float(np.mean(
+               [r["seconds"] for r in rs])), 2) if all(
+                   "seconds" in r for r in rs) else None,
            "median": round(float(np.median([r["aligned_iou"] for r in rs])),
                            3),
            "files": paths}

@@ -54,6 +54,9 @@ class Reconstruction(NamedTuple):
   start_name: np.ndarray       # [B] str, the winning start
   centre_shift: np.ndarray     # [B, 2] int, pattern centre - M // 2 (px)
   centre_offset: np.ndarray    # [B, 2] float, fitted sub-pixel correction
+  # The ranked candidates; where the patterns of a batch have different
+  # numbers of them (two bodies, a second round), the shorter lists are
+  # padded with empty ones: zero density, NaN loss, name "".
   candidate_density: np.ndarray  # [B, C, N, N, N] ranked candidates
   candidate_loss: np.ndarray   # [B, C] their objective, ascending
   candidate_name: np.ndarray   # [B, C] str, their starts
@@ -63,8 +66,21 @@ class Reconstruction(NamedTuple):
   shape: np.ndarray            # [B] object: shape_net.ShapeEstimate or None
 
 
+#: What pads a pattern's candidate list in a batch (see Reconstruction).
+_NO_CANDIDATE = {"candidate_density": 0.0, "candidate_loss": np.nan,
+                 "candidate_name": ""}
+
+
 def _stack(rows: list[dict]) -> Reconstruction:
-  """Per-pattern dicts (leading axis 1) -> one batched Reconstruction."""
+  """Per-pattern dicts (leading axis 1) -> one batched Reconstruction; the
+  candidate lists padded to the longest (:data:`_NO_CANDIDATE`)."""
+  c = max(np.asarray(r["candidate_loss"]).shape[1] for r in rows)
+  for r in rows:
+    for k, fill in _NO_CANDIDATE.items():
+      x = np.asarray(r[k])
+      if x.shape[1] < c:
+        pad = np.full((1, c - x.shape[1]) + x.shape[2:], fill, dtype=x.dtype)
+        r[k] = np.concatenate([x, pad], axis=1)
   out = {}
   for k in Reconstruction._fields:
     axis = 1 if k == "history" else 0
@@ -126,9 +142,10 @@ def _two_bodies(one_body: dict, two: dict) -> dict:
   sig1["two_body_unexplained"] = sig2["unexplained_fraction"]
   if not trust.two_bodies_better(sig1, sig2):
     return one_body
-  for k in ("centres_tried", "centre_margin", "centre_agreement"):
-    if k in sig1:
-      sig2[k] = sig1[k]
+  # The centres' margin and agreement compare one-body fits, which this
+  # answer explains the pattern better than: only the count carries over.
+  if "centres_tried" in sig1:
+    sig2["centres_tried"] = sig1["centres_tried"]
   sig2["bodies"] = 2
   sig2["one_body_unexplained"] = sig1["unexplained_fraction"]
   two["confidence"] = np.asarray([trust.confidence(sig2)])
@@ -438,8 +455,9 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
                                if c != shift])
     if (config.two_bodies and config.method == "polytope"
         and config.steps > 0
-        and (row["confidence"][0] < config.centre_retry_below
-             or trust.structured_residual(row["signals"][0]))):
+        and trust.two_bodies_worth_trying(row["signals"][0],
+                                          float(row["confidence"][0]),
+                                          config.centre_retry_below)):
       row = _two_bodies(row, at_centre(
           i, tuple(int(x) for x in row["centre_shift"][0]),
           bodies_from=row["candidate_density"][0]))

@@ -121,7 +121,8 @@ def reconstruction_record(out, j: int, frame, *, model_path: str,
       "centre_offset_px": [round(float(x), 3) for x in out.centre_offset[j]],
       "candidates": [{"start": str(name), "loss": float(loss)}
                      for name, loss in zip(out.candidate_name[j],
-                                           out.candidate_loss[j])],
+                                           out.candidate_loss[j])
+                     if name != ""],           # "": a batch's padding
       "candidate_loss_is": candidate_loss_is(config),
       "experimental": experimental,
       "valid_fraction": float(frame.valid.mean()),

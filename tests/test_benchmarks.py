@@ -129,7 +129,10 @@ def test_trust_rows_reads_stored_rows_again(tmp_path):
   simexp, cxi = out
   assert (simexp["tried"], simexp["two_bodies_kept"]) == (1, 1)
   assert simexp["ratios_tried"] == [0.5]
+  assert simexp["over_noise_kept"] == [5.0]
+  assert simexp["over_noise_not_kept"] == []
   assert simexp["changed"] == [["deep", 0.3, 0.6]]
   assert simexp["median"] == 0.7 and simexp["baseline_median"] == 0.55
   assert (cxi["tried"], cxi["two_bodies_kept"]) == (1, 0)
   assert cxi["ratios_tried"] == [0.95] and cxi["changed"] == []
+  assert cxi["over_noise_not_kept"] == [4.0]

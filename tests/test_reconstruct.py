@@ -85,7 +85,9 @@ def test_reconstruct_returns_ranked_candidates_and_finds_the_centre(
       jnp.asarray(truth)[None], g, jnp.asarray([-3.0])))[0]
   from msftnet import centre
   moved, valid = centre.shift_pattern(pattern, None, (-2, 3))
-  config = dataclasses.replace(QUICK, keep=2, centre_search=4)
+  # One convex body's candidates (two bodies: their own test below).
+  config = dataclasses.replace(QUICK, keep=2, centre_search=4,
+                               two_bodies=False)
   out = recon.reconstruct(moved, valid, model=tiny_model_dir, config=config)
   assert tuple(out.centre_shift) == (2, -3)
   assert out.candidate_density.shape == (2, 64, 64, 64)
@@ -152,7 +154,7 @@ def test_a_doubtful_result_is_tried_as_two_touching_bodies(small_model_dir,
   pattern = np.asarray(meas.simulate_with_dark_level(
       jnp.asarray(dimer, jnp.float32)[None], g, jnp.asarray([-3.0])))[0]
   config = dataclasses.replace(QUICK, centre_candidates=1,
-                               centre_retry_below=1.0)
+                               centre_retry_below=1.0, two_bodies=False)
   one = recon.reconstruct(pattern, model=small_model_dir, config=config,
                             shape_model=None)
   assert "two_body_unexplained" not in one.signals
@@ -283,7 +285,11 @@ def test_msftnet_command_outputs_frames_and_errors(tmp_path, tiny_model_dir):
     assert rec["detector"]["source"]["centre_px"].startswith("assumed")
     assert 0.1 < rec["valid_fraction"] < 0.5        # the detector's q range
     assert rec["loss_refined"] <= rec["masked_loss_refined"]
-    assert rec["method"] == "polytope" and len(rec["candidates"]) == 2
+    # Two candidates of one body, or three of two bodies (padding left out).
+    assert rec["method"] == "polytope"
+    assert len(rec["candidates"]) == (3 if rec["bodies"] == 2 else 2)
+    assert rec["bodies"] == rec["trust_signals"].get("bodies", 1)
+    assert rec["confidence_calibrated"] is (rec["bodies"] == 1)
     assert Geometry.from_dict(rec["geometry"]) == Geometry()
     assert rec["candidates"][0]["start"] == rec["start"]
     assert rec["candidates"][0]["loss"] <= rec["candidates"][1]["loss"]
@@ -422,3 +428,22 @@ def test_evaluate_bad_model_is_one_line(tmp_path):
   errors = [l for l in res.stderr.splitlines() if l.startswith("error:")]
   assert len(errors) == 1 and "no config.json" in errors[0]
   assert not (tmp_path / "r.md").exists()
+
+
+def test_a_batch_pads_shorter_candidate_lists():
+  """Patterns of one batch may have different numbers of candidates (two
+  bodies keep three, one body two): the shorter lists are padded with
+  empty ones, which STEM.json leaves out."""
+  def row(c):
+    r = {k: np.zeros((1, 2)) for k in recon.Reconstruction._fields}
+    r["history"] = np.zeros((3, 1))
+    r.update(candidate_density=np.ones((1, c, 4, 4, 4), np.float32),
+             candidate_loss=np.arange(c, dtype=float)[None],
+             candidate_name=np.asarray([[f"s{i}" for i in range(c)]],
+                                       dtype=object))
+    return r
+  out = recon._stack([row(2), row(3)])
+  assert out.candidate_density.shape == (2, 3, 4, 4, 4)
+  assert not out.candidate_density[0, 2].any()
+  assert np.isnan(out.candidate_loss[0, 2]) and out.candidate_loss[1, 2] == 2
+  assert list(out.candidate_name[0]) == ["s0", "s1", ""]

@@ -706,5 +706,24 @@ def test_two_bodies_replace_one_only_where_they_explain_clearly_more():
   # At the noise floor there is nothing left to explain.
   assert not trust.two_bodies_better(
       _signals(unexplained_fraction=0.05, noise_fraction=0.05), better)
-  with pytest.raises(ValueError, match="two_bodies"):
-    refine.RefineConfig(method="voxels", two_bodies=True)
+  # The voxel refinement represents any shape: recorded as off there.
+  assert refine.RefineConfig().two_bodies
+  assert not refine.RefineConfig(method="voxels", two_bodies=True).two_bodies
+
+
+def test_two_bodies_are_tried_where_structure_is_left_to_explain():
+  doubtful, sure = 0.3, 0.9
+  structured = _signals(unexplained_fraction=0.2, noise_fraction=0.01)
+  assert trust.two_bodies_worth_trying(structured, doubtful)
+  assert trust.two_bodies_worth_trying(structured, sure)   # residuals
+  assert not trust.two_bodies_worth_trying(
+      _signals(unexplained_fraction=0.03, noise_fraction=0.01), sure)
+  # A noisy pattern's fit within twice its noise: nothing a second body
+  # could explain, however doubtful.
+  assert not trust.two_bodies_worth_trying(
+      _signals(unexplained_fraction=0.4, noise_fraction=0.35), doubtful)
+  assert not trust.two_bodies_worth_trying(
+      _signals(unexplained_fraction=0.03, noise_fraction=0.01), doubtful,
+      below=0.2)
+  assert trust.two_bodies_worth_trying(
+      _signals(unexplained_fraction=0.03, noise_fraction=0.01), doubtful)

@@ -463,6 +463,28 @@ def structured_residual(sig: dict, fraction: float | None = None,
 TWO_BODY_GAIN = 0.9
 
 
+#: A one-body answer is refined again as two bodies only where it leaves
+#: more than this many times the pattern's noise unexplained
+#: (:func:`two_bodies_worth_trying`): every two-body answer kept on seeds
+#: 31, 20261279 and 20261281 had at least 3.3x, none of the 21 results
+#: tried below 2x was kept (mostly noisy simulated-experiment patterns at
+#: 1.0-1.6x, which cost about 10 s each for nothing; ``python -m
+#: benchmarks.trust_rows --what=bodies``).
+TWO_BODY_OVER_NOISE = 2.0
+
+
+def two_bodies_worth_trying(sig: dict, conf: float,
+                            below: float = LOW_CONFIDENCE) -> bool:
+  """Whether a one-body answer (signals ``sig``, confidence ``conf``) is
+  worth refining again as two bodies: doubtful (``conf`` below ``below``,
+  or :func:`structured_residual`) and leaving more than
+  :data:`TWO_BODY_OVER_NOISE` times the noise unexplained (structure that a
+  second body could explain)."""
+  return bool((conf < below or structured_residual(sig))
+              and sig["unexplained_fraction"]
+              > TWO_BODY_OVER_NOISE * sig["noise_fraction"])
+
+
 def two_bodies_better(one_body: dict, two_bodies: dict,
                       gain: float | None = None) -> bool:
   """Whether a two-body answer (signals ``two_bodies``) explains the
