@@ -142,6 +142,9 @@ def _two_bodies(one_body: dict, two: dict) -> dict:
   sig1["two_body_unexplained"] = sig2["unexplained_fraction"]
   if not trust.two_bodies_better(sig1, sig2):
     return one_body
+  # What the row says beyond its signals (a calibration note) stays.
+  notes = [r for r in two["confidence_reasons"][0]
+           if r not in trust.reasons(sig2)]
   # The centres' margin and agreement compare one-body fits, which this
   # answer explains the pattern better than: only the count carries over.
   if "centres_tried" in sig1:
@@ -154,7 +157,7 @@ def _two_bodies(one_body: dict, two: dict) -> dict:
       f"body ({sig2['unexplained_fraction']:.1%} of its variance "
       f"unexplained against {sig1['unexplained_fraction']:.1%}): a "
       "non-convex particle (an agglomerate, an L); the confidence was "
-      "calibrated on one-body answers"] + [
+      "calibrated on one-body answers"] + notes + [
           r for r in one_body["confidence_reasons"][0]
           if r.startswith("the pattern's centre is uncertain")]
   return two

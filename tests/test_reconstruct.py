@@ -166,6 +166,8 @@ def test_a_doubtful_result_is_tried_as_two_touching_bodies(small_model_dir,
   assert kept.signals["two_body_unexplained"] >= 0.0
   assert "bodies" not in kept.signals
   monkeypatch.setattr(trust, "TWO_BODY_GAIN", 1e9)        # always better
+  # A note the row carries beyond its signals stays with the two bodies.
+  monkeypatch.setattr(trust, "calibration_note", lambda *a, **k: "a note")
   two = recon.reconstruct(pattern, model=small_model_dir, config=config,
                             shape_model=None)
   assert two.signals["bodies"] == 2
@@ -174,6 +176,7 @@ def test_a_doubtful_result_is_tried_as_two_touching_bodies(small_model_dir,
   assert two.signals["unexplained_fraction"] == pytest.approx(
       kept.signals["two_body_unexplained"])
   assert any("two touching bodies" in r for r in two.confidence_reasons)
+  assert "a note" in list(two.confidence_reasons)
   assert float(two.confidence) == trust.confidence(two.signals)
   assert str(two.start_name).startswith(("two balls", "candidate"))
   # A confident result is left alone, unless it leaves structured
