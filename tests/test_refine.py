@@ -650,24 +650,32 @@ def test_a_body_can_be_circumscribed_where_it_lies():
       dirs, about_centroid, 32)), vol) < 0.3       # moved to the centre
 
 
-@pytest.mark.parametrize("half", [(0.0, 0.12, 0.0), (0.06, 0.08, 0.06),
-                                  (0.0, 0.085, -0.085)])
-def test_the_autocorrelation_reads_a_dimers_separation_across_the_beam(half):
+@pytest.mark.parametrize("half, dark", [((0.0, 0.12, 0.0), -3.0),
+                                        ((0.06, 0.08, 0.06), -2.0),
+                                        ((0.0, 0.085, -0.085), -5.0)])
+def test_the_autocorrelation_reads_a_dimers_separation_across_the_beam(
+    half, dark):
+  """In box units, at any dark level (the pattern's decades given), also
+  behind a beam stop filled with the truth's own pattern."""
   half = np.asarray(half)
   vol = _balls([half, -half], 0.11)
   pattern = np.asarray(meas.simulate_with_dark_level(
-      jnp.asarray(vol)[None], SMALL, jnp.asarray([-3.0])))[0]
-  direction, d, r = refine.polytope.separation_across_beam(
-      pattern, np.ones_like(pattern, bool))
-  across = 2 * half[1:] * 32                           # voxels
-  assert abs(direction @ across) / np.linalg.norm(across) > 0.98
-  assert d == pytest.approx(np.linalg.norm(across), rel=0.1)
-  assert r == pytest.approx(0.11 * 32, rel=0.3)
+      jnp.asarray(vol)[None], SMALL, jnp.asarray([dark])))[0]
+  valid = np.ones_like(pattern, bool)
+  across = 2 * half[1:]                                # box units
+  stop = valid.copy()
+  stop[28:36, 28:36] = False
+  for v, fill in ((valid, None), (stop, pattern)):
+    direction, d, r = refine.polytope.separation_across_beam(
+        pattern, v, SMALL, fill=fill, decades=-dark)
+    assert abs(direction @ across) / np.linalg.norm(across) > 0.98
+    assert d == pytest.approx(np.linalg.norm(across), rel=0.1)
+    assert r == pytest.approx(0.11, rel=0.3)
   one = _balls([(0.0, 0.0, 0.0)], 0.15)
   pattern = np.asarray(meas.simulate_with_dark_level(
       jnp.asarray(one)[None], SMALL, jnp.asarray([-3.0])))[0]
   assert refine.polytope.separation_across_beam(
-      pattern, np.ones_like(pattern, bool))[1] < 1.5
+      pattern, valid, SMALL, decades=3.0)[1] < 0.05
 
 
 def test_two_bodies_explain_a_dimer_that_one_convex_body_cannot(

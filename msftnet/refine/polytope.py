@@ -431,7 +431,8 @@ def split_starts(densities, planes: int) -> tuple[np.ndarray, np.ndarray,
 
   Returns:
     ``(normals [S, 2, K, 3], offsets [S, 2, K], names [S])``; no starts
-    (``S = 0``) from a candidate with fewer than 16 voxels inside.
+    (``S = 0``) from a candidate with fewer than 16 voxels inside, and no
+    cut that leaves fewer than 8 on one side.
   """
   dirs = convex.fibonacci_directions(planes)
   offsets, names = [], []
@@ -444,6 +445,8 @@ def split_starts(densities, planes: int) -> tuple[np.ndarray, np.ndarray,
     _, axes = np.linalg.eigh(centred.T @ centred)
     for a, axis in zip(("long", "middle", "short"), axes.T[::-1]):
       side = (centred @ axis) > 0
+      if min(side.sum(), (~side).sum()) < 8:     # a flat body's cut
+        continue
       halves = []
       for part in (side, ~side):
         half = np.zeros_like(inside)
@@ -506,10 +509,10 @@ def refine_two_bodies(densities, pattern, valid, geometry: Geometry,
       jnp.asarray(crop_valid), geometry=coarse, max_dark=config.max_dark))
   radii = (trust.equivalent_radius(densities[0]) / 2.0 ** (1.0 / 3.0),
            float(_SCAN_RADII[int(np.argmin(scan))]))
-  sim = meas.pattern_losses(densities[0], pattern, valid, geometry,
-                            config.max_dark)[0]
-  parts = [pair_starts(pattern, valid, radii, geometry.n_voxels,
-                       config.planes, fill=sim)]
+  sim, _, _, dark = meas.pattern_losses(densities[0], pattern, valid,
+                                        geometry, config.max_dark)
+  parts = [pair_starts(pattern, valid, radii, geometry, config.planes,
+                       fill=sim, decades=max(-dark, 1.0))]
   parts.append(split_starts(densities[:1], config.planes))
   normals = np.concatenate([x[0] for x in parts])
   offsets = np.concatenate([x[1] for x in parts])
@@ -522,8 +525,8 @@ def refine_two_bodies(densities, pattern, valid, geometry: Geometry,
                          network_masked, photons, dark_cap)
 
 
-def separation_across_beam(pattern, valid, fill=None,
-                           log_range: float = 6.0
+def separation_across_beam(pattern, valid, geometry: Geometry, fill=None,
+                           decades: float = 4.0
                            ) -> tuple[np.ndarray, float, float]:
   """How far apart, across the beam, the two halves of a particle lie, read
   off the pattern's autocorrelation.
@@ -538,17 +541,21 @@ def separation_across_beam(pattern, valid, fill=None,
   Args:
     pattern: ``[M, M]`` normalised log pattern (1 at the peak), centred.
     valid: its valid pixels.
+    geometry: its q grid: one pixel of the autocorrelation is
+      ``2 pi / (M q_step)`` nm.
     fill: ``None`` (the invalid pixels count as no intensity), or a model's
       pattern ``[M, M]`` (e.g. a one-body answer's): the invalid pixels take
       its values, fitted to the valid ones by a scale and an offset (a beam
       stop hides the brightest pixels, which dominate the autocorrelation).
-    log_range: decades the pattern's [0, 1] spans (an assumption: the
-      moments hardly depend on it).
+    decades: how many decades of intensity the pattern's [0, 1] spans
+      (about minus the fitted dark level ``u``): the intensity is
+      ``10^(decades (p - 1))``, and the moments scale with it, ``d`` as
+      its square root.
 
   Returns:
-    ``(direction [2] (y, x) unit vector, d, r)`` in voxels of the MSFT box
-    (the autocorrelation's pixel is one voxel): ``r`` the radius of the
-    ball whose projection has the variance across (``sqrt(5 var)``).
+    ``(direction [2] (y, x) unit vector, d, r)``, ``d`` and ``r`` in box
+    units: ``r`` the radius of the ball whose projection has the variance
+    across (``sqrt(5 var)``).
   """
   p = np.asarray(pattern, np.float64)
   v = np.asarray(valid, bool)
@@ -556,9 +563,10 @@ def separation_across_beam(pattern, valid, fill=None,
     f = np.asarray(fill, np.float64)
     a, b = np.linalg.lstsq(np.stack([f[v], np.ones(v.sum())], 1), p[v],
                            rcond=None)[0]
-    p = np.where(v, p, np.clip(a * f + b, 0.0, 1.0))
+    # Hidden pixels may be brighter than the brightest valid one.
+    p = np.where(v, p, np.maximum(a * f + b, 0.0))
     v = np.ones_like(v)
-  inten = np.where(v, 10.0 ** (log_range * (p - 1.0)), 0.0)
+  inten = np.where(v, 10.0 ** (decades * (p - 1.0)), 0.0)
   a = np.abs(np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(inten))))
   m = a.shape[0]
   s = np.arange(m) - m // 2
@@ -568,25 +576,27 @@ def separation_across_beam(pattern, valid, fill=None,
   cov = np.array([[np.sum(w * sy * sy), np.sum(w * sy * sx)],
                   [np.sum(w * sy * sx), np.sum(w * sx * sx)]]) / 2.0
   lam, vec = np.linalg.eigh(cov)
-  return (vec[:, 1], float(2.0 * np.sqrt(max(lam[1] - lam[0], 0.0))),
-          float(np.sqrt(5.0 * max(lam[0], 0.0))))
+  pixel = 2.0 * np.pi / (m * geometry.q_step_per_nm * geometry.box_nm)
+  return (vec[:, 1], float(pixel * 2.0 * np.sqrt(max(lam[1] - lam[0], 0.0))),
+          float(pixel * np.sqrt(5.0 * max(lam[0], 0.0))))
 
 
-def pair_starts(pattern, valid, radii, n: int, planes: int, fill=None
+def pair_starts(pattern, valid, radii, geometry: Geometry, planes: int,
+                fill=None, decades: float = 4.0
                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
   """Two-ball starts: for the radius the autocorrelation reads across the
   separation and each of ``radii`` (box units), two such balls
   touching, their separation across the beam from
-  :func:`separation_across_beam` (``fill``: its model pattern) and the
-  rest of the balls' diameter
-  along the beam, either way (none where the separation across exceeds it).
+  :func:`separation_across_beam` (``fill``, ``decades``: as there) and the
+  rest of the balls' diameter along the beam, either way (none where the
+  separation across exceeds it).
 
   Returns ``(normals [S, 2, K, 3], offsets [S, 2, K], names [S])``.
   """
   dirs = convex.fibonacci_directions(planes)
-  (dy, dx), d, r_across = separation_across_beam(pattern, valid, fill)
-  d = d / n
-  radii = (r_across / n,) + tuple(radii)
+  (dy, dx), d, r_across = separation_across_beam(pattern, valid, geometry,
+                                                 fill, decades)
+  radii = (r_across,) + tuple(radii)
   offsets, names = [], []
   for r in radii:
     full = 2.0 * r             # touching; or further apart across
