@@ -82,10 +82,11 @@ def report_bodies(rows, report: Report, paths) -> None:
              or r["signals"].get("bodies") == 2]
     kept = [r for r in tried if r["signals"].get("bodies") == 2]
     ratio = [(r["signals"]["unexplained_fraction"]
-              / r["signals"]["one_body_unexplained"])
+              / max(r["signals"]["one_body_unexplained"], 1e-12))
              if r["signals"].get("bodies") == 2 else
              (r["signals"]["two_body_unexplained"]
-              / r["signals"]["unexplained_fraction"]) for r in tried]
+              / max(r["signals"]["unexplained_fraction"], 1e-12))
+             for r in tried]
     # How far above the noise each tried one-body answer was.
     over = [(r["signals"].get("one_body_unexplained",
                               r["signals"]["unexplained_fraction"])

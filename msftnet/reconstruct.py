@@ -456,8 +456,8 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
                                    k=config.centre_candidates,
                                    max_shift=config.centre_search)
                                if c != shift])
-    if (config.two_bodies and config.method == "polytope"
-        and config.steps > 0
+    # (RefineConfig turns two_bodies off for the voxel method.)
+    if (config.two_bodies and config.steps > 0
         and trust.two_bodies_worth_trying(row["signals"][0],
                                           float(row["confidence"][0]),
                                           config.centre_retry_below)):

@@ -225,6 +225,19 @@ _START_SHAPES = (("sphere", (1.0, 1.0, 1.0)), ("prolate", (1.4, 0.85, 0.85)),
                  ("oblate", (0.7, 1.2, 1.2)))
 
 
+def scan_spheres(pattern, valid, geometry: Geometry, max_dark: float
+                 ) -> np.ndarray:
+  """The affine-invariant loss of balls of each of ``_SCAN_RADII`` against
+  the coarse problem (the central pixels; all of them where too few near
+  the centre are valid): ``[R]``."""
+  coarse, crop, crop_valid = meas.coarse_problem(pattern, valid, geometry)
+  if crop_valid.sum() < 16:            # nothing near the centre: use all
+    crop_valid = np.ones_like(crop_valid)
+  return np.asarray(_sphere_scan(jnp.asarray(_SCAN_RADII, jnp.float32),
+                                 jnp.asarray(crop), jnp.asarray(crop_valid),
+                                 geometry=coarse, max_dark=max_dark))
+
+
 def polytope_starts(network_density, pattern, valid, geometry: Geometry,
                     config: base.RefineConfig, radius: float | None = None):
   """The starts of the polytope refinement for one (centred) pattern.
@@ -240,12 +253,7 @@ def polytope_starts(network_density, pattern, valid, geometry: Geometry,
   Returns ``(normals [S, K, 3], offsets [S, K], names [S])``.
   """
   dirs = convex.fibonacci_directions(config.planes)
-  coarse, crop, crop_valid = meas.coarse_problem(pattern, valid, geometry)
-  if crop_valid.sum() < 16:            # nothing near the centre: use all
-    crop_valid = np.ones_like(crop_valid)
-  scan = np.asarray(_sphere_scan(jnp.asarray(_SCAN_RADII, jnp.float32),
-                                 jnp.asarray(crop), jnp.asarray(crop_valid),
-                                 geometry=coarse, max_dark=config.max_dark))
+  scan = scan_spheres(pattern, valid, geometry, config.max_dark)
   radii = np.asarray(_SCAN_RADII)
   offsets = [convex.support_offsets(
       convex.centre_density(np.asarray(network_density)), dirs)]
@@ -501,12 +509,7 @@ def refine_two_bodies(densities, pattern, valid, geometry: Geometry,
   fit_valid = _fit_mask(valid, config)
   # Each ball: half the answer's volume, or the best sphere of the scan
   # (a dimer's envelope is one ball's pattern).
-  coarse, crop, crop_valid = meas.coarse_problem(pattern, fit_valid, geometry)
-  if crop_valid.sum() < 16:
-    crop_valid = np.ones_like(crop_valid)
-  scan = np.asarray(_sphere_scan(
-      jnp.asarray(_SCAN_RADII, jnp.float32), jnp.asarray(crop),
-      jnp.asarray(crop_valid), geometry=coarse, max_dark=config.max_dark))
+  scan = scan_spheres(pattern, fit_valid, geometry, config.max_dark)
   radii = (trust.equivalent_radius(densities[0]) / 2.0 ** (1.0 / 3.0),
            float(_SCAN_RADII[int(np.argmin(scan))]))
   sim, _, _, dark = meas.pattern_losses(densities[0], pattern, valid,
