@@ -14,7 +14,8 @@ trust signals, seconds) and one summary line per set:
 
 * ``simexp``: ``--n`` truncated test solids (``evaluation.testset_source``,
   192^3 simulations, data seed ``--seed``) through the paper's
-  simulated-experiment filter (``augment.evaluation_input``);
+  simulated-experiment filter (``augment.evaluation_input``); each row
+  holds the filter's centre offset (``true_centre``);
 * ``clean``: the first ``--n_clean`` of them, unfiltered;
 * ``cxi``: ``--n`` other truncated test solids (data seed ``--seed + 1``,
   64^3) as one raw-count CXI run: Poisson counts with 1e3-1e5 photons at
@@ -49,20 +50,19 @@ weights now in ``trust.CONFIDENCE_WEIGHTS``.
 
 from __future__ import annotations
 
-import glob
 import os
 import tempfile
 import time
 
 from absl import app
 from absl import flags
-import h5py
 import jax.numpy as jnp
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 import msftnet
 from benchmarks.jsonlines import Report
+from benchmarks.simulated_runs import cxi_run
 from msftnet import augment
 from msftnet import data as data_lib
 from msftnet import evaluation
@@ -226,38 +226,6 @@ def noparticle_patterns(m: int = 128, seed: int = 0
   return [(n, np.where(v, p, 0.0).astype(np.float32), v) for n, p, v in out]
 
 
-def cxi_run(path: str, truth: np.ndarray, geometry, seed: int) -> list[dict]:
-  """Write the raw-count CXI run of ``truth [K, N, N, N]``; returns what
-  each frame was made with."""
-  inten = np.asarray(msftnet.intensity(jnp.asarray(truth), geometry),
-                     np.float64)
-  rng = np.random.default_rng(seed)
-  m = inten.shape[-1]
-  r, c = np.mgrid[:m, :m] - m // 2
-  frames, masks, made = [], [], []
-  for k in range(len(truth)):
-    photons = float(10 ** rng.uniform(3, 5))
-    counts = rng.poisson(inten[k] / inten[k].max() * photons
-                         + 0.05).astype(np.int32)
-    dy, dx = (int(s) for s in rng.integers(-4, 5, size=2))
-    bad = ((r**2 + c**2 < 6**2) | ((c >= 20) & (c < 24))).astype(np.uint32)
-    counts = np.roll(counts, (dy, dx), axis=(0, 1))
-    bad = np.roll(bad, (dy, dx), axis=(0, 1))
-    rows, cols = np.arange(m), np.arange(m)
-    wrapped = (((rows < dy) | (rows >= m + dy))[:, None]
-               | ((cols < dx) | (cols >= m + dx))[None, :])
-    bad[wrapped] = 1
-    frames.append(counts)
-    masks.append(bad)
-    made.append({"photons": photons, "beam_offset_px": [dy, dx]})
-  with h5py.File(path, "w") as f:
-    f["entry_1/instrument_1/detector_1/data"] = np.stack(frames)
-    f["entry_1/instrument_1/detector_1/mask"] = np.stack(masks)
-    f["entry_1/data_1/data"] = h5py.SoftLink(
-        "/entry_1/instrument_1/detector_1/data")
-  return made
-
-
 def _shifted(pattern, valid, max_shift: int):
   """Every integer re-centring within ``max_shift`` px: ``(P, V)``, each
   ``[K, M * M]`` (:func:`msftnet.centre.shift_pattern`)."""
@@ -340,12 +308,16 @@ def _inputs(seed: int, sets, tmp):
         rec = src[i]
         p, v = augment.evaluation_input(rec["pattern"], int(rec["index"]),
                                         cond)
-        if _ORACLE_CENTRE.value and cond == "simulated_experiment":
-          p, v = msftnet.centre.shift_pattern(
-              p, v, augment.simulated_experiment_offset(
-                  augment.evaluation_key(int(rec["index"]))))
+        extra = None
+        if cond == "simulated_experiment":
+          offset = augment.simulated_experiment_offset(
+              augment.evaluation_key(int(rec["index"])))
+          extra = {"true_centre": [int(x) for x in offset]}
+          if _ORACLE_CENTRE.value:
+            p, v = msftnet.centre.shift_pattern(p, v, offset)
+            extra = {"true_centre": [0, 0]}
         yield (set_name, src.rows[i]["polyhedron"], p, v, rec["density"],
-               None)
+               extra)
   if "cxi" in sets:
     cfg = data_lib.DataConfig(n_samples=_N.value, seed=seed + 1,
                               resolution=64, test_set=True)

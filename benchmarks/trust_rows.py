@@ -5,6 +5,7 @@ r"""Read stored trust rows again: what the published pooled and offline figures 
   python -m benchmarks.trust_rows --what=size FILE...
   python -m benchmarks.trust_rows --what=depth FILE...
   python -m benchmarks.trust_rows --what=bodies [--baseline=ROWS] FILE...
+  python -m benchmarks.trust_rows --what=centre FILE...
 
 FILE: JSON-lines rows of ``python -m benchmarks.trust`` (results with a
 truth; the no-particle set is left out of ``rules``, ``size`` and
@@ -21,7 +22,14 @@ the ratio of the two bodies' unexplained variance to the one body's, how
 many times the noise the one body left unexplained (kept and not), and,
 with ``--baseline`` (the rows of the same seed and sets without two
 bodies), each set's median aligned IoU in both and every changed result.
-One JSON line per answer.
+``centre``: per file, the simexp and cxi results by how far the chosen
+centre (``centre_shift``) lies from the true one (the filter's offset,
+``true_centre``, or the CXI run's ``beam_offset_px``; for simexp rows
+written before ``true_centre`` was stored, the offset of the filter's key
+of the k-th simexp row, ``augment.evaluation_key(k + 1)``, since the test
+set's samples are numbered from 1): how many are off by 0, 1, 2 and more
+than 2 px, and the median aligned IoU of those within 1 px and of the
+others. One JSON line per answer.
 """
 
 from __future__ import annotations
@@ -34,11 +42,12 @@ from absl import flags
 import numpy as np
 
 from benchmarks.jsonlines import Report
+from msftnet import augment
 from msftnet import records
 from msftnet.refine import trust
 
 _WHAT = flags.DEFINE_enum("what", "pooled", ["pooled", "rules", "size",
-                                             "depth", "bodies"],
+                                             "depth", "bodies", "centre"],
                           "What to report.")
 _BASELINE = flags.DEFINE_string(
     "baseline", None, "--what=bodies: the same seed's rows without two "
@@ -117,6 +126,36 @@ def report_bodies(rows, report: Report, paths) -> None:
     report.add(out)
 
 
+def report_centre(paths, report: Report) -> None:
+  """``--what=centre``: the results by their centre's error, per file and
+  set."""
+  for path in paths:
+    rows = [r for r in records.read_jsonl(path)
+            if not r.get("summary") and "aligned_iou" in r]
+    for set_name in ("simexp", "cxi"):
+      rs = [r for r in rows if r["set"] == set_name]
+      if not rs:
+        continue
+      if set_name == "cxi":
+        true = [r["beam_offset_px"] for r in rs]
+      else:
+        true = [r.get("true_centre") or augment.simulated_experiment_offset(
+            augment.evaluation_key(k + 1)) for k, r in enumerate(rs)]
+      err = np.asarray([max(abs(int(a) - int(b)) for a, b in
+                            zip(r["centre_shift"], t))
+                        for r, t in zip(rs, true)])
+      iou = np.asarray([r["aligned_iou"] for r in rs])
+      med = lambda x: round(float(np.median(x)), 3) if len(x) else None
+      report.add({"what": "centre", "file": path, "set": set_name,
+                  "n": len(rs),
+                  "off_by_px": {"0": int((err == 0).sum()),
+                                "1": int((err == 1).sum()),
+                                "2": int((err == 2).sum()),
+                                "more": int((err > 2).sum())},
+                  "median": med(iou), "median_within_1px": med(iou[err <= 1]),
+                  "median_off_more_than_1px": med(iou[err > 1])})
+
+
 def main(argv):
   paths = argv[1:]
   if not paths:
@@ -127,6 +166,10 @@ def main(argv):
     raise app.UsageError(f"No rows with a truth in {', '.join(paths)}.")
   report = Report()
   what = _WHAT.value
+  if what == "centre":
+    report_centre(paths, report)
+    report.write(_JSON_OUT.value)
+    return
   if what == "pooled":
     iou = [r["aligned_iou"] for r in rows if r["set"] == _SET.value]
     if not iou:

@@ -4,14 +4,16 @@ The MSFT puts ``q = 0`` at pixel ``(M // 2, M // 2)``. A measured pattern's
 centre can be off by a few pixels (beam position, detector placement; the
 paper's simulated-experiment filter shifts patterns by up to 5 px, twice).
 Unmodelled, such a shift is read as shape. :func:`find_centre` estimates the
-integer offset from the pattern's approximate point symmetry about its centre
+integer offset, minimised over ``|c - M // 2| <= max_shift`` per axis,
+inside the valid pixels, from two scores of each candidate centre ``c``
+(:func:`centre_scores`): the pattern's approximate point symmetry about it
 (Friedel's law ``I(q) = I(-q)`` holds in the small-angle limit; absorption
-and the Ewald curvature break it weakly at small q), inside the valid pixels:
-the normalised mean squared difference between ``t(c + d)`` and ``t(c - d)``
-over pixel pairs within ``radius`` of the candidate centre ``c``, minimised
-over ``|c - M // 2| <= max_shift`` per axis. :func:`shift_pattern` then moves
-the pattern so that its centre lands on ``M // 2`` (pixels moved in from
-outside the detector become invalid).
+and the Ewald curvature break it weakly at small q: the normalised mean
+squared difference between ``t(c + d)`` and ``t(c - d)`` over pixel pairs
+within ``radius``) and how little the pattern varies along rings about it
+(:func:`ring_centre`). :func:`shift_pattern` then moves the pattern so that
+its centre lands on ``M // 2`` (pixels moved in from outside the detector
+become invalid).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["find_centre", "find_centres", "ring_centre", "centre_candidates",
-           "shift_pattern"]
+__all__ = ["find_centre", "find_centres", "centre_scores", "ring_centre",
+           "centre_candidates", "shift_pattern", "SYMMETRY_RADIUS",
+           "RING_RADIUS"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -69,26 +72,135 @@ def _scores(t, v, *, max_shift, radius, min_pairs):
   return jax.lax.map(one, (t, v))
 
 
-def find_centres(patterns, valid=None, *, max_shift: int = 10,
-                 radius: int = 40, min_pairs: int = 200,
-                 min_gain: float = 0.0) -> np.ndarray:
-  """:func:`find_centre` of a batch ``[B, M, M]``: offsets ``[B, 2]``
-  (int64; all candidates of a pattern scored at once, jit-compiled)."""
+#: Pair radius (px) of the symmetry score of :func:`find_centre` (and
+#: :func:`find_centres`).
+SYMMETRY_RADIUS = 20
+
+#: Radius (px) of the disc whose rings :func:`ring_centre` compares.
+RING_RADIUS = 20
+
+
+@functools.lru_cache(maxsize=8)
+def _disc(m: int, max_shift: int, radius: int):
+  """Flat pixel indices of the disc of ``radius`` about every candidate
+  centre, ``idx [S, K]`` (0 off the detector), ``ok [S, K]``, and each
+  offset's ring (its distance, floored) ``ring [K]``."""
+  yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+  inside = yy * yy + xx * xx < radius * radius
+  dy, dx = yy[inside], xx[inside]
+  ring = np.floor(np.hypot(dy, dx)).astype(np.int32)
+  s = np.arange(-max_shift, max_shift + 1)
+  cy = (m // 2 + np.repeat(s, s.size))[:, None] + dy
+  cx = (m // 2 + np.tile(s, s.size))[:, None] + dx
+  ok = (cy >= 0) & (cy < m) & (cx >= 0) & (cx < m)
+  idx = np.where(ok, cy * m + cx, 0).astype(np.int32)
+  return idx, ok, ring
+
+
+@functools.partial(jax.jit, static_argnames=("max_shift", "radius",
+                                             "min_pixels"))
+def _ring_scores(t, v, *, max_shift, radius, min_pixels):
+  """Ring score ``[B, S]`` of every candidate (inf: too few pixels): the
+  variance within 1 px rings of the valid pixels within ``radius``, as a
+  fraction of theirs."""
+  idx, ok, ring = _disc(t.shape[-1], max_shift, radius)
+  onehot = jnp.asarray(ring[:, None] == np.arange(radius)[None, :],
+                       jnp.float32)                              # [K, R]
+
+  def one(args):
+    ti, vi = args
+    w = vi.reshape(-1)[idx] * ok                                 # [S, K]
+    x = ti.reshape(-1)[idx] * w
+    n = jnp.sum(w, axis=1)
+    safe = jnp.maximum(n, 1.0)
+    var = jnp.sum(x * x, axis=1) / safe - (jnp.sum(x, axis=1) / safe) ** 2
+    cnt = w @ onehot
+    s1 = x @ onehot
+    s2 = (x * x) @ onehot
+    within = jnp.sum(s2 - s1 ** 2 / jnp.maximum(cnt, 1.0), axis=1) / safe
+    good = (n >= min_pixels) & (var > 1e-12)
+    return jnp.where(good, within / jnp.where(good, var, 1.0), jnp.inf)
+
+  return jax.lax.map(one, (t, v))
+
+
+def _as_batch(patterns, valid, name: str):
   t = np.asarray(patterns, np.float32)
   if t.ndim != 3 or t.shape[1] != t.shape[2]:
-    raise ValueError(f"find_centres: patterns must be [B, M, M], got "
-                     f"{t.shape}.")
+    raise ValueError(f"{name}: patterns must be [B, M, M], got {t.shape}.")
   v = (np.ones(t.shape, np.float32) if valid is None else
        np.broadcast_to(np.asarray(valid, bool), t.shape).astype(np.float32))
-  score = np.asarray(_scores(t, v, max_shift=int(max_shift),
-                             radius=int(radius), min_pairs=int(min_pairs)))
+  return t, v
+
+
+def _log_over_min(score):
+  """``log(score / min score)`` per row (inf stays inf; a row with no
+  finite score is all inf)."""
+  best = np.min(np.where(np.isfinite(score), score, np.inf), axis=1,
+                keepdims=True)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return np.where(np.isfinite(score) & np.isfinite(best),
+                    np.log(np.maximum(score, 1e-30)
+                           / np.maximum(best, 1e-30)), np.inf)
+
+
+def centre_scores(patterns, valid=None, *, max_shift: int = 10,
+                  radius: int = SYMMETRY_RADIUS, min_pairs: int = 200,
+                  rings: bool = True) -> np.ndarray:
+  """The centre search's score of every candidate offset of patterns
+  ``[B, M, M]`` (or one ``[M, M]``): ``[B, 2 max_shift + 1, 2 max_shift
+  + 1]`` (or without ``B``; row-major in ``(dy, dx)``; lower is better, inf
+  where a candidate has too few valid pixels): the symmetry score (the
+  normalised mean squared difference of the pixel pairs within ``radius``
+  about the candidate) and, with ``rings``, the ring score of
+  :func:`ring_centre` (the variance within 1 px rings of the valid pixels
+  within :data:`RING_RADIUS`, as a fraction of theirs), each as the log of
+  its ratio to the pattern's best candidate, summed.
+
+  The two fail on different patterns: anisotropic fringes bias the rings,
+  and an artefact that breaks the point symmetry (a blind spot's
+  attenuated rim, an off-centre beam stop), or strong noise, the pairs; the
+  sum is right more often than either (docs/results.md, "The centre from
+  symmetry and rings").
+  """
+  single = np.ndim(patterns) == 2
+  if single:
+    patterns = np.asarray(patterns)[None]
+    valid = None if valid is None else np.asarray(valid, bool)[None]
+  t, v = _as_batch(patterns, valid, "centre_scores")
+  side = 2 * max_shift + 1
+  sym = np.asarray(_scores(t, v, max_shift=int(max_shift),
+                           radius=int(radius), min_pairs=int(min_pairs)))
+  if rings:
+    ring = np.asarray(_ring_scores(t, v, max_shift=int(max_shift),
+                                   radius=RING_RADIUS,
+                                   min_pixels=int(min_pairs)))
+    sym = _log_over_min(sym) + _log_over_min(ring)
+  out = sym.reshape(-1, side, side)
+  return out[0] if single else out
+
+
+def find_centres(patterns, valid=None, *, max_shift: int = 10,
+                 radius: int = SYMMETRY_RADIUS, min_pairs: int = 200,
+                 min_gain: float = 0.0, rings: bool = True) -> np.ndarray:
+  """:func:`find_centre` of a batch ``[B, M, M]``: offsets ``[B, 2]``
+  (int64; all candidates of a pattern scored at once, jit-compiled)."""
+  score = centre_scores(patterns, valid, max_shift=max_shift, radius=radius,
+                        min_pairs=min_pairs, rings=rings)
+  score = score.reshape(score.shape[0], -1)
   side = 2 * max_shift + 1
   k = np.argmin(score, axis=1)
-  # Stay at M // 2 unless the best candidate is clearly more symmetric.
+  # Stay at M // 2 unless the best candidate is clearly better.
   k0 = max_shift * side + max_shift
   rows = np.arange(len(k))
-  stay = (np.isfinite(score[:, k0])
-          & (score[rows, k] > (1.0 - min_gain) * score[:, k0]))
+  with np.errstate(divide="ignore"):
+    margin = np.log(1.0 - min_gain) if min_gain < 1 else -np.inf
+  if rings:
+    stay = (np.isfinite(score[:, k0])
+            & (score[rows, k] > score[:, k0] + margin))
+  else:
+    stay = (np.isfinite(score[:, k0])
+            & (score[rows, k] > (1.0 - min_gain) * score[:, k0]))
   k = np.where(stay, k0, k)
   found = np.isfinite(score).any(axis=1)
   out = np.stack([k // side - max_shift, k % side - max_shift], axis=1)
@@ -99,9 +211,6 @@ def find_centres(patterns, valid=None, *, max_shift: int = 10,
 #: in order after the default search's centre and the rings' centre.
 CANDIDATE_RADII = (20, 30, 15)
 
-#: Radius (px) of the disc whose rings :func:`ring_centre` compares.
-RING_RADIUS = 20
-
 
 def ring_centre(pattern, valid=None, *, max_shift: int = 10,
                 radius: int = RING_RADIUS, min_pixels: int = 200
@@ -111,46 +220,35 @@ def ring_centre(pattern, valid=None, *, max_shift: int = 10,
   pixels within ``radius`` px are binned by their distance (1 px rings) and
   the variance within the rings is taken as a fraction of theirs; the
   smallest wins (candidates with fewer than ``min_pixels`` valid pixels are
-  skipped; none: ``(0, 0)``).
+  skipped; none: ``(0, 0)``; among equal scores the first in row-major
+  ``(dy, dx)`` order).
 
   A pattern's radially falling envelope centres it even where its point
   symmetry is broken (a blind spot's rim, a beam stop off its centre), and
   single pixels (unlike pairs) need not have a valid partner.
   """
-  t = np.asarray(pattern, np.float64)
-  v = (np.ones(t.shape, bool) if valid is None else np.asarray(valid, bool))
-  m0, m1 = t.shape
-  yy, xx = np.nonzero(v)
-  x = t[yy, xx]
-  best, out = np.inf, (0, 0)
-  for dy in range(-max_shift, max_shift + 1):
-    for dx in range(-max_shift, max_shift + 1):
-      r = np.hypot(yy - (m0 // 2 + dy), xx - (m1 // 2 + dx))
-      sel = r < radius
-      if sel.sum() < min_pixels:
-        continue
-      k = r[sel].astype(np.int64)
-      xs = x[sel]
-      var = xs.var()
-      if var <= 0:
-        continue
-      cnt = np.bincount(k)
-      s1 = np.bincount(k, xs)
-      s2 = np.bincount(k, xs * xs)
-      within = (s2 - s1**2 / np.maximum(cnt, 1)).sum() / sel.sum() / var
-      if within < best:
-        best, out = within, (dy, dx)
-  return out
+  t, v = _as_batch(np.asarray(pattern)[None],
+                   None if valid is None else np.asarray(valid, bool)[None],
+                   "ring_centre")
+  score = np.asarray(_ring_scores(t, v, max_shift=int(max_shift),
+                                  radius=int(radius),
+                                  min_pixels=int(min_pixels)))[0]
+  if not np.isfinite(score).any():
+    return (0, 0)
+  k = int(np.argmin(score))
+  side = 2 * max_shift + 1
+  return (k // side - max_shift, k % side - max_shift)
 
 
 def centre_candidates(pattern, valid=None, *, k: int = 4,
-                      max_shift: int = 10, min_pairs: int = 200
+                      max_shift: int = 10, min_pairs: int = 200,
+                      radius: int = SYMMETRY_RADIUS, rings: bool = True
                       ) -> list[tuple[int, int]]:
   """Up to ``k`` distinct candidate offsets ``(dy, dx)`` of the pattern's
   centre, the most likely first.
 
   The first is :func:`find_centre`'s, the second :func:`ring_centre`'s.
-  The symmetry score is fooled where
+  The search is fooled where
   the detector's artefacts break the pattern's point symmetry (a blind
   spot's attenuated rim, an off-centre beam stop, noise): then the right
   centre is often a local minimum of the score over pairs closer to the
@@ -158,7 +256,8 @@ def centre_candidates(pattern, valid=None, *, k: int = 4,
   pair radii :data:`CANDIDATE_RADII` (the first minimum of each radius,
   then the second, ...), each at least 2 px from every earlier candidate
   (per axis). A caller that can score a centre by a fit (the refinement's
-  objective) chooses among them.
+  objective) chooses among them. ``radius`` and ``rings``: the first
+  candidate's search (:func:`find_centre`).
   """
   if k < 1:
     raise ValueError(f"centre_candidates: k must be >= 1, got {k}.")
@@ -167,7 +266,7 @@ def centre_candidates(pattern, valid=None, *, k: int = 4,
        np.asarray(valid, bool)[None].astype(np.float32))
   side = 2 * max_shift + 1
   picked = [find_centre(pattern, valid, max_shift=max_shift,
-                        min_pairs=min_pairs)]
+                        min_pairs=min_pairs, radius=radius, rings=rings)]
 
   def far(c):                  # at least 2 px from every earlier candidate
     return all(max(abs(c[0] - a), abs(c[1] - b)) >= 2 for a, b in picked)
@@ -206,8 +305,8 @@ def centre_candidates(pattern, valid=None, *, k: int = 4,
 
 
 def find_centre(pattern, valid=None, *, max_shift: int = 10,
-                radius: int = 40, min_pairs: int = 200,
-                min_gain: float = 0.0) -> tuple[int, int]:
+                radius: int = SYMMETRY_RADIUS, min_pairs: int = 200,
+                min_gain: float = 0.0, rings: bool = True) -> tuple[int, int]:
   """Integer offset ``(dy, dx)`` of the pattern's centre from pixel ``M // 2``.
 
   Args:
@@ -215,12 +314,17 @@ def find_centre(pattern, valid=None, *, max_shift: int = 10,
     valid: optional ``[M, M]`` bool mask.
     max_shift: largest offset searched per axis (px).
     radius: pixel pairs within this distance of the candidate centre.
-    min_pairs: candidates with fewer valid pairs are skipped.
+    min_pairs: candidates with fewer valid pairs (or, for the rings, valid
+      pixels) are skipped.
     min_gain: the centre moves from ``M // 2`` only to a candidate whose
-      score is below ``(1 - min_gain)`` times that of ``M // 2`` (the
-      pattern of a particle is not exactly point symmetric: absorption and
-      the Ewald sphere break Friedel's law slightly, so a centred pattern's
-      best score can lie a pixel or two away).
+      score is clearly better than that of ``M // 2`` (the pattern of a
+      particle is not exactly point symmetric: absorption and the Ewald
+      sphere break Friedel's law slightly, so a centred pattern's best score
+      can lie a pixel or two away): with ``rings``, whose score
+      (:func:`centre_scores`) is a sum of log ratios, lower by more than
+      ``-log(1 - min_gain)``; without, below ``(1 - min_gain)`` times it.
+    rings: also weigh the ring score (:func:`centre_scores`; default);
+      False: the symmetry score alone.
 
   Returns ``(0, 0)`` when no candidate has enough valid pairs; among equal
   scores the first candidate in row-major ``(dy, dx)`` order.
@@ -228,7 +332,7 @@ def find_centre(pattern, valid=None, *, max_shift: int = 10,
   v = None if valid is None else np.asarray(valid, bool)[None]
   dy, dx = find_centres(np.asarray(pattern)[None], v, max_shift=max_shift,
                         radius=radius, min_pairs=min_pairs,
-                        min_gain=min_gain)[0]
+                        min_gain=min_gain, rings=rings)[0]
   return int(dy), int(dx)
 
 

@@ -133,6 +133,39 @@ def _best_centre(first: dict, others: list[dict]) -> dict:
   return best
 
 
+def _other_centres(pattern, valid, shift, confidence: float,
+                   config: RefineConfig) -> list[tuple[int, int]]:
+  """The centres besides ``shift`` (the centre search's) at which a
+  pattern is refined again: every other candidate
+  (:func:`msftnet.centre.centre_candidates`) below
+  ``config.centre_retry_below``; otherwise, with ``config.centre_check``,
+  those of the two searches the default one combines (the rings',
+  :func:`msftnet.centre.ring_centre`, and the point symmetry's alone) that
+  lie 2 px or more (per axis) from ``shift`` and from each other."""
+  if not config.centre_search:
+    return []
+  if confidence < config.centre_retry_below:
+    return [c for c in centre.centre_candidates(
+        pattern, valid, k=config.centre_candidates,
+        max_shift=config.centre_search, radius=config.centre_radius,
+        rings=config.centre_rings) if c != tuple(shift)]
+  if not config.centre_check:
+    return []
+  searches = [centre.ring_centre(pattern, valid,
+                                 max_shift=config.centre_search)]
+  if config.centre_rings:
+    searches.append(centre.find_centre(pattern, valid,
+                                       max_shift=config.centre_search,
+                                       radius=config.centre_radius,
+                                       rings=False))
+  out = []
+  for c in searches:
+    if all(max(abs(c[0] - a), abs(c[1] - b)) >= 2
+           for a, b in [tuple(shift)] + out):
+      out.append(c)
+  return out
+
+
 def _two_bodies(one_body: dict, two: dict) -> dict:
   """Of one pattern's one-body row and its two-body row (same centre), the
   two-body one where it explains the pattern clearly better
@@ -334,7 +367,9 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
   pat, val = np.asarray(pat), np.asarray(val)
   photons = _photons(photons, pat.shape[0], single, config)
   shifts = (np.zeros((pat.shape[0], 2), np.int64) if not config.centre_search
-            else centre.find_centres(pat, val, max_shift=config.centre_search))
+            else centre.find_centres(pat, val, max_shift=config.centre_search,
+                                     radius=config.centre_radius,
+                                     rings=config.centre_rings))
   centred = [centre.shift_pattern(p, v, s) for p, v, s in zip(pat, val, shifts)]
   for i, (p_c, v_c) in enumerate(centred):
     if not v_c.any():                 # the shift left no valid pixel
@@ -448,14 +483,10 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
     row = one(i, p_all[i], v_all[i], shift, first["net"][i],
               first["sim"][i], *(float(first[k][i]) for k in ("ml", "pl",
                                                                  "u")))
-    if (config.centre_candidates > 1 and config.steps > 0
-        and row["confidence"][0] < config.centre_retry_below):
+    if config.centre_candidates > 1 and config.steps > 0:
       row = _best_centre(row, [at_centre(i, c) for c in
-                               centre.centre_candidates(
-                                   pat[i], val[i],
-                                   k=config.centre_candidates,
-                                   max_shift=config.centre_search)
-                               if c != shift])
+                               _other_centres(pat[i], val[i], shift,
+                                              row["confidence"][0], config)])
     # (RefineConfig turns two_bodies off for the voxel method.)
     if (config.two_bodies and config.steps > 0
         and trust.two_bodies_worth_trying(row["signals"][0],

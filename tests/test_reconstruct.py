@@ -132,11 +132,59 @@ def test_a_doubtful_result_is_refined_again_at_other_centres(tiny_model_dir):
     recon.RefineConfig(centre_candidates=0)
   with pytest.raises(ValueError, match="centre_retry_below"):
     recon.RefineConfig(centre_retry_below=1.5)
-  # A threshold no confidence reaches below: no retry.
+  # A threshold no confidence reaches below: no retry, but the centres of
+  # the rings and of the point symmetry alone, where they lie 2 px or more
+  # from the chosen one (the rings' 5 px here), are checked (centre_check).
+  ring = centre.ring_centre(noise, None)
+  assert max(abs(a - b) for a, b in zip(ring, plain.centre_shift)) >= 2
+  others = recon._other_centres(noise, None, tuple(plain.centre_shift), 1.0,
+                                config)
+  assert ring in others
+  checked = recon.reconstruct(noise, model=tiny_model_dir,
+                              config=dataclasses.replace(
+                                  config, centre_retry_below=0.0))
+  assert checked.signals["centres_tried"] == 1 + len(others)
+  assert tuple(checked.centre_shift) in [tuple(plain.centre_shift)] + others
   never = recon.reconstruct(noise, model=tiny_model_dir,
                             config=dataclasses.replace(
-                                config, centre_retry_below=0.0))
+                                config, centre_retry_below=0.0,
+                                centre_check=False))
   assert "centres_tried" not in never.signals
+
+
+def test_the_searches_centres_are_checked_only_where_they_disagree(
+    monkeypatch):
+  """``centre_check``: a confident result is refined again at the rings'
+  centre and the point symmetry's only where they lie 2 px or more from
+  the chosen centre (and from each other); a doubtful one at every
+  candidate."""
+  from msftnet import centre
+  pattern = np.zeros((128, 128), np.float32)
+  config = recon.RefineConfig()
+  for ring, sym, expect in (((1, -1), (0, 1), []),
+                            ((2, 0), (0, 1), [(2, 0)]),
+                            ((-3, 4), (3, 3), [(-3, 4), (3, 3)]),
+                            ((-3, 4), (-2, 4), [(-3, 4)]),
+                            ((0, 0), (5, 5), [(5, 5)])):
+    monkeypatch.setattr(centre, "ring_centre", lambda *a, r=ring, **k: r)
+    monkeypatch.setattr(centre, "find_centre", lambda *a, r=sym, **k: r)
+    assert recon._other_centres(pattern, None, (0, 0), 0.9, config) == expect
+  # Without the rings in the search, only the rings' centre is checked.
+  assert recon._other_centres(pattern, None, (0, 0), 0.9,
+                              dataclasses.replace(config, centre_rings=False,
+                                                  centre_radius=40)) == []
+  assert recon._other_centres(pattern, None, (0, 0), 0.9,
+                              dataclasses.replace(config,
+                                                  centre_check=False)) == []
+  assert recon._other_centres(pattern, None, (0, 0), 0.9,
+                              dataclasses.replace(config,
+                                                  centre_search=0)) == []
+  monkeypatch.setattr(centre, "centre_candidates",
+                      lambda *a, **k: [(0, 0), (5, 5), (-2, 3)])
+  assert recon._other_centres(pattern, None, (0, 0), 0.1, config) == [
+      (5, 5), (-2, 3)]
+  with pytest.raises(ValueError, match="centre_radius"):
+    recon.RefineConfig(centre_radius=1)
 
 
 def test_a_doubtful_result_is_tried_as_two_touching_bodies(small_model_dir,

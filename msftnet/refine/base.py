@@ -84,6 +84,10 @@ class RefineConfig:
       along the beam).
     centre_search: (both) largest offset (px) of the pattern centre searched
       by :func:`msftnet.centre.find_centre`; 0 trusts the pixel ``M // 2``.
+    centre_radius, centre_rings: that search's pair radius (px) and whether
+      it weighs the rings' score too (:func:`msftnet.centre.centre_scores`;
+      default 20 and True; why: docs/results.md, "The centre from symmetry
+      and rings"); 40 and False: the former symmetry search.
     profile: (polytope) how boundary voxels are filled
       (:func:`msftnet.polytope.polytope_density`): ``"ramp"`` (the
       rasteriser's linear ramp) or ``"box"`` (the exact volume fraction of
@@ -126,6 +130,16 @@ class RefineConfig:
       the smallest fraction of the pattern's variance unexplained is kept
       (default 4; why: docs/results.md, "The centre, chosen by the fit");
       1: the symmetry search's centre only.
+    centre_check: (both, with ``centre_candidates > 1``) a result whose
+      confidence is not low is refined again at the centres of the two
+      searches the default one combines (the rings',
+      :func:`msftnet.centre.ring_centre`, and the point symmetry's alone)
+      where they lie 2 px or more from the chosen one, and the fit that
+      leaves the smallest fraction of the pattern's variance unexplained
+      is kept: each search fails on some patterns (a blind spot's rim or
+      strong noise break the point symmetry; sharp anisotropic fringes
+      bias the rings; why: docs/results.md, "The centre from symmetry and
+      rings").
     objective: (polytope) what the refinement fits:
       ``"affine_log"`` (default: :func:`msftnet.refine.measurement.affine_masked_mse`
       of the log pattern, any scale and offset) or ``"poisson"`` (the
@@ -172,6 +186,8 @@ class RefineConfig:
   radius_bands: tuple[tuple[float, float], ...] = ((0.04, 0.11), (0.11, 0.22),
                                                    (0.22, 0.45))
   centre_search: int = 10
+  centre_radius: int = 20
+  centre_rings: bool = True
   profile: str = "ramp"
   fit_centre: bool = False
   centre_rate: float = 0.02
@@ -183,6 +199,7 @@ class RefineConfig:
   recentre: bool = False
   centre_candidates: int = 4
   centre_retry_below: float = 0.5
+  centre_check: bool = True
   objective: str = "affine_log"
   two_bodies: bool = True
 
@@ -204,6 +221,9 @@ class RefineConfig:
     if not 0.0 <= self.centre_retry_below <= 1.0:
       raise ValueError(f"RefineConfig.centre_retry_below must lie in [0, 1], "
                        f"got {self.centre_retry_below}.")
+    if self.centre_radius < 2:
+      raise ValueError(f"RefineConfig.centre_radius must be >= 2 px, got "
+                       f"{self.centre_radius}.")
     if self.centre_candidates < 1:
       raise ValueError(f"RefineConfig.centre_candidates must be >= 1, got "
                        f"{self.centre_candidates}.")
