@@ -157,6 +157,11 @@ def centre_scores(patterns, valid=None, *, max_shift: int = 10,
   within :data:`RING_RADIUS`, as a fraction of theirs), each as the log of
   its ratio to the pattern's best candidate, summed.
 
+  Where no candidate has ``min_pairs`` valid pairs within ``radius`` (a
+  large beam stop), the symmetry is scored over pairs within twice it;
+  where none has that many valid pixels within :data:`RING_RADIUS`, the
+  symmetry score alone is returned (as its log ratio with ``rings``).
+
   The two fail on different patterns: anisotropic fringes bias the rings,
   and an artefact that breaks the point symmetry (a blind spot's
   attenuated rim, an off-centre beam stop), or strong noise, the pairs; the
@@ -169,13 +174,24 @@ def centre_scores(patterns, valid=None, *, max_shift: int = 10,
     valid = None if valid is None else np.asarray(valid, bool)[None]
   t, v = _as_batch(patterns, valid, "centre_scores")
   side = 2 * max_shift + 1
-  sym = np.asarray(_scores(t, v, max_shift=int(max_shift),
-                           radius=int(radius), min_pairs=int(min_pairs)))
+  sym = np.array(_scores(t, v, max_shift=int(max_shift),
+                         radius=int(radius), min_pairs=int(min_pairs)))
+  # A large beam stop can leave too few pairs near every candidate: those
+  # patterns are scored over pairs twice as far out.
+  none = ~np.isfinite(sym).any(axis=1)
+  if none.any():
+    sym[none] = np.asarray(_scores(t[none], v[none],
+                                   max_shift=int(max_shift),
+                                   radius=2 * int(radius),
+                                   min_pairs=int(min_pairs)))
   if rings:
     ring = np.asarray(_ring_scores(t, v, max_shift=int(max_shift),
                                    radius=RING_RADIUS,
                                    min_pixels=int(min_pairs)))
-    sym = _log_over_min(sym) + _log_over_min(ring)
+    # Where no candidate has enough pixels for the rings, the symmetry
+    # alone decides.
+    has_rings = np.isfinite(ring).any(axis=1, keepdims=True)
+    sym = _log_over_min(sym) + np.where(has_rings, _log_over_min(ring), 0.0)
   out = sym.reshape(-1, side, side)
   return out[0] if single else out
 

@@ -401,3 +401,20 @@ def test_the_ring_score_matches_a_direct_computation():
       score, np.log(sym / sym.min()) + np.log(rings / rings.min()),
       rtol=1e-5, atol=1e-6)
   assert centre.find_centre(moved, valid, max_shift=3) == (-2, 1)
+
+
+def test_a_large_beam_stop_still_gets_a_centre():
+  """A beam stop that leaves too few pixels near the centre for the rings
+  and the pairs within 20 px: the pairs twice as far out decide (no
+  silent fallback to ``M // 2``)."""
+  _, pattern = _cube_pattern()
+  moved, valid = centre.shift_pattern(pattern, None, (2, -3))
+  m = moved.shape[0]
+  yy, xx = np.mgrid[:m, :m]
+  stop = (yy - m // 2) ** 2 + (xx - m // 2) ** 2 < 24 ** 2
+  assert np.isinf(centre._ring_scores(
+      moved[None].astype(np.float32), (valid & ~stop)[None].astype(
+          np.float32), max_shift=4, radius=centre.RING_RADIUS,
+      min_pixels=200)).all()
+  got = centre.find_centre(moved, valid & ~stop, max_shift=4)
+  assert max(abs(got[0] + 2), abs(got[1] - 3)) <= 1, got
