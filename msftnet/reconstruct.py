@@ -96,7 +96,7 @@ def _first(out: Reconstruction) -> Reconstruction:
 
 def _best_centre(first: dict, others: list[dict]) -> dict:
   """Of one pattern's rows refined at several centres (``first`` at the
-  symmetry search's), the one whose answer leaves the smallest fraction of
+  centre search's), the one whose answer leaves the smallest fraction of
   the pattern's variance unexplained; its reasons say what was tried."""
   if not others:
     return first
@@ -129,7 +129,7 @@ def _best_centre(first: dict, others: list[dict]) -> dict:
         f"fit at ({best['centre_shift'][0][0]}, "
         f"{best['centre_shift'][0][1]}) explains the pattern best "
         f"({min(frac):.0%} of its variance unexplained, {frac[0]:.0%} at "
-        "the symmetry search's)"]
+        "the centre search's)"]
   return best
 
 

@@ -129,7 +129,7 @@ class RefineConfig:
       (:func:`msftnet.centre.centre_candidates`), and the fit that leaves
       the smallest fraction of the pattern's variance unexplained is kept
       (default 4; why: docs/results.md, "The centre, chosen by the fit");
-      1: the symmetry search's centre only.
+      1: the centre search's centre only.
     centre_check: (both, with ``centre_candidates > 1``) a result whose
       confidence is not low is refined again at the centres of the two
       searches the default one combines (the rings',
