@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["find_centre", "find_centres", "centre_scores", "ring_centre",
-           "centre_candidates", "shift_pattern", "SYMMETRY_RADIUS",
-           "RING_RADIUS"]
+           "centre_candidates", "distinct", "shift_pattern",
+           "SYMMETRY_RADIUS", "RING_RADIUS", "CANDIDATE_SEPARATION"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -124,13 +124,29 @@ def _ring_scores(t, v, *, max_shift, radius, min_pixels):
   return jax.lax.map(one, (t, v))
 
 
-def _as_batch(patterns, valid, name: str):
+def _as_batch(patterns, valid, name: str, single: bool = False):
+  """``(t [B, M, M] float32, v [B, M, M] float32)`` of patterns (one
+  ``[M, M]`` with ``single``) and an optional mask broadcastable to them;
+  ValueError in one sentence naming ``name`` otherwise."""
   t = np.asarray(patterns, np.float32)
+  want = "a pattern [M, M]" if single else "patterns [B, M, M]"
+  if single:
+    t = t[None]
   if t.ndim != 3 or t.shape[1] != t.shape[2]:
-    raise ValueError(f"{name}: patterns must be [B, M, M], got {t.shape}.")
-  v = (np.ones(t.shape, np.float32) if valid is None else
-       np.broadcast_to(np.asarray(valid, bool), t.shape).astype(np.float32))
-  return t, v
+    raise ValueError(f"{name}: expected {want}, got shape "
+                     f"{np.shape(patterns)}.")
+  if valid is None:
+    return t, np.ones(t.shape, np.float32)
+  v = np.asarray(valid, bool)
+  if single:
+    v = v[None]
+  try:
+    v = np.broadcast_to(v, t.shape)
+  except ValueError:
+    raise ValueError(f"{name}: the valid mask of shape {np.shape(valid)} "
+                     f"does not fit {want} of shape {np.shape(patterns)}."
+                     ) from None
+  return t, v.astype(np.float32)
 
 
 def _log_over_min(score):
@@ -169,10 +185,7 @@ def centre_scores(patterns, valid=None, *, max_shift: int = 10,
   symmetry and rings").
   """
   single = np.ndim(patterns) == 2
-  if single:
-    patterns = np.asarray(patterns)[None]
-    valid = None if valid is None else np.asarray(valid, bool)[None]
-  t, v = _as_batch(patterns, valid, "centre_scores")
+  t, v = _as_batch(patterns, valid, "centre_scores", single)
   side = 2 * max_shift + 1
   sym = np.array(_scores(t, v, max_shift=int(max_shift),
                          radius=int(radius), min_pairs=int(min_pairs)))
@@ -201,7 +214,8 @@ def find_centres(patterns, valid=None, *, max_shift: int = 10,
                  min_gain: float = 0.0, rings: bool = True) -> np.ndarray:
   """:func:`find_centre` of a batch ``[B, M, M]``: offsets ``[B, 2]``
   (int64; all candidates of a pattern scored at once, jit-compiled)."""
-  score = centre_scores(patterns, valid, max_shift=max_shift, radius=radius,
+  t, v = _as_batch(patterns, valid, "find_centres")
+  score = centre_scores(t, v, max_shift=max_shift, radius=radius,
                         min_pairs=min_pairs, rings=rings)
   score = score.reshape(score.shape[0], -1)
   side = 2 * max_shift + 1
@@ -221,6 +235,18 @@ def find_centres(patterns, valid=None, *, max_shift: int = 10,
   found = np.isfinite(score).any(axis=1)
   out = np.stack([k // side - max_shift, k % side - max_shift], axis=1)
   return np.where(found[:, None], out, 0).astype(np.int64)
+
+
+#: How far apart (px, per axis) two centres must lie to count as distinct
+#: candidates (:func:`distinct`).
+CANDIDATE_SEPARATION = 2
+
+
+def distinct(c, others) -> bool:
+  """Whether the offset ``c`` lies at least :data:`CANDIDATE_SEPARATION` px
+  (per axis) from every offset in ``others``."""
+  return all(max(abs(c[0] - a), abs(c[1] - b)) >= CANDIDATE_SEPARATION
+             for a, b in others)
 
 
 #: Pair radii (px) whose symmetry minima :func:`centre_candidates` offers,
@@ -243,9 +269,7 @@ def ring_centre(pattern, valid=None, *, max_shift: int = 10,
   symmetry is broken (a blind spot's rim, a beam stop off its centre), and
   single pixels (unlike pairs) need not have a valid partner.
   """
-  t, v = _as_batch(np.asarray(pattern)[None],
-                   None if valid is None else np.asarray(valid, bool)[None],
-                   "ring_centre")
+  t, v = _as_batch(pattern, valid, "ring_centre", single=True)
   score = np.asarray(_ring_scores(t, v, max_shift=int(max_shift),
                                   radius=int(radius),
                                   min_pixels=int(min_pixels)))[0]
@@ -284,9 +308,6 @@ def centre_candidates(pattern, valid=None, *, k: int = 4,
   picked = [find_centre(pattern, valid, max_shift=max_shift,
                         min_pairs=min_pairs, radius=radius, rings=rings)]
 
-  def far(c):                  # at least 2 px from every earlier candidate
-    return all(max(abs(c[0] - a), abs(c[1] - b)) >= 2 for a, b in picked)
-
   minima = {}
 
   def minima_of(radius):
@@ -308,14 +329,14 @@ def centre_candidates(pattern, valid=None, *, k: int = 4,
 
   if k > 1:
     ring = ring_centre(pattern, valid, max_shift=max_shift)
-    if far(ring):
+    if distinct(ring, picked):
       picked.append(ring)
   for rank in range(k):
     for radius in CANDIDATE_RADII:
       if len(picked) >= k:
         return picked[:k]
       m = minima_of(radius)
-      if rank < len(m) and far(m[rank]):
+      if rank < len(m) and distinct(m[rank], picked):
         picked.append(m[rank])
   return picked[:k]
 

@@ -141,7 +141,8 @@ def _other_centres(pattern, valid, shift, confidence: float,
   ``config.centre_retry_below``; otherwise, with ``config.centre_check``,
   those of the two searches the default one combines (the rings',
   :func:`msftnet.centre.ring_centre`, and the point symmetry's alone) that
-  lie 2 px or more (per axis) from ``shift`` and from each other."""
+  are distinct from ``shift`` and from each other
+  (:func:`msftnet.centre.distinct`)."""
   if not config.centre_search:
     return []
   if confidence < config.centre_retry_below:
@@ -160,8 +161,7 @@ def _other_centres(pattern, valid, shift, confidence: float,
                                        rings=False))
   out = []
   for c in searches:
-    if all(max(abs(c[0] - a), abs(c[1] - b)) >= 2
-           for a, b in [tuple(shift)] + out):
+    if centre.distinct(c, [tuple(shift)] + out):
       out.append(c)
   return out
 

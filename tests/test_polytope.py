@@ -418,3 +418,18 @@ def test_a_large_beam_stop_still_gets_a_centre():
       min_pixels=200)).all()
   got = centre.find_centre(moved, valid & ~stop, max_shift=4)
   assert max(abs(got[0] + 2), abs(got[1] - 3)) <= 1, got
+
+
+def test_the_centre_searches_name_a_bad_input_in_one_line():
+  p = np.zeros((16, 16), np.float32)
+  with pytest.raises(ValueError, match=r"^ring_centre: expected a pattern "
+                     r"\[M, M\], got shape \(16,\)\.$"):
+    centre.ring_centre(p[0])
+  with pytest.raises(ValueError, match=r"^find_centres: expected patterns "
+                     r"\[B, M, M\], got shape \(16, 16\)\.$"):
+    centre.find_centres(p)
+  with pytest.raises(ValueError, match=r"^centre_scores: the valid mask of "
+                     r"shape \(8, 8\) does not fit a pattern"):
+    centre.centre_scores(p, np.ones((8, 8), bool), max_shift=2)
+  assert centre.distinct((2, 0), [(0, 0)]) and not centre.distinct(
+      (1, 1), [(5, 5), (0, 0)])
