@@ -3,7 +3,7 @@ r"""What each shot is: the shape network's class, size and orientation, held out
   python -m benchmarks.shape_classes [--model=DIR] [--seed=20261209] [--n=420]
       [--experiment=../shared/data/experiment] [--json_out=FILE]
       [--confusion=PNG] [--orientation_fit=N] [--rerank_fit=N]
-      [--match_basis=N]
+      [--match_basis=N] [--from_fit=N]
 
 On ``--n`` solids of generator seed ``--seed`` (never used in training or
 tuning; ``msftnet.shape_net.simulate``) in six conditions: truncated or not,
@@ -20,6 +20,10 @@ draws the per-class confusion matrix of the truncated clean solids.
 ``--match_basis=N``: the first ``N`` truncated clean solids (and barke) are
 reconstructed and their class read off the refined polytope
 (``msftnet.shape_net.match_basis``), beside the network's.
+``--from_fit=N``: the first ``N`` truncated solids, clean and through the
+simulated-experiment filter (and barke), are reconstructed and the network
+reads the fitted answer's noise-free pattern
+(``msftnet.shape_net.predict_fit``) as well as the pattern itself.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import numpy as np
 
 from benchmarks.jsonlines import Report
 from msftnet import measured
+from msftnet import pretrained
 from msftnet import reconstruct
 from msftnet import shape_net
 from msftnet import solids
@@ -56,6 +61,11 @@ _MATCH = flags.DEFINE_integer("match_basis", 0, "Also reconstruct the first "
                               "N truncated clean solids (and barke with "
                               "--experiment) and read the class off the "
                               "refined polytope (shape_net.match_basis).")
+_FROM_FIT = flags.DEFINE_integer("from_fit", 0, "Also reconstruct the first "
+                                 "N truncated solids, clean and through the "
+                                 "simulated-experiment filter (and barke), and "
+                                 "read their class off the fitted answer's "
+                                 "pattern (shape_net.predict_fit).")
 _FIT = flags.DEFINE_integer("orientation_fit", 0, "Also orient the first N "
                             "untruncated clean solids by a forward fit of "
                             "the top class (shape_net.fit_orientation), and "
@@ -166,11 +176,22 @@ def _rerank(model, report):
               "fit_seconds_per_pattern": round(float(np.median(seconds)), 2)})
 
 
+def _recon_geometry():
+  """The geometry of :func:`_reconstructed`'s densities (the bundled
+  reconstruction network's)."""
+  return pretrained.load_model(None).geometry
+
+
+def _reconstructed(pattern, valid) -> reconstruct.Reconstruction:
+  """The pattern's reconstruction: default refinement, no shape network."""
+  return reconstruct.reconstruct(pattern, valid, shape_model=None)
+
+
 def _matched(pattern, valid):
   """The basis classes matched to the pattern's reconstruction (default
   refinement, no shape network), the seconds the matching took (not the
   reconstruction) and the reconstruction's grid size."""
-  density = reconstruct.reconstruct(pattern, valid, shape_model=None).density
+  density = _reconstructed(pattern, valid).density
   t = time.perf_counter()
   ranked = list(shape_net.match_basis(density))
   return ranked, time.perf_counter() - t, density.shape[-1]
@@ -208,6 +229,47 @@ def _match_basis(model, report):
                  for k, v in hits.items()},
               "match_seconds_per_pattern": round(float(np.median(seconds)),
                                                  1)})
+
+
+def _from_fit(model, report):
+  """The class read by the network off the fitted answer's simulated
+  pattern (:func:`shape_net.predict_fit`) against its reading of the
+  pattern itself, on the first ``--from_fit`` truncated solids, clean and
+  through the simulated-experiment filter."""
+  geometry = _recon_geometry()
+  for cond in ("truncated_clean", "truncated_simexp"):
+    sim = shape_net.simulate(_SEED.value, np.arange(_FROM_FIT.value),
+                             model.geometry, truncated=True,
+                             filtered=cond == "truncated_simexp")
+    est = shape_net.predict(sim["pattern"], sim["valid"], model)
+    hits = {"network": [], "fit": []}
+    radius = {"network": [], "fit": []}
+    seconds = []
+    for i, (e, p) in enumerate(zip(est, sim["params"])):
+      rec = _reconstructed(sim["pattern"][i], sim["valid"][i])
+      t = time.perf_counter()
+      f = shape_net.predict_fit(rec.density, rec.dark_level, geometry,
+                                model)[0]
+      seconds.append(time.perf_counter() - t)
+      true_r = float(np.exp(sim["log_radius"][i])) * model.geometry.box_nm
+      for key, x in (("network", e), ("fit", f)):
+        order = [c for c, _ in x.classes]
+        hits[key].append((order[0] == p.polyhedron,
+                          p.polyhedron in order[:3]))
+        radius[key].append(abs(x.radius_nm / true_r - 1))
+      report.add({"from_fit_solid": p.polyhedron, "condition": cond,
+                  "network_top3": [c for c, _ in e.classes[:3]],
+                  "fit_top3": [c for c, _ in f.classes[:3]]})
+    report.add({"condition": f"{cond}_from_fit", "n": _FROM_FIT.value,
+                "seed": _SEED.value,
+                **{f"{k}_top1": round(float(np.mean([h[0] for h in v])), 3)
+                   for k, v in hits.items()},
+                **{f"{k}_top3": round(float(np.mean([h[1] for h in v])), 3)
+                   for k, v in hits.items()},
+                **{f"{k}_radius_median_rel_err":
+                   round(float(np.median(v)), 4) for k, v in radius.items()},
+                "fit_reading_ms_per_pattern": round(
+                    1e3 * float(np.median(seconds)), 1)})
 
 
 def _confusion_figure(pred, label, path):
@@ -259,11 +321,13 @@ def main(argv):
     _rerank(model, report)
   if _MATCH.value:
     _match_basis(model, report)
+  if _FROM_FIT.value:
+    _from_fit(model, report)
   if _EXPERIMENT.value:
     with open(os.path.join(_EXPERIMENT.value, "labels.csv")) as f:
       labels = {os.path.basename(r["scatter"]): r["polyhedron"]
                 for r in csv.DictReader(f)}
-    hits = match_hits = 0
+    hits = match_hits = fit_hits = 0
     for name, truth in sorted(labels.items()):
       pat, val = measured.load_measurement(
           os.path.join(_EXPERIMENT.value, name), experimental=True)
@@ -279,9 +343,18 @@ def main(argv):
                    match_iou=[round(v, 3) for _, v in ranked[:3]],
                    match_in_top3=truth in [c for c, _ in ranked[:3]])
         match_hits += row["match_in_top3"]
+      if _FROM_FIT.value:
+        rec = _reconstructed(pat, val)
+        f = shape_net.predict_fit(rec.density, rec.dark_level,
+                                  _recon_geometry(), model)[0]
+        row.update(fit_top3=[c for c, _ in f.classes[:3]],
+                   fit_probabilities=[round(p, 3) for _, p in f.classes[:3]],
+                   fit_in_top3=truth in [c for c, _ in f.classes[:3]])
+        fit_hits += row["fit_in_top3"]
       report.add(row)
     report.add({"experiment_in_top3": hits, "of": len(labels),
-                **({"match_in_top3": match_hits} if _MATCH.value else {})})
+                **({"match_in_top3": match_hits} if _MATCH.value else {}),
+                **({"fit_in_top3": fit_hits} if _FROM_FIT.value else {})})
   if _CONFUSION.value:
     _confusion_figure(*confusion, _CONFUSION.value)
   report.write(_JSON_OUT.value)

@@ -66,12 +66,15 @@ from msftnet import data as data_lib
 from msftnet import records
 from msftnet import solids
 from msftnet.geometry import Geometry
+from msftnet.msft import intensity
+from msftnet.msft import log_pattern
 from msftnet.paper_io import atomic_write
 
 __all__ = [
     "ShapeNet", "ShapeEstimate", "ShapeModel", "pattern_symmetry",
     "orientation_error_deg", "reduced_rotation", "targets", "simulate",
-    "train", "export", "load", "predict", "DEFAULT_SHAPE_MODEL_DIR",
+    "train", "export", "load", "predict", "predict_fit",
+    "DEFAULT_SHAPE_MODEL_DIR",
     "NO_ORIENTATION",
 ]
 
@@ -739,6 +742,48 @@ def predict(patterns, valid, model: ShapeModel | None = None
         radius_nm=float(np.exp(out["log_radius"][i]) * model.geometry.box_nm),
         stretch=float(np.exp(out["log_stretch"][i])), rotation=rot))
   return res
+
+
+def predict_fit(densities, dark_levels, geometry: Geometry,
+                model: ShapeModel | None = None) -> list[ShapeEstimate]:
+  """:func:`predict` of fitted answers instead of measured patterns: each
+  density's simulated pattern, noise-free with every pixel valid, log-scaled
+  at its fitted dark level (``eps = max(I) 10^u``, the generator's
+  convention).
+
+  A measured pattern's artefacts (noise, mask, detector response) lie
+  outside what the network was trained on; an answer that explains the
+  pattern carries its shape into a pattern that does not have them
+  (docs/results.md, "The class of the fitted answer").
+
+  Args:
+    densities: ``[B, N, N, N]`` (or ``[N, N, N]``) answers on ``geometry``'s
+      grid.
+    dark_levels: ``[B]`` (or a float) their fitted ``u``.
+    geometry: the answers' MSFT geometry (its detector must be the
+      model's).
+    model: the shape model (default: the bundled one).
+  """
+  model = load() if model is None else model
+  rho = np.asarray(densities, np.float32)
+  if rho.ndim == 3:
+    rho = rho[None]
+  u = np.broadcast_to(np.asarray(dark_levels, np.float64), rho.shape[:1])
+  n = geometry.n_voxels
+  if rho.ndim != 4 or rho.shape[1:] != (n, n, n):
+    raise ValueError(f"shape_net.predict_fit: densities must be [B, {n}, "
+                     f"{n}, {n}], got shape {np.shape(densities)}.")
+  if geometry.detector_px != model.geometry.detector_px:
+    raise ValueError(
+        f"shape_net.predict_fit: the shape model reads "
+        f"{model.geometry.detector_px} px patterns, the geometry gives "
+        f"{geometry.detector_px}.")
+  inten = np.asarray(intensity(jnp.asarray(rho), geometry))
+  peak = inten.reshape(len(rho), -1).max(axis=1)
+  eps = np.maximum(peak * 10.0 ** u, 1e-30)[:, None, None]
+  patterns = np.asarray(log_pattern(jnp.asarray(inten),
+                                    eps=jnp.asarray(eps, jnp.float32)))
+  return predict(patterns, np.ones(patterns.shape, bool), model)
 
 
 def model_card(config: TrainConfig, validation: dict, command: str) -> str:

@@ -213,3 +213,38 @@ def test_match_basis_names_a_rotated_body_and_says_what_it_expected():
   cube[8:24, 8:24, 8:24] = 1.0
   assert len(shape_net.match_basis(cube, rotations=np.int64(2))) == len(
       shape_net.MATCH_CLASSES)
+
+
+def test_the_fitted_answer_is_read_through_its_noise_free_pattern():
+  """:func:`shape_net.predict_fit` reads each density's simulated pattern
+  at its own dark level (``eps = max(I) 10^u``), every pixel valid: the
+  same as :func:`shape_net.predict` of that pattern made independently
+  (``msft.simulate_pattern``), per density of a batch; bad shapes get one
+  sentence."""
+  from msftnet.msft import intensity
+  from msftnet.msft import simulate_pattern
+  model = shape_net.load()
+  g = model.geometry
+  p = solids.SolidParams("Cube", size=0.45, theta=0.6, phi=1.1, alpha=0.4)
+  cube = np.asarray(raster.rasterize(*solids.half_spaces(p), g.n_voxels))
+  ball = np.asarray(raster.sphere_density(g.n_voxels, 0.2))
+  dens, u = np.stack([cube, ball]), np.asarray([-3.0, -4.5])
+  got = shape_net.predict_fit(dens, u, g, model)
+  for d, ui, est in zip(dens, u, got):
+    peak = float(np.max(intensity(jnp.asarray(d), g)))
+    pattern = np.asarray(simulate_pattern(jnp.asarray(d), g,
+                                               eps=peak * 10.0 ** ui))
+    ref = shape_net.predict(pattern[None], np.ones((1,) + pattern.shape,
+                                                    bool), model)[0]
+    assert [c for c, _ in est.classes] == [c for c, _ in ref.classes]
+    np.testing.assert_allclose([q for _, q in est.classes],
+                               [q for _, q in ref.classes], atol=1e-4)
+    assert est.radius_nm == pytest.approx(ref.radius_nm, rel=1e-3)
+  one = shape_net.predict_fit(cube, -3.0, g, model)
+  assert len(one) == 1 and one[0].classes[0][0] == got[0].classes[0][0]
+  with pytest.raises(ValueError, match=r"^shape_net.predict_fit: densities "
+                     r"must be \[B, 64, 64, 64\], got shape \(32, 32, 32\)"):
+    shape_net.predict_fit(np.zeros((32, 32, 32)), -3.0, g, model)
+  with pytest.raises(ValueError, match="reads 128 px patterns"):
+    shape_net.predict_fit(np.zeros((1, 16, 16, 16)), -3.0,
+                          small_geometry(16, 32), model)
