@@ -21,9 +21,10 @@ draws the per-class confusion matrix of the truncated clean solids.
 reconstructed and their class read off the refined polytope
 (``msftnet.shape_net.match_basis``), beside the network's.
 ``--from_fit=N``: the first ``N`` truncated solids, clean and through the
-simulated-experiment filter (and barke), are reconstructed and the network
-reads the fitted answer's noise-free pattern
-(``msftnet.shape_net.predict_fit``) as well as the pattern itself.
+simulated-experiment filter (and barke), are reconstructed with the shape
+model, whose ``shape`` is the network's reading of the fitted answer's
+noise-free pattern (``msftnet.shape_net.predict_fit``), against its reading
+of the pattern itself.
 """
 
 from __future__ import annotations
@@ -246,10 +247,12 @@ def _from_fit(model, report):
     radius = {"network": [], "fit": []}
     seconds = []
     for i, (e, p) in enumerate(zip(est, sim["params"])):
-      rec = _reconstructed(sim["pattern"][i], sim["valid"][i])
+      # As a user gets it: the reconstruction reads its answer.
+      rec = reconstruct.reconstruct(sim["pattern"][i], sim["valid"][i],
+                                    shape_model=model)
+      f = rec.shape
       t = time.perf_counter()
-      f = shape_net.predict_fit(rec.density, rec.dark_level, geometry,
-                                model)[0]
+      shape_net.predict_fit(rec.density, rec.dark_level, geometry, model)
       seconds.append(time.perf_counter() - t)
       true_r = float(np.exp(sim["log_radius"][i])) * model.geometry.box_nm
       for key, x in (("network", e), ("fit", f)):
@@ -344,9 +347,7 @@ def main(argv):
                    match_in_top3=truth in [c for c, _ in ranked[:3]])
         match_hits += row["match_in_top3"]
       if _FROM_FIT.value:
-        rec = _reconstructed(pat, val)
-        f = shape_net.predict_fit(rec.density, rec.dark_level,
-                                  _recon_geometry(), model)[0]
+        f = reconstruct.reconstruct(pat, val, shape_model=model).shape
         row.update(fit_top3=[c for c, _ in f.classes[:3]],
                    fit_probabilities=[round(p, 3) for _, p in f.classes[:3]],
                    fit_in_top3=truth in [c for c, _ in f.classes[:3]])

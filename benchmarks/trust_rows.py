@@ -16,7 +16,10 @@ with the deep-body rule or the large-residual clause switched off, and the
 results whose flag each rule decides. ``size``: the results per quarter of
 the size log ratio and the fraction right (aligned IoU >= 0.5). ``depth``:
 the results deeper than ``msftnet.refine.trust.DEEP_BODY`` and how many
-were right. ``bodies`` (runs with ``--refine=two_bodies=True``): per set,
+were right; for the two-body answers among them, the confidence and flag
+they would get were the rule to read the deepest body's depth
+(``body_depth_log_ratios``) instead of the union's: ``[set, name, aligned
+IoU, confidence, confidence per body, flagged per body]``. ``bodies`` (runs with ``--refine=two_bodies=True``): per set,
 the results refined again as two bodies, those where two bodies were kept,
 the ratio of the two bodies' unexplained variance to the one body's, how
 many times the noise the one body left unexplained (kept and not), and,
@@ -205,11 +208,22 @@ def main(argv):
   elif what == "depth":
     deep = [r for r in rows
             if r["signals"].get("depth_log_ratio", 0.0) > trust.DEEP_BODY]
+    # Two-body answers read per body instead: the deepest body's depth.
+    per_body = []
+    for r in deep:
+      sig = r["signals"]
+      if "body_depth_log_ratios" in sig:
+        alt = dict(sig, depth_log_ratio=max(sig["body_depth_log_ratios"]))
+        per_body.append([r["set"], r["name"], r["aligned_iou"],
+                         round(trust.confidence(sig), 2),
+                         round(trust.confidence(alt), 2),
+                         trust.flagged(alt)])
     report.add({"what": what, "above": trust.DEEP_BODY, "n": len(deep),
                 "right": sum(r["aligned_iou"] >= 0.5 for r in deep),
                 "rows": [[r["set"], r["name"], r["aligned_iou"],
                           round(r["signals"]["depth_log_ratio"], 2)]
-                         for r in deep]})
+                         for r in deep],
+                "two_bodies_read_per_body": per_body})
   report.write(_JSON_OUT.value)
 
 

@@ -18,13 +18,15 @@ become invalid).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["find_centre", "find_centres", "centre_scores", "ring_centre",
+__all__ = ["find_centre", "find_centres", "search_centres", "CentreSearch",
+           "centre_scores", "ring_centre",
            "centre_candidates", "distinct", "shift_pattern",
            "SYMMETRY_RADIUS", "RING_RADIUS", "CANDIDATE_SEPARATION"]
 
@@ -160,6 +162,36 @@ def _log_over_min(score):
                            / np.maximum(best, 1e-30)), np.inf)
 
 
+def _parts(t, v, *, max_shift: int, radius: int, min_pairs: int):
+  """The two raw scores of every candidate of ``t, v [B, M, M]``:
+  ``(symmetry [B, S], ring [B, S])`` (inf: too few pixels), the symmetry's
+  pairs within twice ``radius`` for a pattern with no candidate scored
+  within ``radius`` (a large beam stop)."""
+  sym = np.array(_scores(t, v, max_shift=int(max_shift),
+                         radius=int(radius), min_pairs=int(min_pairs)))
+  none = ~np.isfinite(sym).any(axis=1)
+  if none.any():
+    sym[none] = np.asarray(_scores(t[none], v[none],
+                                   max_shift=int(max_shift),
+                                   radius=2 * int(radius),
+                                   min_pairs=int(min_pairs)))
+  ring = np.asarray(_ring_scores(t, v, max_shift=int(max_shift),
+                                 radius=RING_RADIUS,
+                                 min_pixels=int(min_pairs)))
+  return sym, ring
+
+
+def _combine(sym, ring, rings: bool):
+  """The centre search's score from :func:`_parts`: the symmetry's, or
+  with ``rings`` the sum of both log ratios to their best (the symmetry's
+  alone where no candidate could be scored by both)."""
+  if not rings:
+    return sym
+  both = _log_over_min(sym) + _log_over_min(ring)
+  has_both = np.isfinite(both).any(axis=1, keepdims=True)
+  return np.where(has_both, both, _log_over_min(sym))
+
+
 def centre_scores(patterns, valid=None, *, max_shift: int = 10,
                   radius: int = SYMMETRY_RADIUS, min_pairs: int = 200,
                   rings: bool = True) -> np.ndarray:
@@ -175,8 +207,9 @@ def centre_scores(patterns, valid=None, *, max_shift: int = 10,
 
   Where no candidate has ``min_pairs`` valid pairs within ``radius`` (a
   large beam stop), the symmetry is scored over pairs within twice it;
-  where none has that many valid pixels within :data:`RING_RADIUS`, the
-  symmetry score alone is returned (as its log ratio with ``rings``).
+  where none has that many valid pixels within :data:`RING_RADIUS` (or
+  no candidate can be scored by both), the symmetry score alone is
+  returned (as its log ratio with ``rings``).
 
   The two fail on different patterns: anisotropic fringes bias the rings,
   and an artefact that breaks the point symmetry (a blind spot's
@@ -187,37 +220,56 @@ def centre_scores(patterns, valid=None, *, max_shift: int = 10,
   single = np.ndim(patterns) == 2
   t, v = _as_batch(patterns, valid, "centre_scores", single)
   side = 2 * max_shift + 1
-  sym = np.array(_scores(t, v, max_shift=int(max_shift),
-                         radius=int(radius), min_pairs=int(min_pairs)))
-  # A large beam stop can leave too few pairs near every candidate: those
-  # patterns are scored over pairs twice as far out.
-  none = ~np.isfinite(sym).any(axis=1)
-  if none.any():
-    sym[none] = np.asarray(_scores(t[none], v[none],
-                                   max_shift=int(max_shift),
-                                   radius=2 * int(radius),
-                                   min_pairs=int(min_pairs)))
-  if rings:
-    ring = np.asarray(_ring_scores(t, v, max_shift=int(max_shift),
-                                   radius=RING_RADIUS,
-                                   min_pixels=int(min_pairs)))
-    # Where no candidate has enough pixels for the rings, the symmetry
-    # alone decides.
-    has_rings = np.isfinite(ring).any(axis=1, keepdims=True)
-    sym = _log_over_min(sym) + np.where(has_rings, _log_over_min(ring), 0.0)
-  out = sym.reshape(-1, side, side)
+  out = _combine(*_parts(t, v, max_shift=max_shift, radius=radius,
+                         min_pairs=min_pairs), rings).reshape(-1, side, side)
   return out[0] if single else out
 
 
-def find_centres(patterns, valid=None, *, max_shift: int = 10,
-                 radius: int = SYMMETRY_RADIUS, min_pairs: int = 200,
-                 min_gain: float = 0.0, rings: bool = True) -> np.ndarray:
-  """:func:`find_centre` of a batch ``[B, M, M]``: offsets ``[B, 2]``
-  (int64; all candidates of a pattern scored at once, jit-compiled)."""
-  t, v = _as_batch(patterns, valid, "find_centres")
-  score = centre_scores(t, v, max_shift=max_shift, radius=radius,
-                        min_pairs=min_pairs, rings=rings)
-  score = score.reshape(score.shape[0], -1)
+@dataclasses.dataclass(frozen=True)
+class CentreSearch:
+  """What :func:`search_centres` found for each of ``B`` patterns.
+
+  Attributes:
+    shift: ``[B, 2]`` int64, the search's offset (:func:`find_centres`);
+      ``(0, 0)`` where ``searched`` is False.
+    searched: ``[B]`` bool, whether any candidate had enough valid pixels
+      to be scored (False: almost nothing valid near the centre, so the
+      pattern is read about pixel ``M // 2`` unsearched; a caller should
+      say so).
+    ring: ``[B, 2]`` int64, the rings' best offset alone
+      (:func:`ring_centre`); ``(0, 0)`` where ``ring_found`` is False.
+    ring_found: ``[B]`` bool, whether any candidate had enough valid
+      pixels for the rings.
+    symmetry: ``[B, 2]`` int64, the point symmetry's best offset alone (the
+      search without rings, ``min_gain`` 0); ``(0, 0)`` where ``searched``
+      is False.
+  """
+  shift: np.ndarray
+  searched: np.ndarray
+  ring: np.ndarray
+  ring_found: np.ndarray
+  symmetry: np.ndarray
+
+
+def _offsets(k, side: int, max_shift: int, found) -> np.ndarray:
+  """Flat candidate indices ``k [B]`` as offsets ``[B, 2]`` (0 where not
+  ``found``)."""
+  out = np.stack([k // side - max_shift, k % side - max_shift], axis=1)
+  return np.where(np.asarray(found)[:, None], out, 0).astype(np.int64)
+
+
+def search_centres(patterns, valid=None, *, max_shift: int = 10,
+                   radius: int = SYMMETRY_RADIUS, min_pairs: int = 200,
+                   min_gain: float = 0.0, rings: bool = True
+                   ) -> CentreSearch:
+  """The centre search of patterns ``[B, M, M]`` (:func:`find_centre`'s
+  arguments), with the best offsets of its two scores alone and whether
+  each pattern could be searched at all, from one scoring
+  (:class:`CentreSearch`)."""
+  t, v = _as_batch(patterns, valid, "search_centres")
+  sym, ring = _parts(t, v, max_shift=max_shift, radius=radius,
+                     min_pairs=min_pairs)
+  score = _combine(sym, ring, rings)
   side = 2 * max_shift + 1
   k = np.argmin(score, axis=1)
   # Stay at M // 2 unless the best candidate is clearly better.
@@ -232,9 +284,27 @@ def find_centres(patterns, valid=None, *, max_shift: int = 10,
     stay = (np.isfinite(score[:, k0])
             & (score[rows, k] > (1.0 - min_gain) * score[:, k0]))
   k = np.where(stay, k0, k)
-  found = np.isfinite(score).any(axis=1)
-  out = np.stack([k // side - max_shift, k % side - max_shift], axis=1)
-  return np.where(found[:, None], out, 0).astype(np.int64)
+  searched = np.isfinite(score).any(axis=1)
+  ring_found = np.isfinite(ring).any(axis=1)
+  sym_found = np.isfinite(sym).any(axis=1)
+  return CentreSearch(
+      shift=_offsets(k, side, max_shift, searched), searched=searched,
+      ring=_offsets(np.argmin(ring, axis=1), side, max_shift, ring_found),
+      ring_found=ring_found,
+      symmetry=_offsets(np.argmin(sym, axis=1), side, max_shift, sym_found))
+
+
+def find_centres(patterns, valid=None, *, max_shift: int = 10,
+                 radius: int = SYMMETRY_RADIUS, min_pairs: int = 200,
+                 min_gain: float = 0.0, rings: bool = True) -> np.ndarray:
+  """:func:`find_centre` of a batch ``[B, M, M]``: offsets ``[B, 2]``
+  (int64; all candidates of a pattern scored at once, jit-compiled;
+  ``(0, 0)`` for a pattern with no candidate that could be scored, which
+  :func:`search_centres` reports)."""
+  _as_batch(patterns, valid, "find_centres")
+  return search_centres(patterns, valid, max_shift=max_shift, radius=radius,
+                        min_pairs=min_pairs, min_gain=min_gain,
+                        rings=rings).shift
 
 
 #: How far apart (px, per axis) two centres must lie to count as distinct

@@ -24,6 +24,7 @@ import numpy as np
 
 from msftnet import centre
 from msftnet import metrics
+from msftnet import polytope as convex
 from msftnet import refine as refine_lib
 from msftnet.geometry import Geometry
 from msftnet.refine import measurement as meas
@@ -133,17 +134,19 @@ def _best_centre(first: dict, others: list[dict]) -> dict:
   return best
 
 
-def _other_centres(pattern, valid, shift, confidence: float,
-                   config: RefineConfig) -> list[tuple[int, int]]:
-  """The centres besides ``shift`` (the centre search's) at which a
-  pattern is refined again: every other candidate
+def _other_centres(pattern, valid, search: centre.CentreSearch, i: int,
+                   shift, confidence: float, config: RefineConfig
+                   ) -> list[tuple[int, int]]:
+  """The centres besides ``shift`` (the centre search's) at which pattern
+  ``i`` is refined again: every other candidate
   (:func:`msftnet.centre.centre_candidates`) below
   ``config.centre_retry_below``; otherwise, with ``config.centre_check``,
-  those of the two searches the default one combines (the rings',
-  :func:`msftnet.centre.ring_centre`, and the point symmetry's alone) that
-  are distinct from ``shift`` and from each other
-  (:func:`msftnet.centre.distinct`)."""
-  if not config.centre_search:
+  those of the two scores the default search combines (the rings' and the
+  point symmetry's alone, from ``search``; a score that could not be taken
+  offers none) that are distinct from ``shift`` and from each other
+  (:func:`msftnet.centre.distinct`). None for a pattern that could not be
+  searched."""
+  if not config.centre_search or not search.searched[i]:
     return []
   if confidence < config.centre_retry_below:
     return [c for c in centre.centre_candidates(
@@ -152,13 +155,11 @@ def _other_centres(pattern, valid, shift, confidence: float,
         rings=config.centre_rings) if c != tuple(shift)]
   if not config.centre_check:
     return []
-  searches = [centre.ring_centre(pattern, valid,
-                                 max_shift=config.centre_search)]
+  searches = []
+  if search.ring_found[i]:
+    searches.append(tuple(int(x) for x in search.ring[i]))
   if config.centre_rings:
-    searches.append(centre.find_centre(pattern, valid,
-                                       max_shift=config.centre_search,
-                                       radius=config.centre_radius,
-                                       rings=False))
+    searches.append(tuple(int(x) for x in search.symmetry[i]))
   out = []
   for c in searches:
     if centre.distinct(c, [tuple(shift)] + out):
@@ -197,9 +198,17 @@ def _two_bodies(one_body: dict, two: dict) -> dict:
 
 
 def _trust(row: dict, pattern, valid, geometry: Geometry,
-           network_masked: float, max_dark: float) -> dict:
+           network_masked: float, max_dark: float,
+           centre_searched: bool | None = None, bodies=None) -> dict:
   """The confidence fields of one pattern's row (centred frame); the dark
-  level of the objective at most ``max_dark``."""
+  level of the objective at most ``max_dark``; ``centre_searched``: whether
+  the centre search could score any candidate (None: no search asked
+  for); ``bodies``: ``[B, N, N, N]`` the answer's bodies where it is a
+  union of touching bodies, whose own depths along the beam are recorded
+  (``body_depth_log_ratios``) beside the union's, which the deep-body rule
+  reads: the bodies' separation along the beam is as weakly constrained
+  by one pattern as a body's depth (docs/results.md, "Each body's
+  depth")."""
   density = np.asarray(row["density"])[0]
   cands = np.asarray(row["candidate_density"])[0]
   _, objective = meas.affine_objective(
@@ -214,6 +223,11 @@ def _trust(row: dict, pattern, valid, geometry: Geometry,
       agreement=(metrics.aligned_iou(cands[0], cands[1])
                  if len(cands) > 1 and not trust.is_empty(cands[1], 1)[0]
                  else None))
+  if centre_searched is not None:
+    sig["centre_searched"] = centre_searched
+  if bodies is not None:
+    sig["body_depth_log_ratios"] = [
+        float(convex.depth_log_ratio(b > 0.5)) for b in bodies]
   reasons = np.empty(1, dtype=object)
   reasons[0] = trust.reasons(sig)
   signals = np.empty(1, dtype=object)
@@ -343,7 +357,11 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
       (:mod:`msftnet.shape_net`: classes, size, stretch, orientation, in
       ``Reconstruction.shape``): ``"default"`` (the bundled one), a
       :class:`~msftnet.shape_net.ShapeModel` or its directory, or None
-      (not read).
+      (not read). With a refinement (``config.steps > 0``) the network
+      reads the refined answer's noise-free pattern
+      (:func:`msftnet.shape_net.predict_fit`; ``source`` "fitted answer"),
+      its reading of the pattern itself kept as ``pattern_reading``; the
+      network alone reads the pattern.
     photons: for ``config.objective == "poisson"`` (else not used): per
       pattern, ``(log_lo, log_hi, dark)`` of the photon counts behind it
       (:func:`msftnet.measured.photons_of` of its info; one tuple for a
@@ -366,19 +384,24 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
                                          geometry.detector_px)
   pat, val = np.asarray(pat), np.asarray(val)
   photons = _photons(photons, pat.shape[0], single, config)
-  shifts = (np.zeros((pat.shape[0], 2), np.int64) if not config.centre_search
-            else centre.find_centres(pat, val, max_shift=config.centre_search,
-                                     radius=config.centre_radius,
-                                     rings=config.centre_rings))
+  search = None
+  shifts = np.zeros((pat.shape[0], 2), np.int64)
+  if config.centre_search:
+    search = centre.search_centres(pat, val, max_shift=config.centre_search,
+                                   radius=config.centre_radius,
+                                   rings=config.centre_rings)
+    shifts = search.shift.copy()
   centred = [centre.shift_pattern(p, v, s) for p, v, s in zip(pat, val, shifts)]
   for i, (p_c, v_c) in enumerate(centred):
     if not v_c.any():                 # the shift left no valid pixel
       centred[i], shifts[i] = (pat[i], val[i]), (0, 0)
+      if search is not None:
+        search.searched[i] = False
   p_all = np.stack([c[0] for c in centred]).astype(np.float32)
   v_all = np.stack([c[1] for c in centred])
   shapes = [None] * pat.shape[0]
+  from msftnet import shape_net
   if shape_model is not None:
-    from msftnet import shape_net
     if isinstance(shape_model, str):
       shape_model = shape_net.load(None if shape_model == "default"
                                    else shape_model)
@@ -452,7 +475,10 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
         row.update(initial_density=res.initial_density[None],
                    loss_before=np.asarray([res.loss_before]),
                    paper_loss_before=np.asarray([res.paper_loss_before]))
-    row.update(_trust(row, p_c, v_c, geometry, ml_n, config.max_dark))
+    row.update(_trust(row, p_c, v_c, geometry, ml_n, config.max_dark,
+                      None if search is None else bool(search.searched[i]),
+                      bodies=(None if config.steps == 0 or bodies_from is None
+                              else res.bodies)))
     note = trust.calibration_note(config.method, config.steps,
                                   config.objective)
     if note:
@@ -485,8 +511,9 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
                                                                  "u")))
     if config.centre_candidates > 1 and config.steps > 0:
       row = _best_centre(row, [at_centre(i, c) for c in
-                               _other_centres(pat[i], val[i], shift,
-                                              row["confidence"][0], config)])
+                               _other_centres(pat[i], val[i], search, i,
+                                              shift, row["confidence"][0],
+                                              config)])
     # (RefineConfig turns two_bodies off for the voxel method.)
     if (config.two_bodies and config.steps > 0
         and trust.two_bodies_worth_trying(row["signals"][0],
@@ -495,6 +522,14 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
       row = _two_bodies(row, at_centre(
           i, tuple(int(x) for x in row["centre_shift"][0]),
           bodies_from=row["candidate_density"][0]))
+    if shapes[i] is not None and config.steps > 0:
+      # What the refined answer is: the network reads its noise-free
+      # pattern, free of the measurement's artefacts (docs/results.md, "The
+      # class of the fitted answer"); the pattern's own reading rides along.
+      fit = shape_net.predict_fit(row["density"], row["dark_level"],
+                                  geometry, shape_model)[0]
+      row["shape"][0] = dataclasses.replace(fit, source="fitted answer",
+                                            pattern_reading=shapes[i])
     rows.append(row)
   out = _stack(rows)
   return _first(out) if single else out

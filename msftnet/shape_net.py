@@ -682,16 +682,25 @@ class ShapeEstimate:
       reduced by the top class's :func:`pattern_symmetry` to the
       representative closest to the identity; ``None`` for classes without
       an orientation.
+    source: what the network read: ``"pattern"`` (the measured pattern,
+      :func:`predict`) or ``"fitted answer"`` (a reconstruction's
+      noise-free pattern, :func:`predict_fit`).
+    pattern_reading: for a reading of a fitted answer, the network's
+      reading of the measured pattern itself (or None).
   """
 
   classes: tuple
   radius_nm: float
   stretch: float
   rotation: np.ndarray | None
+  source: str = "pattern"
+  pattern_reading: "ShapeEstimate | None" = None
 
   def to_json(self, top: int = 5) -> dict:
     """The ``STEM.json`` fields: ``shape_classes`` (the ``top`` best),
-    ``radius_nm``, ``stretch``, ``orientation``."""
+    ``radius_nm``, ``stretch``, ``orientation``, ``shape_source`` (what
+    the network read), and for a fitted answer's reading
+    ``shape_classes_pattern``: the ``top`` best of the pattern's own."""
     best = self.classes[0][0]
     orient = None
     if self.rotation is not None:
@@ -709,10 +718,15 @@ class ShapeEstimate:
                         f"the top class ({len(pattern_symmetry(best))} "
                         "rotations, inversion included) to the smallest angle",
       }
-    return {"shape_classes": [{"class": c, "probability": round(float(p), 6)}
-                              for c, p in self.classes[:top]],
-            "radius_nm": float(self.radius_nm),
-            "stretch": float(self.stretch), "orientation": orient}
+    out = {"shape_classes": [{"class": c, "probability": round(float(p), 6)}
+                             for c, p in self.classes[:top]],
+           "radius_nm": float(self.radius_nm),
+           "stretch": float(self.stretch), "orientation": orient,
+           "shape_source": self.source}
+    if self.pattern_reading is not None:
+      out["shape_classes_pattern"] = self.pattern_reading.to_json(
+          top)["shape_classes"]
+    return out
 
 
 def predict(patterns, valid, model: ShapeModel | None = None

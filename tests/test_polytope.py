@@ -420,6 +420,43 @@ def test_a_large_beam_stop_still_gets_a_centre():
   assert max(abs(got[0] + 2), abs(got[1] - 3)) <= 1, got
 
 
+def test_one_search_gives_every_centre_and_says_which_it_could_not_score():
+  """:func:`centre.search_centres`: from one scoring, the combined search's
+  offset (= ``find_centres``), the rings' (= ``ring_centre``) and the
+  symmetry's alone (= ``find_centres(rings=False)``), and whether anything
+  could be scored: a mask covering the centre's 40 px leaves nothing to
+  score, which is reported rather than read as ``(0, 0)``."""
+  _, pattern = _cube_pattern()
+  m = pattern.shape[0]
+  yy, xx = np.mgrid[:m, :m]
+  pats, masks = [], []
+  for shift in ((2, -1), (-3, 3), (0, 0)):
+    moved, valid = centre.shift_pattern(pattern, None, shift)
+    pats.append(moved)
+    masks.append(valid)
+  # One side attenuated: the rings and the pairs disagree.
+  pats[1] = np.where(xx > m // 2 + 6, pats[1] * 0.6, pats[1])
+  # Rings unscorable (a 24 px stop), the pairs twice as far out still are.
+  masks[2] = masks[2] & ((yy - m // 2) ** 2 + (xx - m // 2) ** 2 >= 24 ** 2)
+  pats.append(pats[0])
+  masks.append(np.abs(yy - m // 2) + np.abs(xx - m // 2) > 70)   # nothing
+  pats, masks = np.stack(pats), np.stack(masks)
+  got = centre.search_centres(pats, masks, max_shift=4)
+  np.testing.assert_array_equal(got.shift,
+                                centre.find_centres(pats, masks, max_shift=4))
+  np.testing.assert_array_equal(
+      got.symmetry, centre.find_centres(pats, masks, max_shift=4,
+                                        rings=False))
+  for i in range(len(pats)):
+    if got.ring_found[i]:
+      assert tuple(got.ring[i]) == centre.ring_centre(pats[i], masks[i],
+                                                       max_shift=4)
+  np.testing.assert_array_equal(got.searched, [True, True, True, False])
+  np.testing.assert_array_equal(got.ring_found, [True, True, False, False])
+  assert tuple(got.shift[3]) == tuple(got.ring[3]) == (0, 0)
+  assert max(abs(got.shift[0, 0] + 2), abs(got.shift[0, 1] - 1)) <= 1
+
+
 def test_the_centre_searches_name_a_bad_input_in_one_line():
   p = np.zeros((16, 16), np.float32)
   with pytest.raises(ValueError, match=r"^ring_centre: expected a pattern "

@@ -137,8 +137,10 @@ def test_a_doubtful_result_is_refined_again_at_other_centres(tiny_model_dir):
   # from the chosen one (the rings' 5 px here), are checked (centre_check).
   ring = centre.ring_centre(noise, None)
   assert max(abs(a - b) for a, b in zip(ring, plain.centre_shift)) >= 2
-  others = recon._other_centres(noise, None, tuple(plain.centre_shift), 1.0,
-                                config)
+  search = centre.search_centres(noise[None])
+  assert tuple(search.ring[0]) == ring
+  others = recon._other_centres(noise, None, search, 0,
+                                tuple(plain.centre_shift), 1.0, config)
   assert ring in others
   checked = recon.reconstruct(noise, model=tiny_model_dir,
                               config=dataclasses.replace(
@@ -152,6 +154,34 @@ def test_a_doubtful_result_is_refined_again_at_other_centres(tiny_model_dir):
   assert "centres_tried" not in never.signals
 
 
+def test_a_centre_that_could_not_be_searched_is_said_and_flagged(
+    tiny_model_dir):
+  """A mask that leaves too few pixels near every candidate centre: the
+  pattern is read about ``M // 2``, and the result says so (signal, reason,
+  capped confidence, warning) instead of passing as a searched centre."""
+  rng = np.random.default_rng(5)
+  pattern = rng.uniform(size=(128, 128)).astype(np.float32)
+  yy, xx = np.mgrid[:128, :128]
+  valid = np.abs(yy - 64) + np.abs(xx - 64) > 70
+  out = recon.reconstruct(pattern, valid, model=tiny_model_dir, config=QUICK)
+  assert out.signals["centre_searched"] is False
+  assert tuple(out.centre_shift) == (0, 0)
+  assert float(out.confidence) <= trust.UNSEARCHED_CENTRE_CONFIDENCE
+  assert any("centre could not be searched" in r
+             for r in out.confidence_reasons)
+  assert trust.warning(out.signals, float(out.confidence))
+  searched = recon.reconstruct(pattern, model=tiny_model_dir, config=QUICK)
+  assert searched.signals["centre_searched"] is True
+  assert not any("centre could not be searched" in r
+                 for r in searched.confidence_reasons)
+  off = recon.reconstruct(pattern, valid, model=tiny_model_dir,
+                          config=dataclasses.replace(QUICK, centre_search=0))
+  assert "centre_searched" not in off.signals
+  sig = dict(off.signals, centre_searched=False)
+  assert trust.confidence(sig) == min(float(off.confidence),
+                                      trust.UNSEARCHED_CENTRE_CONFIDENCE)
+
+
 def test_the_searches_centres_are_checked_only_where_they_disagree(
     monkeypatch):
   """``centre_check``: a confident result is refined again at the rings'
@@ -161,28 +191,44 @@ def test_the_searches_centres_are_checked_only_where_they_disagree(
   from msftnet import centre
   pattern = np.zeros((128, 128), np.float32)
   config = recon.RefineConfig()
+
+  def found(ring, sym, searched=True, ring_found=True):
+    return centre.CentreSearch(
+        shift=np.zeros((1, 2), np.int64), searched=np.asarray([searched]),
+        ring=np.asarray([ring]), ring_found=np.asarray([ring_found]),
+        symmetry=np.asarray([sym]))
+
   for ring, sym, expect in (((1, -1), (0, 1), []),
                             ((2, 0), (0, 1), [(2, 0)]),
                             ((-3, 4), (3, 3), [(-3, 4), (3, 3)]),
                             ((-3, 4), (-2, 4), [(-3, 4)]),
                             ((0, 0), (5, 5), [(5, 5)])):
-    monkeypatch.setattr(centre, "ring_centre", lambda *a, r=ring, **k: r)
-    monkeypatch.setattr(centre, "find_centre", lambda *a, r=sym, **k: r)
-    assert recon._other_centres(pattern, None, (0, 0), 0.9, config) == expect
+    assert recon._other_centres(pattern, None, found(ring, sym), 0, (0, 0),
+                                0.9, config) == expect
+  # A score that could not be taken offers no centre (the rings' (0, 0)
+  # means nothing there), and a pattern that could not be searched none.
+  assert recon._other_centres(pattern, None,
+                              found((-3, 4), (3, 3), ring_found=False), 0,
+                              (-3, 4), 0.9, config) == [(3, 3)]
+  assert recon._other_centres(pattern, None,
+                              found((-3, 4), (3, 3), searched=False), 0,
+                              (0, 0), 0.9, config) == []
+  search = found((-3, 4), (3, 3))
   # Without the rings in the search, only the rings' centre is checked.
-  assert recon._other_centres(pattern, None, (0, 0), 0.9,
+  assert recon._other_centres(pattern, None, search, 0, (0, 0), 0.9,
                               dataclasses.replace(config, centre_rings=False,
-                                                  centre_radius=40)) == []
-  assert recon._other_centres(pattern, None, (0, 0), 0.9,
+                                                  centre_radius=40)) == [
+                                                      (-3, 4)]
+  assert recon._other_centres(pattern, None, search, 0, (0, 0), 0.9,
                               dataclasses.replace(config,
                                                   centre_check=False)) == []
-  assert recon._other_centres(pattern, None, (0, 0), 0.9,
+  assert recon._other_centres(pattern, None, search, 0, (0, 0), 0.9,
                               dataclasses.replace(config,
                                                   centre_search=0)) == []
   monkeypatch.setattr(centre, "centre_candidates",
                       lambda *a, **k: [(0, 0), (5, 5), (-2, 3)])
-  assert recon._other_centres(pattern, None, (0, 0), 0.1, config) == [
-      (5, 5), (-2, 3)]
+  assert recon._other_centres(pattern, None, search, 0, (0, 0), 0.1,
+                              config) == [(5, 5), (-2, 3)]
   with pytest.raises(ValueError, match="centre_radius"):
     recon.RefineConfig(centre_radius=1)
 
@@ -219,6 +265,9 @@ def test_a_doubtful_result_is_tried_as_two_touching_bodies(small_model_dir,
   two = recon.reconstruct(pattern, model=small_model_dir, config=config,
                             shape_model=None)
   assert two.signals["bodies"] == 2
+  # Each body's depth is recorded beside the union's.
+  assert len(two.signals["body_depth_log_ratios"]) == 2
+  assert "body_depth_log_ratios" not in kept.signals
   assert two.signals["one_body_unexplained"] == pytest.approx(
       one.signals["unexplained_fraction"])
   assert two.signals["unexplained_fraction"] == pytest.approx(
@@ -236,6 +285,60 @@ def test_a_doubtful_result_is_tried_as_two_touching_bodies(small_model_dir,
     out = recon.reconstruct(pattern, model=small_model_dir, config=confident,
                             shape_model=None)
     assert (out.signals.get("bodies") == 2) is residual
+
+
+def test_a_two_body_answer_records_each_bodys_depth():
+  """A two-body answer's signals record each body's depth along the beam
+  beside the union's; the deep-body rule reads the union's (two balls
+  touching along the beam: each isotropic, the union deep)."""
+  g = Geometry(n_voxels=32, detector_px=64)
+  c = (np.arange(32) - 15.5) / 32
+  x = np.stack(np.meshgrid(c, c, c, indexing="ij"), -1)
+  balls = np.stack([np.clip(0.5 - (np.linalg.norm(
+      x - np.asarray((s * 0.12, 0.0, 0.0)), axis=-1) - 0.1) * 32, 0.0, 1.0)
+                    for s in (1, -1)]).astype(np.float32)
+  union = 1.0 - np.prod(1.0 - balls, axis=0)
+  pattern = np.asarray(meas.simulate_with_dark_level(
+      jnp.asarray(union)[None], g, jnp.asarray([-3.0])))[0]
+  valid = np.ones(pattern.shape, bool)
+  row = dict(density=union[None], candidate_density=union[None, None],
+             dark_level=np.asarray([-3.0]), loss_after=np.asarray([1e-3]))
+  as_one = recon._trust(row, pattern, valid, g, 1e-3, 0.0)["signals"][0]
+  as_two = recon._trust(row, pattern, valid, g, 1e-3, 0.0,
+                        bodies=balls)["signals"][0]
+  assert "body_depth_log_ratios" not in as_one
+  assert len(as_two["body_depth_log_ratios"]) == 2
+  assert max(abs(d) for d in as_two["body_depth_log_ratios"]) < 0.2
+  assert as_two["depth_log_ratio"] == as_one["depth_log_ratio"]
+  assert trust.deep_body(as_two)
+
+
+def test_a_refined_answer_is_read_by_the_shape_network(tiny_model_dir):
+  """With a refinement, ``shape`` is the shape network's reading of the
+  refined answer's noise-free pattern (``shape_net.predict_fit``), the
+  pattern's own reading beside it; the network alone reads the pattern."""
+  from msftnet import shape_net
+  model = shape_net.load()
+  pattern = shape_net.simulate(3, np.arange(1), model.geometry)["pattern"][0]
+  out = recon.reconstruct(pattern, model=tiny_model_dir, config=QUICK)
+  geometry = pretrained.load_model(tiny_model_dir).geometry
+  fit = shape_net.predict_fit(out.density, out.dark_level, geometry,
+                              model)[0]
+  assert out.shape.source == "fitted answer"
+  assert [c for c, _ in out.shape.classes] == [c for c, _ in fit.classes]
+  net_only = recon.reconstruct(pattern, model=tiny_model_dir, config=QUICK,
+                               refine_steps=0)
+  assert net_only.shape.source == "pattern"
+  assert net_only.shape.pattern_reading is None
+  np.testing.assert_allclose(
+      [q for _, q in out.shape.pattern_reading.classes],
+      [q for _, q in net_only.shape.classes], atol=1e-6)
+  rec = out.shape.to_json()
+  assert rec["shape_source"] == "fitted answer"
+  assert rec["shape_classes_pattern"] == net_only.shape.to_json()[
+      "shape_classes"]
+  assert "shape_classes_pattern" not in net_only.shape.to_json()
+  json.dumps(rec, allow_nan=False)
 
 
 @pytest.mark.parametrize("pattern, valid, expect", [

@@ -697,6 +697,10 @@ def test_two_bodies_explain_a_dimer_that_one_convex_body_cannot(
   assert (metrics.aligned_iou(two.density[0], truth)
           > metrics.aligned_iou(one.density[0], truth) + 0.03)
   assert two.density.shape[1:] == (32, 32, 32) and len(two.names) >= 2
+  # The winner's bodies, each on its own: their union is the answer.
+  assert one.bodies is None and two.bodies.shape == (2, 32, 32, 32)
+  np.testing.assert_allclose(1.0 - np.prod(1.0 - two.bodies, axis=0),
+                             two.density[0], atol=1e-5)
   with pytest.raises(ValueError, match="recentre"):
     refine.polytope.refine_polytopes(
         np.zeros((1, 2, 8, 3)) + 1.0, np.ones((1, 2, 8)) * 0.1, pattern,

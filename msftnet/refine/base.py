@@ -266,6 +266,8 @@ class Refined:
       centre search.
     initial_density, loss_before, paper_loss_before: the winner's start and
       its losses where it is not the network's prediction (None: it is).
+    bodies: ``[B, N, N, N]`` the winner's bodies, each on its own, where
+      it is a union of ``B`` bodies (None: one body, or voxels).
   """
 
   density: np.ndarray
@@ -281,3 +283,4 @@ class Refined:
   initial_density: np.ndarray | None = None
   loss_before: float | None = None
   paper_loss_before: float | None = None
+  bodies: np.ndarray | None = None

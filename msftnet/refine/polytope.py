@@ -350,6 +350,9 @@ def _coarse_to_fine(normals, offsets, names, pattern, valid, fit_valid,
         centre=pc["c"][idx] if config.fit_centre else None, photons=photons,
         dark_cap=dark_cap)
     dens = np.asarray(body_density(p["n"], p["h"], n, profile))
+    # A union's bodies, each on its own (for the trust signals).
+    parts = (np.asarray(convex.polytope_density(p["n"], p["h"], n, profile))
+             if jnp.ndim(p["n"]) == 4 else np.zeros((len(idx), 0)))
     sim, masked, paper, u = zip(*(meas.pattern_losses(d, pattern, valid,
                                                       geometry,
                                                       config.max_dark)
@@ -357,7 +360,8 @@ def _coarse_to_fine(normals, offsets, names, pattern, valid, fit_valid,
     off = (centre_offset(p["c"]) if "c" in p
            else np.zeros((len(idx), 2), np.float32))
     return dict(idx=np.asarray(idx), loss=np.asarray(loss), off=off,
-                history=np.asarray(history), dens=dens, sim=np.stack(sim),
+                history=np.asarray(history), dens=dens, parts=parts,
+                sim=np.stack(sim),
                 masked=np.asarray(masked), paper=np.asarray(paper),
                 u=np.asarray(u))
 
@@ -390,7 +394,8 @@ def _coarse_to_fine(normals, offsets, names, pattern, valid, fit_valid,
       history=cat["history"][:, best], pattern=cat["sim"][best],
       masked=float(cat["masked"][best]), paper=float(cat["paper"][best]),
       dark_level=float(cat["u"][best]),
-      centre_offset=tuple(float(x) for x in cat["off"][best]))
+      centre_offset=tuple(float(x) for x in cat["off"][best]),
+      bodies=cat["parts"][best] if cat["parts"].ndim > 2 else None)
 
 
 @base.register("polytope")

@@ -37,7 +37,8 @@ __all__ = ["IMPLAUSIBLE_LOSS_FACTOR", "is_empty", "rank_candidates",
            "NOTHING_EXPLAINED", "explains_nothing",
            "STRUCTURED_RESIDUAL", "RESIDUAL_OVER_NOISE", "ambiguous_centre",
            "deep_body", "DEEP_BODY", "DEEP_BODY_CONFIDENCE", "LARGE_RESIDUAL",
-           "LARGE_RESIDUAL_OVER_NOISE", "flagged"]
+           "LARGE_RESIDUAL_OVER_NOISE", "flagged", "unsearched_centre",
+           "UNSEARCHED_CENTRE_CONFIDENCE", "AMBIGUOUS_CENTRE_CONFIDENCE"]
 
 #: A refined candidate whose masked loss (paper normalisation, fitted dark
 #: level) exceeds this many times the best candidate's is implausible.
@@ -364,6 +365,20 @@ DEEP_BODY = round(convex.GENERATOR_DEPTH_Q99 + 0.1, 1)
 DEEP_BODY_CONFIDENCE = 0.2
 
 
+#: The confidence of a result whose centre could not be searched (no
+#: candidate centre had enough valid pixels near it: a mask covering the
+#: centre) is at most this. A judgement, not a fit: the held-out sets have
+#: no such pattern; a pattern read about an unchecked centre is what the
+#: issue's users were warned of (a shift is read as shape).
+UNSEARCHED_CENTRE_CONFIDENCE = 0.2
+
+
+def unsearched_centre(sig: dict) -> bool:
+  """Whether the centre search was asked for and could score no candidate
+  (False where the signals do not record it)."""
+  return sig.get("centre_searched") is False
+
+
 def deep_body(sig: dict) -> bool:
   """Whether the answer is deeper along the beam than :data:`DEEP_BODY`
   (False where the signals do not record the depth)."""
@@ -392,6 +407,11 @@ def reasons(sig: dict) -> list[str]:
     out.append(f"another centre's fit explains the pattern about as well "
                f"({sig['centre_margin']:.1%} less of its variance) with "
                f"another shape (aligned IoU {sig['centre_agreement']:.2f})")
+  if unsearched_centre(sig):
+    out.append("the pattern's centre could not be searched (too few valid "
+               "pixels near every candidate centre: a mask covering the "
+               "centre), so it was read about the detector's middle pixel "
+               "unchecked")
   if deep_body(sig):
     out.append(f"the body is deeper along the beam than the generator's "
                f"solids (log variance ratio {sig['depth_log_ratio']:.2f}, "
@@ -530,8 +550,9 @@ def confidence(sig: dict, weights=None) -> float:
   """P(aligned IoU >= 0.5) of a result from its :func:`signals` (logistic
   in :func:`features`, :data:`CONFIDENCE_WEIGHTS`); 0 for an empty
   volume and for an answer that :func:`explains_nothing`; at most
-  :data:`AMBIGUOUS_CENTRE_CONFIDENCE` for an :func:`ambiguous_centre`, and
-  :data:`DEEP_BODY_CONFIDENCE` for a :func:`deep_body`."""
+  :data:`AMBIGUOUS_CENTRE_CONFIDENCE` for an :func:`ambiguous_centre`,
+  :data:`DEEP_BODY_CONFIDENCE` for a :func:`deep_body`, and
+  :data:`UNSEARCHED_CENTRE_CONFIDENCE` for an :func:`unsearched_centre`."""
   if sig["empty"] or explains_nothing(sig):
     return 0.0
   w = np.asarray(CONFIDENCE_WEIGHTS if weights is None else weights)
@@ -543,4 +564,6 @@ def confidence(sig: dict, weights=None) -> float:
     p = min(p, AMBIGUOUS_CENTRE_CONFIDENCE)
   if deep_body(sig):
     p = min(p, DEEP_BODY_CONFIDENCE)
+  if unsearched_centre(sig):
+    p = min(p, UNSEARCHED_CENTRE_CONFIDENCE)
   return p
