@@ -6,6 +6,7 @@ r"""Read stored trust rows again: what the published pooled and offline figures 
   python -m benchmarks.trust_rows --what=depth FILE...
   python -m benchmarks.trust_rows --what=bodies [--baseline=ROWS] FILE...
   python -m benchmarks.trust_rows --what=centre FILE...
+  python -m benchmarks.trust_rows --what=edge FILE...
 
 FILE: JSON-lines rows of ``python -m benchmarks.trust`` (results with a
 truth; the no-particle set is left out of ``rules``, ``size`` and
@@ -32,7 +33,11 @@ written before ``true_centre`` was stored, the offset of the filter's key
 of the k-th simexp row, ``augment.evaluation_key(k + 1)``, since the test
 set's samples are numbered from 1): how many are off by 0, 1, 2 and more
 than 2 px, and the median aligned IoU of those within 1 px and of the
-others. One JSON line per answer.
+others. ``edge``: the results read about a centre on the edge of the
+default search's window (10 px from the middle on an axis), how many were
+right (>= 0.5) and good (>= 0.7), and how many were wrong with a confidence
+of 0.5 or more, against the fraction right of all rows. One JSON line per
+answer.
 """
 
 from __future__ import annotations
@@ -50,12 +55,15 @@ from msftnet import records
 from msftnet.refine import trust
 
 _WHAT = flags.DEFINE_enum("what", "pooled", ["pooled", "rules", "size",
-                                             "depth", "bodies", "centre"],
+                                             "depth", "bodies", "centre",
+                                             "edge"],
                           "What to report.")
 _BASELINE = flags.DEFINE_string(
     "baseline", None, "--what=bodies: the same seed's rows without two "
     "bodies.")
 _SET = flags.DEFINE_string("set", "simexp", "The set of --what=pooled.")
+#: The centre search's window of the rows (``RefineConfig.centre_search``).
+_MAX_SHIFT = 10
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
 
 
@@ -205,6 +213,20 @@ def main(argv):
       report.add({"what": what, "size_log_ratio": k, "n": len(buckets[k]),
                   "right": int(sum(buckets[k])),
                   "fraction_right": round(float(np.mean(buckets[k])), 2)})
+  elif what == "edge":
+    edge = [r for r in rows if "centre_shift" in r
+            and max(abs(int(x)) for x in r["centre_shift"]) >= _MAX_SHIFT]
+    right = [r for r in rows if r["aligned_iou"] >= 0.5]
+    report.add({
+        "what": what, "files": paths, "n": len(rows),
+        "fraction_right": round(len(right) / max(len(rows), 1), 3),
+        "at_edge": len(edge),
+        "at_edge_right": sum(r["aligned_iou"] >= 0.5 for r in edge),
+        "at_edge_good": sum(r["aligned_iou"] >= 0.7 for r in edge),
+        "at_edge_confident_wrong": sum(
+            r["aligned_iou"] < 0.5 and r["confidence"] >= 0.5 for r in edge),
+        "rows": [[r["set"], r["name"], r["centre_shift"], r["aligned_iou"],
+                  r["confidence"]] for r in edge]})
   elif what == "depth":
     deep = [r for r in rows
             if r["signals"].get("depth_log_ratio", 0.0) > trust.DEEP_BODY]

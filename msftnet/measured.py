@@ -648,7 +648,7 @@ def parse_frames(spec: str | None):
   range ``A:B`` (``B`` excluded; either end may be left out; negative
   numbers count from the end), e.g. ``0:100,250``; None or empty: every
   frame. The function raises ``ValueError`` for an index a run of ``n``
-  frames does not have.
+  frames does not have, and for a range that holds none of its frames.
   """
   if spec is None or not str(spec).strip():
     return lambda n: list(range(n))
@@ -670,7 +670,12 @@ def parse_frames(spec: str | None):
     out = set()
     for it in items:
       if isinstance(it, tuple):
-        out.update(range(n)[slice(*it)])
+        picked = range(n)[slice(*it)]
+        if not picked:
+          a, b = ("" if x is None else x for x in it)
+          raise ValueError(f"frames {a}:{b} hold none of the run's {n} "
+                           f"frames (0 to {n - 1}).")
+        out.update(picked)
       else:
         k = it + n if it < 0 else it
         if not 0 <= k < n:

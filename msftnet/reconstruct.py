@@ -199,11 +199,14 @@ def _two_bodies(one_body: dict, two: dict) -> dict:
 
 def _trust(row: dict, pattern, valid, geometry: Geometry,
            network_masked: float, max_dark: float,
-           centre_searched: bool | None = None, bodies=None) -> dict:
+           centre_searched: bool | None = None, bodies=None,
+           centre_at_edge: bool | None = None) -> dict:
   """The confidence fields of one pattern's row (centred frame); the dark
   level of the objective at most ``max_dark``; ``centre_searched``: whether
   the centre search could score any candidate (None: no search asked
-  for); ``bodies``: ``[B, N, N, N]`` the answer's bodies where it is a
+  for); ``centre_at_edge``: whether the centre lies on the edge of the
+  search's window (None: no search); ``bodies``: ``[B, N, N, N]`` the
+  answer's bodies where it is a
   union of touching bodies, whose own depths along the beam are recorded
   (``body_depth_log_ratios``) beside the union's, which the deep-body rule
   reads: the bodies' separation along the beam is as weakly constrained
@@ -225,6 +228,8 @@ def _trust(row: dict, pattern, valid, geometry: Geometry,
                  else None))
   if centre_searched is not None:
     sig["centre_searched"] = centre_searched
+  if centre_at_edge is not None:
+    sig["centre_at_edge"] = centre_at_edge
   if bodies is not None:
     sig["body_depth_log_ratios"] = [
         float(convex.depth_log_ratio(b > 0.5)) for b in bodies]
@@ -478,7 +483,11 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
     row.update(_trust(row, p_c, v_c, geometry, ml_n, config.max_dark,
                       None if search is None else bool(search.searched[i]),
                       bodies=(None if config.steps == 0 or bodies_from is None
-                              else res.bodies)))
+                              else res.bodies),
+                      centre_at_edge=(
+                          None if search is None else
+                          max(abs(shift[0]), abs(shift[1]))
+                          >= config.centre_search)))
     note = trust.calibration_note(config.method, config.steps,
                                   config.objective)
     if note:

@@ -104,8 +104,11 @@ def summary_row(stem: str, record: dict) -> dict:
       "loss_network": _num(record.get("loss_network")),
       "loss_refined": _num(loss_refined),
       "confidence": _num(record.get("confidence"), 4),
+      # The input's own warning (a dark level that flattens the pattern)
+      # too: the table is where a run's results are filtered.
       "warning": " ".join(w for w in (record.get("reconstruction_warning"),
-                                      record.get("shape_warning")) if w),
+                                      record.get("shape_warning"),
+                                      record.get("warning")) if w),
       "frame": "" if record.get("frame") is None else str(record["frame"]),
       "input": record.get("input", ""),
   }

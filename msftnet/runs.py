@@ -154,18 +154,39 @@ def shape_fields(estimate, recon_r: float) -> dict:
   model), and ``radius_nm_reconstruction``, ``recon_r``: the equivalent
   radius (nm) of the reconstruction's volume
   (:func:`msftnet.refine.trust.equivalent_radius`); ``shape_warning`` when
-  the two radii disagree by more than :data:`SHAPE_RADIUS_AGREEMENT`."""
+  a radius the network read disagrees with it by more than
+  :data:`SHAPE_RADIUS_AGREEMENT`: its reading of the measured pattern (the
+  pattern is unlike its training data) or of the fitted answer's own
+  pattern (the network misreads even that)."""
   out = {} if estimate is None else estimate.to_json()
   recon_r = float(recon_r)
   out["radius_nm_reconstruction"] = recon_r
-  if estimate is not None and not (
-      recon_r > 0 and abs(np.log(estimate.radius_nm / recon_r))
-      <= np.log(SHAPE_RADIUS_AGREEMENT)):
-    out["shape_warning"] = (
+  if estimate is None:
+    return out
+
+  def disagrees(r):
+    return not (recon_r > 0 and abs(np.log(r / recon_r))
+                <= np.log(SHAPE_RADIUS_AGREEMENT))
+
+  said = []
+  if disagrees(estimate.radius_nm):
+    said.append(
         f"the shape network's radius ({estimate.radius_nm:.0f} nm) disagrees "
         f"with the reconstruction's ({recon_r:.0f} nm) by more than "
         f"{SHAPE_RADIUS_AGREEMENT:.2f}x: its class and orientation are "
-        "likely wrong (a pattern unlike its training data?)")
+        "likely wrong" + (" (a pattern unlike its training data?)"
+                          if estimate.source == "pattern" else
+                          " (it misreads even the answer's own pattern)"))
+  seen = estimate.pattern_reading
+  if seen is not None and disagrees(seen.radius_nm):
+    said.append(
+        f"the shape network's reading of the measured pattern itself gives "
+        f"a radius of {seen.radius_nm:.0f} nm against the reconstruction's "
+        f"{recon_r:.0f} nm (more than {SHAPE_RADIUS_AGREEMENT:.2f}x): the "
+        "pattern is unlike its training data (the classes given are read "
+        "off the fitted answer)")
+  if said:
+    out["shape_warning"] = "; ".join(said)
   return out
 
 

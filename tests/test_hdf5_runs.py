@@ -138,3 +138,11 @@ def test_parse_frames(spec, n, want):
 def test_a_malformed_frames_spec_is_one_sentence(spec):
   with pytest.raises(ValueError, match="--frames"):
     measured.parse_frames(spec)
+
+
+@pytest.mark.parametrize("spec, n", [("20:30", 10), ("5:2", 10),
+                                     ("-3:-5", 4)])
+def test_a_range_that_holds_no_frame_is_an_error_not_an_empty_run(spec, n):
+  with pytest.raises(ValueError, match=r"^frames .* hold none of the run's "
+                     rf"{n} frames \(0 to {n - 1}\)\.$"):
+    measured.parse_frames(spec)(n)

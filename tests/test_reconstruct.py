@@ -182,6 +182,31 @@ def test_a_centre_that_could_not_be_searched_is_said_and_flagged(
                                       trust.UNSEARCHED_CENTRE_CONFIDENCE)
 
 
+def test_a_centre_on_the_edge_of_the_search_is_said_and_flagged(
+    tiny_model_dir):
+  """A pattern whose centre lies beyond the search's window is read about
+  the window's edge: the result says so (signal, reason, capped
+  confidence); one read inside the window does not."""
+  from msftnet import centre
+  from msftnet import shape_net
+  pattern = shape_net.simulate(3, np.arange(1))["pattern"][0]
+  moved, valid = centre.shift_pattern(pattern, None, (0, -4))
+  config = dataclasses.replace(QUICK, centre_search=2)
+  out = recon.reconstruct(moved, valid, model=tiny_model_dir, config=config,
+                          shape_model=None)
+  assert out.centre_shift[1] == 2                    # the window's edge
+  assert out.signals["centre_at_edge"] is True
+  assert float(out.confidence) <= trust.EDGE_CENTRE_CONFIDENCE
+  assert any("edge of the centre search's window" in r
+             for r in out.confidence_reasons)
+  inside = recon.reconstruct(moved, valid, model=tiny_model_dir,
+                             config=QUICK, shape_model=None)
+  assert max(abs(x) for x in inside.centre_shift) < QUICK.centre_search
+  assert inside.signals["centre_at_edge"] is False
+  assert not any("edge of the centre search's window" in r
+                 for r in inside.confidence_reasons)
+
+
 def test_the_searches_centres_are_checked_only_where_they_disagree(
     monkeypatch):
   """``centre_check``: a confident result is refined again at the rings'

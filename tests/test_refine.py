@@ -428,6 +428,8 @@ def test_signals_are_strict_json_even_without_fringes():
   assert sig["fringe_radius_box"] is None and sig["size_log_ratio"] == 0.0
   json.dumps(sig, allow_nan=False)
   assert 0.0 <= trust.confidence(sig) <= 1.0
+  # The size check it skips is said.
+  assert any("size is unchecked" in r for r in trust.reasons(sig))
 
 
 def test_the_shape_networks_radius_narrows_the_starts(cube_problem):

@@ -70,6 +70,9 @@ def test_summary_rows_follow_the_results(tmp_path):
   # A fit's record names its best class.
   assert run_report.summary_row("y", {"best_class": "Cube", "loss": 0.1}
                                 )["class"] == "Cube"
+  # The input's own warning (a flattened pattern) reaches the table too.
+  assert run_report.summary_row("z", dict(rec, warning="flattened"))[
+      "warning"] == "flattened"
 
 
 def test_update_summary_survives_a_torn_table_and_a_resume(tmp_path):

@@ -97,3 +97,15 @@ def test_shape_fields_warn_when_the_radii_disagree():
   assert "shape_warning" in runs.shape_fields(est, 0.0)      # empty result
   assert runs.shape_fields(None, 38.0) == {
       "radius_nm_reconstruction": pytest.approx(38.0)}
+  # A reading of the fitted answer: the measured pattern's own reading is
+  # checked too (it says whether the pattern is like the training data).
+  import dataclasses
+  seen = dataclasses.replace(est, radius_nm=90.0)
+  fit = dataclasses.replace(est, source="fitted answer", pattern_reading=seen)
+  warned = runs.shape_fields(fit, 38.0)["shape_warning"]
+  assert "measured pattern itself" in warned and "90 nm" in warned
+  assert "40 nm" not in warned
+  agreed = dataclasses.replace(fit, pattern_reading=est)
+  assert "shape_warning" not in runs.shape_fields(agreed, 38.0)
+  both = runs.shape_fields(fit, 80.0)["shape_warning"]
+  assert "misreads even the answer's own pattern" in both

@@ -38,7 +38,8 @@ __all__ = ["IMPLAUSIBLE_LOSS_FACTOR", "is_empty", "rank_candidates",
            "STRUCTURED_RESIDUAL", "RESIDUAL_OVER_NOISE", "ambiguous_centre",
            "deep_body", "DEEP_BODY", "DEEP_BODY_CONFIDENCE", "LARGE_RESIDUAL",
            "LARGE_RESIDUAL_OVER_NOISE", "flagged", "unsearched_centre",
-           "UNSEARCHED_CENTRE_CONFIDENCE", "AMBIGUOUS_CENTRE_CONFIDENCE"]
+           "UNSEARCHED_CENTRE_CONFIDENCE", "AMBIGUOUS_CENTRE_CONFIDENCE",
+           "edge_centre", "EDGE_CENTRE_CONFIDENCE"]
 
 #: A refined candidate whose masked loss (paper normalisation, fitted dark
 #: level) exceeds this many times the best candidate's is implausible.
@@ -379,6 +380,23 @@ def unsearched_centre(sig: dict) -> bool:
   return sig.get("centre_searched") is False
 
 
+#: The confidence of a result read about a centre on the edge of the centre
+#: search's window (``RefineConfig.centre_search`` px from the middle on an
+#: axis, where the best centre may lie further out) is at most this. In the
+#: stored trust rows of sixteen seeds (two of them, 20261213 and 20261291,
+#: informed earlier choices), 11 of 21 such results were right (aligned IoU
+#: >= 0.5, against 86 % of all 1008), one good (>= 0.7), and four wrong
+#: with a confidence of 0.5-0.9 (docs/results.md, "Ninth
+#: session"; ``benchmarks.trust_rows --what=edge``).
+EDGE_CENTRE_CONFIDENCE = 0.2
+
+
+def edge_centre(sig: dict) -> bool:
+  """Whether the result was read about a centre on the edge of the
+  search's window (False where the signals do not record it)."""
+  return sig.get("centre_at_edge") is True
+
+
 def deep_body(sig: dict) -> bool:
   """Whether the answer is deeper along the beam than :data:`DEEP_BODY`
   (False where the signals do not record the depth)."""
@@ -399,6 +417,9 @@ def reasons(sig: dict) -> list[str]:
   if agree is not None and agree < 0.6:
     out.append(f"the two best candidates disagree (aligned IoU "
                f"{agree:.2f})")
+  if sig.get("fringe_radius_box", 0.0) is None:
+    out.append("no fringe spacing could be read (too few radii valid), so "
+               "the size is unchecked")
   if abs(sig["size_log_ratio"]) > np.log(1.5):
     out.append(f"the size disagrees with the fringe spacing (volume-"
                f"equivalent radius {sig['equivalent_radius_box']:.3f} box, "
@@ -412,6 +433,10 @@ def reasons(sig: dict) -> list[str]:
                "pixels near every candidate centre: a mask covering the "
                "centre), so it was read about the detector's middle pixel "
                "unchecked")
+  if edge_centre(sig):
+    out.append("the pattern's centre lies on the edge of the centre "
+               "search's window, so the best centre may lie further out "
+               "(RefineConfig.centre_search)")
   if deep_body(sig):
     out.append(f"the body is deeper along the beam than the generator's "
                f"solids (log variance ratio {sig['depth_log_ratio']:.2f}, "
@@ -551,8 +576,9 @@ def confidence(sig: dict, weights=None) -> float:
   in :func:`features`, :data:`CONFIDENCE_WEIGHTS`); 0 for an empty
   volume and for an answer that :func:`explains_nothing`; at most
   :data:`AMBIGUOUS_CENTRE_CONFIDENCE` for an :func:`ambiguous_centre`,
-  :data:`DEEP_BODY_CONFIDENCE` for a :func:`deep_body`, and
-  :data:`UNSEARCHED_CENTRE_CONFIDENCE` for an :func:`unsearched_centre`."""
+  :data:`DEEP_BODY_CONFIDENCE` for a :func:`deep_body`,
+  :data:`UNSEARCHED_CENTRE_CONFIDENCE` for an :func:`unsearched_centre`,
+  and :data:`EDGE_CENTRE_CONFIDENCE` for an :func:`edge_centre`."""
   if sig["empty"] or explains_nothing(sig):
     return 0.0
   w = np.asarray(CONFIDENCE_WEIGHTS if weights is None else weights)
@@ -566,4 +592,6 @@ def confidence(sig: dict, weights=None) -> float:
     p = min(p, DEEP_BODY_CONFIDENCE)
   if unsearched_centre(sig):
     p = min(p, UNSEARCHED_CENTRE_CONFIDENCE)
+  if edge_centre(sig):
+    p = min(p, EDGE_CENTRE_CONFIDENCE)
   return p
