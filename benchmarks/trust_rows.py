@@ -35,8 +35,10 @@ set's samples are numbered from 1): how many are off by 0, 1, 2 and more
 than 2 px, and the median aligned IoU of those within 1 px and of the
 others. ``edge``: the results read about a centre on the edge of the
 default search's window (10 px from the middle on an axis), how many were
-right (>= 0.5) and good (>= 0.7), and how many were wrong with a confidence
-of 0.5 or more, against the fraction right of all rows. One JSON line per
+right (>= 0.5) and good (>= 0.7), how many were wrong with a confidence
+of 0.5 or more, and how many the cap of an edge centre
+(``trust.EDGE_CENTRE_CONFIDENCE``) newly flags among rows written without
+it (wrong, right, good), against the fraction right of all rows. One JSON line per
 answer.
 """
 
@@ -225,6 +227,14 @@ def main(argv):
         "at_edge_good": sum(r["aligned_iou"] >= 0.7 for r in edge),
         "at_edge_confident_wrong": sum(
             r["aligned_iou"] < 0.5 and r["confidence"] >= 0.5 for r in edge),
+        # What the cap at trust.EDGE_CENTRE_CONFIDENCE newly flags among
+        # rows written without it.
+        "newly_flagged_wrong": sum(
+            not r["flagged"] and r["aligned_iou"] < 0.5 for r in edge),
+        "newly_flagged_right": sum(
+            not r["flagged"] and r["aligned_iou"] >= 0.5 for r in edge),
+        "newly_flagged_good": sum(
+            not r["flagged"] and r["aligned_iou"] >= 0.7 for r in edge),
         "rows": [[r["set"], r["name"], r["centre_shift"], r["aligned_iou"],
                   r["confidence"]] for r in edge]})
   elif what == "depth":
