@@ -24,7 +24,8 @@ reconstructed and their class read off the refined polytope
 simulated-experiment filter (and barke), are reconstructed with the shape
 model, whose ``shape`` is the network's reading of the fitted answer's
 noise-free pattern (``msftnet.shape_net.predict_fit``), against its reading
-of the pattern itself.
+of the pattern itself, as it comes and centred where the answer was
+refined.
 """
 
 from __future__ import annotations
@@ -243,8 +244,12 @@ def _from_fit(model, report):
                              model.geometry, truncated=True,
                              filtered=cond == "truncated_simexp")
     est = shape_net.predict(sim["pattern"], sim["valid"], model)
-    hits = {"network": [], "fit": []}
-    radius = {"network": [], "fit": []}
+    # network: the pattern as it comes (the filter may move its centre);
+    # pattern_centred: the same network on the pattern centred where the
+    # answer was refined (what the reconstruction keeps beside the fit's
+    # reading); fit: the fitted answer's reading (what it reports).
+    hits = {"network": [], "pattern_centred": [], "fit": []}
+    radius = {"network": [], "pattern_centred": [], "fit": []}
     seconds = []
     for i, (e, p) in enumerate(zip(est, sim["params"])):
       # As a user gets it: the reconstruction reads its answer.
@@ -255,13 +260,16 @@ def _from_fit(model, report):
       shape_net.predict_fit(rec.density, rec.dark_level, geometry, model)
       seconds.append(time.perf_counter() - t)
       true_r = float(np.exp(sim["log_radius"][i])) * model.geometry.box_nm
-      for key, x in (("network", e), ("fit", f)):
+      for key, x in (("network", e), ("pattern_centred", f.pattern_reading),
+                     ("fit", f)):
         order = [c for c, _ in x.classes]
         hits[key].append((order[0] == p.polyhedron,
                           p.polyhedron in order[:3]))
         radius[key].append(abs(x.radius_nm / true_r - 1))
       report.add({"from_fit_solid": p.polyhedron, "condition": cond,
                   "network_top3": [c for c, _ in e.classes[:3]],
+                  "pattern_centred_top3": [
+                      c for c, _ in f.pattern_reading.classes[:3]],
                   "fit_top3": [c for c, _ in f.classes[:3]]})
     report.add({"condition": f"{cond}_from_fit", "n": _FROM_FIT.value,
                 "seed": _SEED.value,
@@ -348,7 +356,9 @@ def main(argv):
         match_hits += row["match_in_top3"]
       if _FROM_FIT.value:
         f = reconstruct.reconstruct(pat, val, shape_model=model).shape
-        row.update(fit_top3=[c for c, _ in f.classes[:3]],
+        row.update(pattern_centred_top3=[
+            c for c, _ in f.pattern_reading.classes[:3]],
+                   fit_top3=[c for c, _ in f.classes[:3]],
                    fit_probabilities=[round(p, 3) for _, p in f.classes[:3]],
                    fit_in_top3=truth in [c for c, _ in f.classes[:3]])
         fit_hits += row["fit_in_top3"]

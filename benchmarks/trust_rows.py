@@ -64,7 +64,8 @@ _BASELINE = flags.DEFINE_string(
     "baseline", None, "--what=bodies: the same seed's rows without two "
     "bodies.")
 _SET = flags.DEFINE_string("set", "simexp", "The set of --what=pooled.")
-#: The centre search's window of the rows (``RefineConfig.centre_search``).
+#: The centre search's window of rows that do not record ``centre_at_edge``
+#: (``RefineConfig.centre_search``).
 _MAX_SHIFT = 10
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write JSON lines here.")
 
@@ -216,8 +217,14 @@ def main(argv):
                   "right": int(sum(buckets[k])),
                   "fraction_right": round(float(np.mean(buckets[k])), 2)})
   elif what == "edge":
-    edge = [r for r in rows if "centre_shift" in r
-            and max(abs(int(x)) for x in r["centre_shift"]) >= _MAX_SHIFT]
+    def at_edge(r):
+      recorded = r["signals"].get("centre_at_edge")
+      if recorded is not None:
+        return recorded
+      return ("centre_shift" in r and max(abs(int(x)) for x in
+                                          r["centre_shift"]) >= _MAX_SHIFT)
+
+    edge = [r for r in rows if at_edge(r)]
     right = [r for r in rows if r["aligned_iou"] >= 0.5]
     report.add({
         "what": what, "files": paths, "n": len(rows),

@@ -398,10 +398,10 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
     shifts = search.shift.copy()
   centred = [centre.shift_pattern(p, v, s) for p, v, s in zip(pat, val, shifts)]
   for i, (p_c, v_c) in enumerate(centred):
+    # (A searched centre keeps the valid pairs it was scored on: only an
+    # unsearched pattern could get here, whose shift is already (0, 0).)
     if not v_c.any():                 # the shift left no valid pixel
       centred[i], shifts[i] = (pat[i], val[i]), (0, 0)
-      if search is not None:
-        search.searched[i] = False
   p_all = np.stack([c[0] for c in centred]).astype(np.float32)
   v_all = np.stack([c[1] for c in centred])
   shapes = [None] * pat.shape[0]
@@ -537,8 +537,13 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
       # class of the fitted answer"); the pattern's own reading rides along.
       fit = shape_net.predict_fit(row["density"], row["dark_level"],
                                   geometry, shape_model)[0]
+      seen = shapes[i]
+      at = tuple(int(x) for x in row["centre_shift"][0])
+      if at != shift:                 # the pattern read at the chosen centre
+        seen = shape_net.predict(*(x[None] for x in centre.shift_pattern(
+            pat[i], val[i], at)), shape_model)[0]
       row["shape"][0] = dataclasses.replace(fit, source="fitted answer",
-                                            pattern_reading=shapes[i])
+                                            pattern_reading=seen)
     rows.append(row)
   out = _stack(rows)
   return _first(out) if single else out

@@ -25,8 +25,12 @@ __all__ = ["read_jsonl", "append_jsonl", "write_jsonl", "write_result_json",
            "read_result_json", "RESULT_SCHEMA_VERSION"]
 
 #: Version of the ``STEM.json`` result record; raised when a key changes
-#: meaning or disappears (added keys keep it).
-RESULT_SCHEMA_VERSION = 1
+#: meaning or disappears (added keys keep it). 2: after a refinement,
+#: ``shape_classes``, ``radius_nm``, ``stretch`` and ``orientation`` are
+#: the shape network's reading of the fitted answer (``shape_source``), no
+#: longer of the measured pattern (now ``shape_classes_pattern``,
+#: ``radius_nm_pattern``).
+RESULT_SCHEMA_VERSION = 2
 
 
 def read_jsonl(path) -> list[dict]:

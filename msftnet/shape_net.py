@@ -686,7 +686,8 @@ class ShapeEstimate:
       :func:`predict`) or ``"fitted answer"`` (a reconstruction's
       noise-free pattern, :func:`predict_fit`).
     pattern_reading: for a reading of a fitted answer, the network's
-      reading of the measured pattern itself (or None).
+      reading of the measured pattern itself, centred where the answer was
+      refined (or None).
   """
 
   classes: tuple
@@ -700,7 +701,8 @@ class ShapeEstimate:
     """The ``STEM.json`` fields: ``shape_classes`` (the ``top`` best),
     ``radius_nm``, ``stretch``, ``orientation``, ``shape_source`` (what
     the network read), and for a fitted answer's reading
-    ``shape_classes_pattern``: the ``top`` best of the pattern's own."""
+    ``shape_classes_pattern`` and ``radius_nm_pattern``: the ``top`` best
+    classes and the radius of the pattern's own."""
     best = self.classes[0][0]
     orient = None
     if self.rotation is not None:
@@ -724,8 +726,9 @@ class ShapeEstimate:
            "stretch": float(self.stretch), "orientation": orient,
            "shape_source": self.source}
     if self.pattern_reading is not None:
-      out["shape_classes_pattern"] = self.pattern_reading.to_json(
-          top)["shape_classes"]
+      seen = self.pattern_reading.to_json(top)
+      out["shape_classes_pattern"] = seen["shape_classes"]
+      out["radius_nm_pattern"] = seen["radius_nm"]
     return out
 
 
@@ -782,11 +785,16 @@ def predict_fit(densities, dark_levels, geometry: Geometry,
   rho = np.asarray(densities, np.float32)
   if rho.ndim == 3:
     rho = rho[None]
-  u = np.broadcast_to(np.asarray(dark_levels, np.float64), rho.shape[:1])
   n = geometry.n_voxels
   if rho.ndim != 4 or rho.shape[1:] != (n, n, n):
     raise ValueError(f"shape_net.predict_fit: densities must be [B, {n}, "
                      f"{n}, {n}], got shape {np.shape(densities)}.")
+  u = np.asarray(dark_levels, np.float64)
+  if u.ndim > 1 or (u.ndim == 1 and u.shape[0] not in (1, len(rho))):
+    raise ValueError(f"shape_net.predict_fit: dark_levels must be one value "
+                     f"or one per density ({len(rho)}), got shape "
+                     f"{u.shape}.")
+  u = np.broadcast_to(u, rho.shape[:1])
   if geometry.detector_px != model.geometry.detector_px:
     raise ValueError(
         f"shape_net.predict_fit: the shape model reads "

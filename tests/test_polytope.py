@@ -457,6 +457,26 @@ def test_one_search_gives_every_centre_and_says_which_it_could_not_score():
   assert max(abs(got.shift[0, 0] + 2), abs(got.shift[0, 1] - 1)) <= 1
 
 
+def test_the_combined_score_falls_back_to_the_symmetry_alone():
+  """``centre._combine``: the sum of both log ratios where some candidate
+  has both scores; the symmetry's log ratio alone where the rings score
+  nothing, or where no candidate has both (each finite only elsewhere:
+  formerly every candidate inf, read as ``(0, 0)``); the raw symmetry
+  without rings."""
+  inf = np.inf
+  sym = np.asarray([[2.0, 1.0, 4.0, inf], [2.0, 1.0, inf, inf],
+                    [inf, inf, 3.0, 6.0]])
+  ring = np.asarray([[1.0, 2.0, 1.0, 5.0], [inf, inf, inf, inf],
+                     [1.0, 2.0, inf, inf]])
+  got = centre._combine(sym, ring, rings=True)
+  np.testing.assert_allclose(got[0], [np.log(2.0), np.log(2.0),
+                                      np.log(4.0), inf])
+  np.testing.assert_allclose(got[1], [np.log(2.0), 0.0, inf, inf])
+  np.testing.assert_allclose(got[2], [inf, inf, 0.0, np.log(2.0)])
+  assert int(np.argmin(got[2])) == 2
+  np.testing.assert_array_equal(centre._combine(sym, ring, rings=False), sym)
+
+
 def test_the_centre_searches_name_a_bad_input_in_one_line():
   p = np.zeros((16, 16), np.float32)
   with pytest.raises(ValueError, match=r"^ring_centre: expected a pattern "

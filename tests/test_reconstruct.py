@@ -355,13 +355,17 @@ def test_a_refined_answer_is_read_by_the_shape_network(tiny_model_dir):
                                refine_steps=0)
   assert net_only.shape.source == "pattern"
   assert net_only.shape.pattern_reading is None
+  # The pattern's own reading, at the centre the answer was refined at.
+  from msftnet import centre
+  seen = shape_net.predict(*(x[None] for x in centre.shift_pattern(
+      pattern, None, out.centre_shift)), model)[0]
   np.testing.assert_allclose(
       [q for _, q in out.shape.pattern_reading.classes],
-      [q for _, q in net_only.shape.classes], atol=1e-6)
+      [q for _, q in seen.classes], atol=1e-5)
   rec = out.shape.to_json()
   assert rec["shape_source"] == "fitted answer"
-  assert rec["shape_classes_pattern"] == net_only.shape.to_json()[
-      "shape_classes"]
+  assert rec["shape_classes_pattern"] == seen.to_json()["shape_classes"]
+  assert rec["radius_nm_pattern"] == pytest.approx(seen.radius_nm)
   assert "shape_classes_pattern" not in net_only.shape.to_json()
   json.dumps(rec, allow_nan=False)
 
@@ -474,7 +478,7 @@ def test_msftnet_command_outputs_frames_and_errors(tmp_path, tiny_model_dir):
     assert rec["candidates"][0]["loss"] <= rec["candidates"][1]["loss"]
     assert "affine_masked_mse" in rec["candidate_loss_is"]
     # Every result says how far to trust it, in a versioned record.
-    assert list(rec)[0] == "schema_version" and rec["schema_version"] == 1
+    assert list(rec)[0] == "schema_version" and rec["schema_version"] == 2
     assert 0.0 <= rec["confidence"] <= 1.0
     assert isinstance(rec["confidence_reasons"], list)
     assert rec["trust_signals"]["candidate_agreement"] <= 1.0

@@ -245,6 +245,10 @@ def test_the_fitted_answer_is_read_through_its_noise_free_pattern():
   with pytest.raises(ValueError, match=r"^shape_net.predict_fit: densities "
                      r"must be \[B, 64, 64, 64\], got shape \(32, 32, 32\)"):
     shape_net.predict_fit(np.zeros((32, 32, 32)), -3.0, g, model)
+  with pytest.raises(ValueError, match=r"^shape_net.predict_fit: "
+                     r"dark_levels must be one value or one per density "
+                     r"\(2\), got shape \(3,\)\.$"):
+    shape_net.predict_fit(dens, [-3.0, -3.0, -3.0], g, model)
   with pytest.raises(ValueError, match="reads 128 px patterns"):
     shape_net.predict_fit(np.zeros((1, 16, 16, 16)), -3.0,
                           small_geometry(16, 32), model)
