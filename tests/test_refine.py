@@ -741,3 +741,20 @@ def test_two_bodies_are_tried_where_structure_is_left_to_explain():
       below=0.2)
   assert trust.two_bodies_worth_trying(
       _signals(unexplained_fraction=0.03, noise_fraction=0.01), doubtful)
+
+
+def test_the_sphere_scan_behind_a_beam_stop_over_the_centre_reads_the_rest():
+  """Where almost no pixel of the coarse problem's central crop is valid,
+  the sphere scan fits the full pattern's valid pixels (formerly it took
+  the crop's masked zeros for data): a ball's radius is still found."""
+  ball = np.asarray(sphere_density(32, 0.2))
+  pattern = np.asarray(meas.simulate_with_dark_level(
+      jnp.asarray(ball)[None], SMALL, jnp.asarray([-4.0])))[0]
+  m = SMALL.detector_px
+  valid = np.ones((m, m), bool)
+  o = m // 4
+  valid[o:o + m // 2, o:o + m // 2] = False          # the whole crop
+  pattern = np.where(valid, pattern, 0.0).astype(np.float32)
+  scan = refine.polytope.scan_spheres(pattern, valid, SMALL, 0.0)
+  best = refine.polytope._SCAN_RADII[int(np.argmin(scan))]
+  assert abs(np.log(best / 0.2)) < np.log(1.15), best

@@ -40,7 +40,7 @@ __all__ = ["masked_mse", "paper_mse", "affine_masked_mse", "DARK_GRID",
            "dark_grid", "affine_dark_search", "batch_losses", "affine_objective",
            "pattern_losses", "counts_from_pattern", "poisson_deviance",
            "count_dark_bound", "FLOOR_QUANTILE", "check_photons",
-           "check_patterns", "coarse_problem"]
+           "check_patterns", "coarse_problem", "COARSE_MIN_VALID"]
 
 
 def masked_mse(sim, pattern, valid) -> jax.Array:
@@ -291,12 +291,22 @@ def check_patterns(pattern, valid, m: int):
   return augment.network_input(pattern, valid), valid, single
 
 
+#: Fewest valid pixels in the coarse problem's central crop; with fewer (a
+#: beam stop over the centre) :func:`coarse_problem` gives the full one.
+COARSE_MIN_VALID = 16
+
+
 def coarse_problem(pattern, valid, geometry: Geometry):
   """The coarse stage's geometry (N/2 voxels, the central M/2 pixels on the
-  same q grid) and the pattern's central crop."""
+  same q grid) and the pattern's central crop with its valid pixels; where
+  fewer than :data:`COARSE_MIN_VALID` of those are valid, the full problem
+  ``(geometry, pattern, valid)`` instead (the masked pixels are not
+  data)."""
   m = geometry.detector_px
   coarse = geometry.replace(n_voxels=max(geometry.n_voxels // 2, 4),
                             detector_px=m // 2)
   o = m // 2 - (m // 2) // 2
-  return coarse, pattern[o:o + m // 2, o:o + m // 2], valid[o:o + m // 2,
-                                                            o:o + m // 2]
+  crop_valid = valid[o:o + m // 2, o:o + m // 2]
+  if np.sum(crop_valid) < COARSE_MIN_VALID:
+    return geometry, pattern, valid
+  return coarse, pattern[o:o + m // 2, o:o + m // 2], crop_valid

@@ -228,11 +228,9 @@ _START_SHAPES = (("sphere", (1.0, 1.0, 1.0)), ("prolate", (1.4, 0.85, 0.85)),
 def scan_spheres(pattern, valid, geometry: Geometry, max_dark: float
                  ) -> np.ndarray:
   """The affine-invariant loss of balls of each of ``_SCAN_RADII`` against
-  the coarse problem (the central pixels; all of them where too few near
-  the centre are valid): ``[R]``."""
+  the coarse problem (the central pixels), or, where too few of those are
+  valid (a beam stop over the centre), the full problem: ``[R]``."""
   coarse, crop, crop_valid = meas.coarse_problem(pattern, valid, geometry)
-  if crop_valid.sum() < 16:            # nothing near the centre: use all
-    crop_valid = np.ones_like(crop_valid)
   return np.asarray(_sphere_scan(jnp.asarray(_SCAN_RADII, jnp.float32),
                                  jnp.asarray(crop), jnp.asarray(crop_valid),
                                  geometry=coarse, max_dark=max_dark))
@@ -325,8 +323,6 @@ def _coarse_to_fine(normals, offsets, names, pattern, valid, fit_valid,
   union of bodies per start, :func:`body_density`)."""
   n = geometry.n_voxels
   coarse, crop, crop_valid = meas.coarse_problem(pattern, fit_valid, geometry)
-  if crop_valid.sum() < 16:
-    coarse, crop, crop_valid = geometry, pattern, fit_valid
   profile = config.profile
   # With fit_centre the centre correction is a parameter too, started at 0
   # and carried from the coarse stage to the fine one.
