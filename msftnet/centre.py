@@ -267,6 +267,13 @@ def search_centres(patterns, valid=None, *, max_shift: int = 10,
   each pattern could be searched at all, from one scoring
   (:class:`CentreSearch`)."""
   t, v = _as_batch(patterns, valid, "search_centres")
+  return _search(t, v, max_shift=max_shift, radius=radius,
+                 min_pairs=min_pairs, min_gain=min_gain, rings=rings)
+
+
+def _search(t, v, *, max_shift: int, radius: int, min_pairs: int,
+            min_gain: float, rings: bool) -> CentreSearch:
+  """:func:`search_centres` of checked ``t, v [B, M, M]`` (float32)."""
   sym, ring = _parts(t, v, max_shift=max_shift, radius=radius,
                      min_pairs=min_pairs)
   score = _combine(sym, ring, rings)
@@ -301,10 +308,9 @@ def find_centres(patterns, valid=None, *, max_shift: int = 10,
   (int64; all candidates of a pattern scored at once, jit-compiled;
   ``(0, 0)`` for a pattern with no candidate that could be scored, which
   :func:`search_centres` reports)."""
-  _as_batch(patterns, valid, "find_centres")
-  return search_centres(patterns, valid, max_shift=max_shift, radius=radius,
-                        min_pairs=min_pairs, min_gain=min_gain,
-                        rings=rings).shift
+  t, v = _as_batch(patterns, valid, "find_centres")
+  return _search(t, v, max_shift=max_shift, radius=radius,
+                 min_pairs=min_pairs, min_gain=min_gain, rings=rings).shift
 
 
 #: How far apart (px, per axis) two centres must lie to count as distinct
@@ -343,11 +349,9 @@ def ring_centre(pattern, valid=None, *, max_shift: int = 10,
   score = np.asarray(_ring_scores(t, v, max_shift=int(max_shift),
                                   radius=int(radius),
                                   min_pixels=int(min_pixels)))[0]
-  if not np.isfinite(score).any():
-    return (0, 0)
-  k = int(np.argmin(score))
-  side = 2 * max_shift + 1
-  return (k // side - max_shift, k % side - max_shift)
+  dy, dx = _offsets(np.argmin(score)[None], 2 * max_shift + 1, max_shift,
+                    [np.isfinite(score).any()])[0]
+  return int(dy), int(dx)
 
 
 def centre_candidates(pattern, valid=None, *, k: int = 4,
@@ -357,7 +361,8 @@ def centre_candidates(pattern, valid=None, *, k: int = 4,
   """Up to ``k`` distinct candidate offsets ``(dy, dx)`` of the pattern's
   centre, the most likely first.
 
-  The first is :func:`find_centre`'s, the second :func:`ring_centre`'s.
+  The first is :func:`find_centre`'s, the second :func:`ring_centre`'s
+  (where the rings could score any candidate).
   The search is fooled where
   the detector's artefacts break the pattern's point symmetry (a blind
   spot's attenuated rim, an off-centre beam stop, noise): then the right
@@ -371,12 +376,12 @@ def centre_candidates(pattern, valid=None, *, k: int = 4,
   """
   if k < 1:
     raise ValueError(f"centre_candidates: k must be >= 1, got {k}.")
-  t = np.asarray(pattern, np.float32)[None]
-  v = (np.ones(t.shape, np.float32) if valid is None else
-       np.asarray(valid, bool)[None].astype(np.float32))
+  t, v = _as_batch(pattern, valid, "centre_candidates", single=True)
   side = 2 * max_shift + 1
-  picked = [find_centre(pattern, valid, max_shift=max_shift,
-                        min_pairs=min_pairs, radius=radius, rings=rings)]
+  # The search's centre and the rings' own, from one scoring.
+  search = _search(t, v, max_shift=max_shift, radius=radius,
+                   min_pairs=min_pairs, min_gain=0.0, rings=rings)
+  picked = [tuple(int(x) for x in search.shift[0])]
 
   minima = {}
 
@@ -397,8 +402,8 @@ def centre_candidates(pattern, valid=None, *, k: int = 4,
       minima[radius] = [(y - max_shift, x - max_shift) for y, x in found]
     return minima[radius]
 
-  if k > 1:
-    ring = ring_centre(pattern, valid, max_shift=max_shift)
+  if k > 1 and search.ring_found[0]:      # (none where nothing was scored)
+    ring = tuple(int(x) for x in search.ring[0])
     if distinct(ring, picked):
       picked.append(ring)
   for rank in range(k):

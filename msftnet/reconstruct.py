@@ -395,13 +395,10 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
     search = centre.search_centres(pat, val, max_shift=config.centre_search,
                                    radius=config.centre_radius,
                                    rings=config.centre_rings)
-    shifts = search.shift.copy()
+    shifts = search.shift
+  # (A searched centre keeps the valid pixels it was scored on, and an
+  # unsearched pattern's shift is (0, 0): every centred pattern has some.)
   centred = [centre.shift_pattern(p, v, s) for p, v, s in zip(pat, val, shifts)]
-  for i, (p_c, v_c) in enumerate(centred):
-    # (A searched centre keeps the valid pairs it was scored on: only an
-    # unsearched pattern could get here, whose shift is already (0, 0).)
-    if not v_c.any():                 # the shift left no valid pixel
-      centred[i], shifts[i] = (pat[i], val[i]), (0, 0)
   p_all = np.stack([c[0] for c in centred]).astype(np.float32)
   v_all = np.stack([c[1] for c in centred])
   shapes = [None] * pat.shape[0]
@@ -493,6 +490,9 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
     if note:
       row["confidence_reasons"][0] = row["confidence_reasons"][0] + [note]
     back = (-shift[0], -shift[1])
+    # The answer's own simulated pattern, centred and whole, for the shape
+    # network's reading of it (not a Reconstruction field).
+    row["fit_pattern"] = row["pattern"][0]
     row["pattern"] = centre.shift_pattern(row["pattern"][0], None, back)[0][None]
     row["initial_pattern"] = centre.shift_pattern(
         row["initial_pattern"][0], None, back)[0][None]
@@ -535,15 +535,16 @@ def reconstruct(pattern, valid=None, *, model=None, refine_steps: int | None
       # What the refined answer is: the network reads its noise-free
       # pattern, free of the measurement's artefacts (docs/results.md, "The
       # class of the fitted answer"); the pattern's own reading rides along.
-      fit = shape_net.predict_fit(row["density"], row["dark_level"],
-                                  geometry, shape_model)[0]
+      # (Its pattern at its dark level is the refinement's own simulated
+      # one: shape_net.predict_fit without the MSFT again.)
+      fit = shape_net.predict_simulated(row["fit_pattern"][None],
+                                        shape_model)[0]
       seen = shapes[i]
       at = tuple(int(x) for x in row["centre_shift"][0])
       if at != shift:                 # the pattern read at the chosen centre
         seen = shape_net.predict(*(x[None] for x in centre.shift_pattern(
             pat[i], val[i], at)), shape_model)[0]
-      row["shape"][0] = dataclasses.replace(fit, source="fitted answer",
-                                            pattern_reading=seen)
+      row["shape"][0] = dataclasses.replace(fit, pattern_reading=seen)
     rows.append(row)
   out = _stack(rows)
   return _first(out) if single else out

@@ -66,14 +66,13 @@ from msftnet import data as data_lib
 from msftnet import records
 from msftnet import solids
 from msftnet.geometry import Geometry
-from msftnet.msft import intensity
-from msftnet.msft import log_pattern
 from msftnet.paper_io import atomic_write
+from msftnet.refine import measurement as meas
 
 __all__ = [
     "ShapeNet", "ShapeEstimate", "ShapeModel", "pattern_symmetry",
     "orientation_error_deg", "reduced_rotation", "targets", "simulate",
-    "train", "export", "load", "predict", "predict_fit",
+    "train", "export", "load", "predict", "predict_fit", "predict_simulated",
     "DEFAULT_SHAPE_MODEL_DIR",
     "NO_ORIENTATION",
 ]
@@ -766,7 +765,8 @@ def predict_fit(densities, dark_levels, geometry: Geometry,
   """:func:`predict` of fitted answers instead of measured patterns: each
   density's simulated pattern, noise-free with every pixel valid, log-scaled
   at its fitted dark level (``eps = max(I) 10^u``, the generator's
-  convention).
+  convention: :func:`msftnet.refine.measurement.simulate_with_dark_level`),
+  read by :func:`predict_simulated`.
 
   A measured pattern's artefacts (noise, mask, detector response) lie
   outside what the network was trained on; an answer that explains the
@@ -789,23 +789,30 @@ def predict_fit(densities, dark_levels, geometry: Geometry,
   if rho.ndim != 4 or rho.shape[1:] != (n, n, n):
     raise ValueError(f"shape_net.predict_fit: densities must be [B, {n}, "
                      f"{n}, {n}], got shape {np.shape(densities)}.")
-  u = np.asarray(dark_levels, np.float64)
+  u = np.asarray(dark_levels, np.float32)
   if u.ndim > 1 or (u.ndim == 1 and u.shape[0] not in (1, len(rho))):
     raise ValueError(f"shape_net.predict_fit: dark_levels must be one value "
                      f"or one per density ({len(rho)}), got shape "
                      f"{u.shape}.")
-  u = np.broadcast_to(u, rho.shape[:1])
   if geometry.detector_px != model.geometry.detector_px:
     raise ValueError(
         f"shape_net.predict_fit: the shape model reads "
         f"{model.geometry.detector_px} px patterns, the geometry gives "
         f"{geometry.detector_px}.")
-  inten = np.asarray(intensity(jnp.asarray(rho), geometry))
-  peak = inten.reshape(len(rho), -1).max(axis=1)
-  eps = np.maximum(peak * 10.0 ** u, 1e-30)[:, None, None]
-  patterns = np.asarray(log_pattern(jnp.asarray(inten),
-                                    eps=jnp.asarray(eps, jnp.float32)))
-  return predict(patterns, np.ones(patterns.shape, bool), model)
+  return predict_simulated(meas.simulate_with_dark_level(
+      jnp.asarray(rho), geometry,
+      jnp.asarray(np.broadcast_to(u, rho.shape[:1]))), model)
+
+
+def predict_simulated(patterns, model: ShapeModel | None = None
+                      ) -> list[ShapeEstimate]:
+  """:func:`predict` of fitted answers' own simulated patterns ``[B, M,
+  M]`` (noise-free, every pixel valid; a refinement has them at hand, so
+  :func:`predict_fit` need not simulate them again), marked ``source``
+  "fitted answer"."""
+  p = np.asarray(patterns, np.float32)
+  return [dataclasses.replace(e, source="fitted answer")
+          for e in predict(p, np.ones(p.shape, bool), model)]
 
 
 def model_card(config: TrainConfig, validation: dict, command: str) -> str:
