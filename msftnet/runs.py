@@ -157,7 +157,8 @@ def shape_fields(estimate, recon_r: float) -> dict:
   a radius the network read disagrees with it by more than
   :data:`SHAPE_RADIUS_AGREEMENT`: its reading of the measured pattern (the
   pattern is unlike its training data) or of the fitted answer's own
-  pattern (the network misreads even that)."""
+  pattern (the network misreads even that); and when the pattern's top
+  class is not among the fitted answer's top 3 (the class is uncertain)."""
   out = {} if estimate is None else estimate.to_json()
   recon_r = float(recon_r)
   out["radius_nm_reconstruction"] = recon_r
@@ -185,6 +186,16 @@ def shape_fields(estimate, recon_r: float) -> dict:
         f"{recon_r:.0f} nm (more than {SHAPE_RADIUS_AGREEMENT:.2f}x): the "
         "pattern is unlike its training data (the classes given are read "
         "off the fitted answer)")
+  if seen is not None and seen.classes[0][0] not in [
+      c for c, _ in estimate.classes[:3]]:
+    # The two readings disagree: on the barke patterns, where the reported
+    # top class is wrong in all four, they always did (docs/results.md,
+    # "The class of the fitted answer").
+    said.append(
+        f"the shape network reads the measured pattern as "
+        f"{seen.classes[0][0]}, which is not among the fitted answer's "
+        f"top 3 classes ({', '.join(c for c, _ in estimate.classes[:3])}): "
+        "the class is uncertain, whatever its probability")
   if said:
     out["shape_warning"] = "; ".join(said)
   return out

@@ -109,3 +109,9 @@ def test_shape_fields_warn_when_the_radii_disagree():
   assert "shape_warning" not in runs.shape_fields(agreed, 38.0)
   both = runs.shape_fields(fit, 80.0)["shape_warning"]
   assert "misreads even the answer's own pattern" in both
+  # The readings' classes disagree: the class is uncertain.
+  other = dataclasses.replace(est, classes=(("Tetrahedron", 0.99),
+                                            ("Cube", 0.01)))
+  split = dataclasses.replace(fit, pattern_reading=other)
+  warned = runs.shape_fields(split, 38.0)["shape_warning"]
+  assert "as Tetrahedron" in warned and "class is uncertain" in warned
